@@ -1,0 +1,306 @@
+//! The in-memory object cache: a byte budget, per-kind freshness, stale-if-error, and
+//! request collapsing so that N concurrent misses for one object make one origin read.
+//!
+//! A hit is a lock-free `moka` read that clones an `Arc`; bodies are `Bytes` shared with
+//! every response. Only a miss touches the in-flight table, under a short mutex.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use http::HeaderValue;
+
+/// One cached object.
+#[derive(Debug)]
+pub struct Entry {
+    /// The whole body, shared by every response.
+    pub body: Bytes,
+    /// Strong validator computed from the body (so every edge agrees on it).
+    pub etag: HeaderValue,
+    /// When the entry stops being fresh.
+    pub fresh_until: Instant,
+    /// How long past `fresh_until` it is kept for stale-if-error.
+    pub stale_for: Duration,
+}
+
+impl Entry {
+    /// Makes an entry fresh for `ttl` from `now`, keeping it `stale_for` longer.
+    pub fn new(body: Bytes, now: Instant, ttl: Duration, stale_for: Duration) -> Self {
+        let h = xxhash_rust::xxh3::xxh3_128(&body);
+        let etag = HeaderValue::try_from(format!("\"{h:032x}\"")).expect("hex is a valid header");
+        Self {
+            body,
+            etag,
+            fresh_until: now + ttl,
+            stale_for,
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh entry.
+    Fresh(Arc<Entry>),
+    /// An entry past its freshness but inside its stale-if-error window.
+    Stale(Arc<Entry>),
+    /// Nothing usable.
+    Miss,
+}
+
+/// The result of filling one key, shared by every collapsed waiter.
+pub type FillResult = Result<Fill, FillError>;
+
+/// A successful fill.
+#[derive(Debug, Clone)]
+pub enum Fill {
+    /// The object was read and stored.
+    Stored(Arc<Entry>),
+    /// The object is larger than the per-object limit; each waiter streams it itself.
+    TooLarge,
+}
+
+/// A failed fill, cloneable so that all waiters see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FillError {
+    /// The origin has no such object.
+    NotFound,
+    /// The origin did not answer in time.
+    Timeout,
+    /// The origin failed; the text is for logs, never for clients.
+    Unavailable(Arc<str>),
+}
+
+type InFlight = Shared<BoxFuture<'static, FillResult>>;
+
+struct Expiry;
+
+impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
+    fn expire_after_create(&self, _k: &Box<str>, v: &Arc<Entry>, now: Instant) -> Option<Duration> {
+        Some(v.fresh_until.saturating_duration_since(now) + v.stale_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        k: &Box<str>,
+        v: &Arc<Entry>,
+        now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(k, v, now)
+    }
+}
+
+/// The object cache.
+pub struct Cache {
+    map: moka::sync::Cache<Box<str>, Arc<Entry>>,
+    inflight: Mutex<HashMap<Box<str>, InFlight>>,
+}
+
+/// Fixed per-entry overhead counted against the byte budget.
+const ENTRY_OVERHEAD: usize = 256;
+
+#[allow(clippy::borrowed_box)] // moka hands the weigher `&K`, and K is `Box<str>`.
+fn weigh(k: &Box<str>, v: &Arc<Entry>) -> u32 {
+    u32::try_from(k.len() + v.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+impl Cache {
+    /// A cache holding at most `max_bytes` of keys and bodies.
+    pub fn new(max_bytes: u64) -> Self {
+        let map = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(weigh)
+            .expire_after(Expiry)
+            .build();
+        Self {
+            map,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Looks `key` up at time `now`.
+    pub fn lookup(&self, key: &str, now: Instant) -> Lookup {
+        match self.map.get(key) {
+            Some(e) if now < e.fresh_until => Lookup::Fresh(e),
+            Some(e) => Lookup::Stale(e),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Fills `key` with `fetch`, collapsing concurrent calls: while a fill for `key` runs,
+    /// later callers wait for it instead of starting their own. The fetch runs on its own
+    /// task, so a client that goes away does not cancel it for the others. Returns the
+    /// result and whether this caller started the fetch.
+    pub async fn fill<F>(self: &Arc<Self>, key: &str, fetch: F) -> (FillResult, bool)
+    where
+        F: Future<Output = FillResult> + Send + 'static,
+    {
+        let (fut, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = inflight.get(key) {
+                (f.clone(), false)
+            } else if let Some(e) = self.map.get(key).filter(|e| Instant::now() < e.fresh_until) {
+                // A fill finished between our lookup and taking the lock.
+                return (Ok(Fill::Stored(e)), false);
+            } else {
+                let this = Arc::clone(self);
+                let owned: Box<str> = key.into();
+                let k2 = owned.clone();
+                let task = tokio::spawn(async move {
+                    let res = fetch.await;
+                    if let Ok(Fill::Stored(e)) = &res {
+                        this.map.insert(k2.clone(), Arc::clone(e));
+                    }
+                    // Insert before removing the in-flight marker, so no caller sees neither.
+                    this.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&k2);
+                    res
+                });
+                let fut = async move {
+                    task.await
+                        .unwrap_or_else(|e| Err(FillError::Unavailable(e.to_string().into())))
+                }
+                .boxed()
+                .shared();
+                inflight.insert(owned, fut.clone());
+                (fut, true)
+            }
+        };
+        (fut.await, leader)
+    }
+
+    /// Drops `key`.
+    pub fn invalidate(&self, key: &str) {
+        self.map.invalidate(key);
+    }
+
+    /// Drops every key that starts with `prefix`.
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        let keys: Vec<Box<str>> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in keys {
+            self.map.invalidate(&k);
+        }
+    }
+
+    /// Bytes currently charged against the budget.
+    pub fn weighted_size(&self) -> u64 {
+        self.map.run_pending_tasks();
+        self.map.weighted_size()
+    }
+
+    /// Entries currently held.
+    pub fn entry_count(&self) -> u64 {
+        self.map.entry_count()
+    }
+
+    /// Fills currently in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn entry(body: &'static [u8], ttl: u64) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            Bytes::from_static(body),
+            Instant::now(),
+            Duration::from_millis(ttl),
+            Duration::from_secs(60),
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_fills_collapse_into_one_fetch() {
+        let cache = Arc::new(Cache::new(1 << 20));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let cache = Arc::clone(&cache);
+            let calls = Arc::clone(&calls);
+            tasks.push(tokio::spawn(async move {
+                let fetch = async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(Fill::Stored(entry(b"body", 10_000)))
+                };
+                cache.fill("k", fetch).await
+            }));
+        }
+        let mut leaders = 0;
+        for t in tasks {
+            let (res, leader) = t.await.unwrap();
+            leaders += usize::from(leader);
+            assert!(matches!(res, Ok(Fill::Stored(e)) if &e.body[..] == b"body"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(leaders, 1);
+        assert!(matches!(
+            cache.lookup("k", Instant::now()),
+            Lookup::Fresh(_)
+        ));
+        assert_eq!(cache.inflight(), 0);
+    }
+
+    #[tokio::test]
+    async fn entries_go_stale_then_errors_are_shared() {
+        let cache = Arc::new(Cache::new(1 << 20));
+        let (res, _) = cache
+            .fill("k", async { Ok(Fill::Stored(entry(b"x", 1))) })
+            .await;
+        assert!(res.is_ok());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(
+            cache.lookup("k", Instant::now()),
+            Lookup::Stale(_)
+        ));
+        let (res, _) = cache.fill("k", async { Err(FillError::Timeout) }).await;
+        assert_eq!(res.unwrap_err(), FillError::Timeout);
+        // A failed refill leaves the stale entry in place for stale-if-error.
+        assert!(matches!(
+            cache.lookup("k", Instant::now()),
+            Lookup::Stale(_)
+        ));
+    }
+
+    #[test]
+    fn byte_budget_evicts() {
+        let cache = Cache::new(10_000);
+        for i in 0..100 {
+            let body = Bytes::from(vec![0u8; 1000]);
+            let e = Arc::new(Entry::new(
+                body,
+                Instant::now(),
+                Duration::from_secs(60),
+                Duration::ZERO,
+            ));
+            cache.map.insert(format!("k{i}").into(), e);
+        }
+        assert!(cache.weighted_size() <= 10_000, "{}", cache.weighted_size());
+    }
+
+    #[test]
+    fn etag_depends_on_body() {
+        let a = entry(b"a", 1);
+        let b = entry(b"b", 1);
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(a.etag, entry(b"a", 5).etag);
+    }
+}

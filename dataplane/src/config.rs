@@ -1,0 +1,306 @@
+//! Edge configuration: read from TOML and `STREAMGATE_*` variables into typed values.
+//!
+//! Every default is written once, in [`EdgeConfig::default`] and the `Default`
+//! impls below. Validation reports every error with its field path.
+
+pub mod reader;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use streamgate_origin::{HttpOrigin, OriginConfig, S3Origin};
+
+use reader::{ConfigErrors, Errors, Fields};
+
+/// Sections of the shared config file that belong to other components; the edge skips them.
+const OTHER_SECTIONS: &[&str] = &["control", "transcode", "ingest", "load", "dev"];
+
+/// The whole typed configuration of one edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// Plain HTTP/1.1 and h2c listener.
+    pub http_listen: SocketAddr,
+    /// TLS listener (HTTP/1.1 and h2); enabled when `tls` is set.
+    pub tls_listen: SocketAddr,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Certificate and key for the TLS listener.
+    pub tls: Option<TlsFiles>,
+    /// Worker threads for the serving runtime.
+    pub threads: usize,
+    /// `ma` of the `Alt-Svc` header sent on TLS responses.
+    pub alt_svc_max_age: Duration,
+    /// How long in-flight requests may run after a graceful-shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Cross-origin access for browser players.
+    pub cors: CorsConfig,
+    /// The in-memory cache.
+    pub cache: CacheConfig,
+    /// Origin storage.
+    pub origin: OriginConfig,
+}
+
+/// Paths of a PEM certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Which browser origins may read responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Allowed `Origin` values; `"*"` allows any. Empty turns CORS off.
+    pub allow_origins: Vec<String>,
+    /// `Access-Control-Max-Age` of preflight answers.
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Byte budget of the in-memory cache (bodies and keys).
+    pub max_bytes: u64,
+    /// Objects larger than this stream from origin without being cached (`x-cache: BYPASS`).
+    pub max_object_bytes: u64,
+    /// Freshness of playlists and MPDs.
+    pub manifest_ttl: Duration,
+    /// Freshness of segments and init segments.
+    pub segment_ttl: Duration,
+    /// How long past freshness an object may still be served when the origin fails.
+    pub stale_if_error: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 512 << 20,
+            max_object_bytes: 64 << 20,
+            manifest_ttl: Duration::from_secs(2),
+            segment_ttl: Duration::from_secs(24 * 3600),
+            stale_if_error: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            tls: None,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            alt_svc_max_age: Duration::from_secs(86400),
+            shutdown_grace: Duration::from_secs(5),
+            cors: CorsConfig::default(),
+            cache: CacheConfig::default(),
+            origin: OriginConfig::Fs {
+                root: PathBuf::from("data/origin"),
+            },
+        }
+    }
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but has invalid values.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl EdgeConfig {
+    /// Loads `path`, applies `STREAMGATE_*` environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, std::env::vars(), &path.display().to_string())
+    }
+
+    /// Parses `text`, applies overrides from `vars`, and validates. `name` appears in errors.
+    pub fn from_toml_str(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+        name: &str,
+    ) -> Result<Self, LoadError> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| LoadError::Syntax {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut errs = Errors::default();
+        reader::apply_env(&mut doc, vars, &mut errs);
+        let cfg = Self::from_table(&doc, &mut errs);
+        Ok(errs.finish(cfg)?)
+    }
+
+    /// Reads typed config from a parsed document, recording every problem in `errs`.
+    pub fn from_table(doc: &toml::Table, errs: &mut Errors) -> Self {
+        use reader::*;
+        let d = Self::default();
+        let mut root = Fields::root(doc);
+        let mut e = root.table(errs, "edge");
+        let http_listen = e.get(errs, "http_listen", d.http_listen, socket_addr);
+        let tls_listen = e.get(errs, "tls_listen", d.tls_listen, socket_addr);
+        let admin_listen = e.get(errs, "admin_listen", d.admin_listen, socket_addr);
+        let cert = e.opt(errs, "tls_cert", path);
+        let key = e.opt(errs, "tls_key", path);
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                errs.push("edge.tls_key", "required when edge.tls_cert is set");
+                None
+            }
+            (None, Some(_)) => {
+                errs.push("edge.tls_cert", "required when edge.tls_key is set");
+                None
+            }
+        };
+        let threads = e.get(errs, "threads", d.threads as u64, int_in(1, 1024)) as usize;
+        let alt_svc_max_age = e.get(errs, "alt_svc_max_age", d.alt_svc_max_age, duration);
+        let shutdown_grace = e.get(errs, "shutdown_grace", d.shutdown_grace, duration);
+
+        let mut c = e.table(errs, "cors");
+        let cors = CorsConfig {
+            allow_origins: c.get(errs, "allow_origins", d.cors.allow_origins, strings),
+            max_age: c.get(errs, "max_age", d.cors.max_age, duration),
+        };
+        c.finish(errs);
+
+        let mut k = e.table(errs, "cache");
+        let cache = CacheConfig {
+            max_bytes: k.get(errs, "max_bytes", d.cache.max_bytes, byte_size),
+            max_object_bytes: k.get(
+                errs,
+                "max_object_bytes",
+                d.cache.max_object_bytes,
+                byte_size,
+            ),
+            manifest_ttl: k.get(errs, "manifest_ttl", d.cache.manifest_ttl, duration),
+            segment_ttl: k.get(errs, "segment_ttl", d.cache.segment_ttl, duration),
+            stale_if_error: k.get(errs, "stale_if_error", d.cache.stale_if_error, duration),
+        };
+        if cache.max_object_bytes > cache.max_bytes {
+            errs.push(
+                "edge.cache.max_object_bytes",
+                "must not exceed edge.cache.max_bytes",
+            );
+        }
+        if cache.max_object_bytes > u64::from(u32::MAX) {
+            errs.push("edge.cache.max_object_bytes", "must be below 4GiB");
+        }
+        k.finish(errs);
+        e.finish(errs);
+
+        let mut o = root.table(errs, "origin");
+        let origin = read_origin(&mut o, errs, d.origin);
+        o.finish(errs);
+
+        for s in OTHER_SECTIONS {
+            let _ = root.table(errs, s);
+        }
+        root.finish(errs);
+
+        Self {
+            http_listen,
+            tls_listen,
+            admin_listen,
+            tls,
+            threads,
+            alt_svc_max_age,
+            shutdown_grace,
+            cors,
+            cache,
+            origin,
+        }
+    }
+}
+
+fn read_origin(o: &mut Fields<'_>, errs: &mut Errors, default: OriginConfig) -> OriginConfig {
+    use reader::*;
+    let kind = o.get(errs, "kind", "fs".to_owned(), string);
+    let secs = |n| Duration::from_secs(n);
+    match kind.as_str() {
+        "fs" => {
+            let root = o.opt(errs, "root", path);
+            match (root, default) {
+                (Some(root), _) => OriginConfig::Fs { root },
+                (None, d) => d,
+            }
+        }
+        "http" => {
+            let base_url = o.opt(errs, "base_url", string).unwrap_or_default();
+            if base_url.is_empty() {
+                errs.push("origin.base_url", "required when origin.kind = \"http\"");
+            } else if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                errs.push("origin.base_url", "must start with http:// or https://");
+            }
+            OriginConfig::Http(HttpOrigin {
+                base_url,
+                timeout: o.get(errs, "timeout", secs(10), duration),
+                connect_timeout: o.get(errs, "connect_timeout", secs(2), duration),
+                pool_max_idle_per_host: o.get(errs, "pool_max_idle_per_host", 64, int_in(0, 65536))
+                    as usize,
+                pool_idle_timeout: o.get(errs, "pool_idle_timeout", secs(90), duration),
+            })
+        }
+        "s3" => {
+            let bucket = o.opt(errs, "bucket", string).unwrap_or_default();
+            if bucket.is_empty() {
+                errs.push("origin.bucket", "required when origin.kind = \"s3\"");
+            }
+            OriginConfig::S3(S3Origin {
+                bucket,
+                prefix: o.opt(errs, "prefix", string),
+                endpoint: o.opt(errs, "endpoint", string),
+                region: o.get(errs, "region", "us-east-1".to_owned(), string),
+                access_key_id: o.opt(errs, "access_key_id", string),
+                secret_access_key: o.opt(errs, "secret_access_key", string),
+                allow_http: o.get(errs, "allow_http", false, boolean),
+                timeout: o.get(errs, "timeout", secs(10), duration),
+            })
+        }
+        other => {
+            errs.push(
+                "origin.kind",
+                format!("{other:?} is not one of \"fs\", \"http\", \"s3\""),
+            );
+            default
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

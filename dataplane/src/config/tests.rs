@@ -1,0 +1,86 @@
+use super::*;
+
+fn parse(text: &str) -> Result<EdgeConfig, LoadError> {
+    EdgeConfig::from_toml_str(text, Vec::new(), "test.toml")
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    assert_eq!(parse("").unwrap(), EdgeConfig::default());
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let text = r#"
+[edge]
+http_listen = "nope"
+threads = 0
+tls_cert = "/c.pem"
+bogus = 1
+[edge.cache]
+max_bytes = "lots"
+manifest_ttl = "soon"
+[origin]
+kind = "ftp"
+"#;
+    let Err(LoadError::Invalid(ConfigErrors(errs))) = parse(text) else {
+        panic!("expected validation errors");
+    };
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "edge.http_listen",
+        "edge.threads",
+        "edge.tls_key",
+        "edge.bogus",
+        "edge.cache.max_bytes",
+        "edge.cache.manifest_ttl",
+        "origin.kind",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+}
+
+#[test]
+fn env_overrides_file() {
+    let vars = vec![
+        (
+            "STREAMGATE_EDGE__CACHE__MAX_BYTES".to_owned(),
+            "1GiB".to_owned(),
+        ),
+        ("STREAMGATE_EDGE__THREADS".to_owned(), "3".to_owned()),
+        ("STREAMGATE_ORIGIN__KIND".to_owned(), "http".to_owned()),
+        (
+            "STREAMGATE_ORIGIN__BASE_URL".to_owned(),
+            "http://127.0.0.1:1/".to_owned(),
+        ),
+        ("STREAMGATE_LOG".to_owned(), "debug".to_owned()),
+    ];
+    let cfg = EdgeConfig::from_toml_str("[edge]\nthreads = 1\n", vars, "t").unwrap();
+    assert_eq!(cfg.cache.max_bytes, 1 << 30);
+    assert_eq!(cfg.threads, 3);
+    assert!(matches!(cfg.origin, OriginConfig::Http(ref h) if h.base_url == "http://127.0.0.1:1/"));
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let err = parse("[edge\n").unwrap_err().to_string();
+    assert!(err.contains("test.toml"), "{err}");
+}
+
+#[test]
+fn byte_sizes() {
+    use reader::parse_byte_size as p;
+    assert_eq!(p("512MiB"), Some(512 << 20));
+    assert_eq!(p("1.5 KB"), Some(1500));
+    assert_eq!(p("42"), Some(42));
+    assert_eq!(p("12 parsecs"), None);
+    assert_eq!(p(""), None);
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config/edge.toml");
+    let cfg = EdgeConfig::from_toml_str(&std::fs::read_to_string(path).unwrap(), Vec::new(), path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.cors.allow_origins, ["https://player.example.com"]);
+}

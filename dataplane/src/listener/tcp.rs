@@ -1,0 +1,107 @@
+//! The Pingora front: HTTP/1.1 and h2c on the plain port, HTTP/1.1 and h2 over TLS.
+//! It reads a request, hands it to the shared [`Pipeline`], and writes what comes back.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use pingora_core::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
+};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+
+use crate::body::Body;
+use crate::metrics::Proto;
+use crate::pipeline::{Conn, Pipeline};
+
+/// The Pingora application behind both TCP listeners (plain and TLS).
+pub(crate) struct TcpFront {
+    pipeline: Arc<Pipeline>,
+    options: HttpServerOptions,
+}
+
+impl TcpFront {
+    pub(crate) fn new(pipeline: Arc<Pipeline>) -> Self {
+        let mut options = HttpServerOptions::default();
+        // h2c with prior knowledge on the plain port; Pingora turns it off on TLS
+        // streams, where ALPN picks h2 or HTTP/1.1.
+        options.h2c = true;
+        Self { pipeline, options }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for TcpFront {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading request failed");
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(60));
+        }
+        let conn = Conn {
+            proto: if session.is_http2() {
+                Proto::H2
+            } else {
+                Proto::H1
+            },
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        };
+        let resp = self.pipeline.handle(session.req_header(), &conn).await;
+        let (parts, body) = resp.into_parts();
+        let header = Box::new(ResponseHeader::from(parts));
+        if let Err(e) = session.write_response_header(header).await {
+            tracing::debug!(error = %e, "writing response header failed");
+            return None;
+        }
+        let written = match body {
+            Body::Empty => session.finish_body().await,
+            Body::Full(bytes) => session.write_response_body(bytes, true).await,
+            Body::Stream(mut stream) => loop {
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Err(e) = session.write_response_body(chunk, false).await {
+                            break Err(e);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // Headers are out; the only honest signal left is to cut the connection.
+                        tracing::warn!(error = %e, "origin stream failed mid-body");
+                        return None;
+                    }
+                    None => break session.finish_body().await,
+                }
+            },
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "writing response body failed");
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(_) => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}

@@ -1,0 +1,230 @@
+//! Prometheus metrics of the edge. Label sets are resolved once at start, so recording a
+//! request is a few atomic adds with no map lookup and no lock.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// The protocol a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.x.
+    H1,
+    /// HTTP/2.
+    H2,
+    /// HTTP/3.
+    H3,
+}
+
+impl Proto {
+    const ALL: [Self; 3] = [Self::H1, Self::H2, Self::H3];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H1 => "h1",
+            Self::H2 => "h2",
+            Self::H3 => "h3",
+        }
+    }
+}
+
+/// The `x-cache` outcome of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from a fresh entry.
+    Hit,
+    /// Fetched from origin.
+    Miss,
+    /// Served from a stale entry because the origin failed.
+    Stale,
+    /// Streamed from origin without caching.
+    Bypass,
+    /// The cache was not consulted (errors, preflight, player page).
+    None,
+}
+
+impl CacheStatus {
+    const ALL: [Self; 5] = [Self::Hit, Self::Miss, Self::Stale, Self::Bypass, Self::None];
+
+    /// Header value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Stale => "STALE",
+            Self::Bypass => "BYPASS",
+            Self::None => "NONE",
+        }
+    }
+}
+
+/// Status codes the edge produces; anything else is counted as `other`.
+const STATUSES: [u16; 16] = [
+    200, 204, 206, 304, 400, 401, 403, 404, 405, 416, 429, 500, 502, 503, 504, 0,
+];
+
+fn status_index(code: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == code)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Result of one origin read, for `streamgate_edge_origin_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginResult {
+    /// The object was read.
+    Ok,
+    /// The origin has no such object.
+    NotFound,
+    /// The origin failed.
+    Error,
+    /// The origin timed out.
+    Timeout,
+}
+
+/// All edge metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<IntCounter>,
+    bytes: Vec<IntCounter>,
+    origin_reads: [IntCounter; 4],
+    origin_latency: Histogram,
+    /// Bytes held by the cache, updated on scrape.
+    pub cache_bytes: IntGauge,
+    /// Entries held by the cache, updated on scrape.
+    pub cache_entries: IntGauge,
+    /// Origin fills in flight, updated on scrape.
+    pub inflight_fills: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric; `origin` is the origin kind label.
+    pub fn new(origin: &'static str) -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "streamgate_edge_requests_total",
+                "Requests served, by protocol, status and cache result",
+            ),
+            &["proto", "status", "cache"],
+        )
+        .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "streamgate_edge_response_body_bytes_total",
+                "Body bytes sent, by protocol and cache result",
+            ),
+            &["proto", "cache"],
+        )
+        .expect("valid metric");
+        let origin_reads = IntCounterVec::new(
+            Opts::new(
+                "streamgate_edge_origin_requests_total",
+                "Origin reads, by origin kind and result",
+            ),
+            &["origin", "result"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "streamgate_edge_origin_latency_seconds",
+                "Time to read a whole object from origin",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["origin"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGauge::new(
+            "streamgate_edge_cache_bytes",
+            "Bytes held by the object cache",
+        )
+        .expect("valid metric");
+        let cache_entries =
+            IntGauge::new("streamgate_edge_cache_entries", "Objects held by the cache")
+                .expect("valid metric");
+        let inflight_fills = IntGauge::new(
+            "streamgate_edge_cache_inflight_fills",
+            "Origin fills in flight",
+        )
+        .expect("valid metric");
+
+        let mut req = Vec::new();
+        let mut by = Vec::new();
+        for p in Proto::ALL {
+            for s in STATUSES {
+                let code = if s == 0 {
+                    "other".to_owned()
+                } else {
+                    s.to_string()
+                };
+                for c in CacheStatus::ALL {
+                    req.push(requests.with_label_values(&[p.as_str(), &code, c.as_str()]));
+                }
+            }
+            for c in CacheStatus::ALL {
+                by.push(bytes.with_label_values(&[p.as_str(), c.as_str()]));
+            }
+        }
+        let o = |r| origin_reads.with_label_values(&[origin, r]);
+        let origin_reads_arr = [o("ok"), o("not_found"), o("error"), o("timeout")];
+        let origin_latency = latency.with_label_values(&[origin]);
+        for c in [
+            Box::new(requests) as Box<dyn prometheus::core::Collector>,
+            Box::new(bytes),
+            Box::new(origin_reads),
+            Box::new(latency),
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(inflight_fills.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests: req,
+            bytes: by,
+            origin_reads: origin_reads_arr,
+            origin_latency,
+            cache_bytes,
+            cache_entries,
+            inflight_fills,
+        }
+    }
+
+    /// Counts one response.
+    pub fn record(&self, proto: Proto, status: u16, cache: CacheStatus, body_bytes: u64) {
+        let p = proto as usize;
+        let c = cache as usize;
+        let idx = (p * STATUSES.len() + status_index(status)) * CacheStatus::ALL.len() + c;
+        self.requests[idx].inc();
+        if body_bytes > 0 {
+            self.bytes[p * CacheStatus::ALL.len() + c].inc_by(body_bytes);
+        }
+    }
+
+    /// Counts one origin read and its latency.
+    pub fn origin(&self, result: OriginResult, seconds: f64) {
+        self.origin_reads[result as usize].inc();
+        self.origin_latency.observe(seconds);
+    }
+
+    /// Origin reads with result `ok` so far (used by tests and the load tool).
+    pub fn origin_reads_ok(&self) -> u64 {
+        self.origin_reads[OriginResult::Ok as usize].get()
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        buf
+    }
+}

@@ -1,0 +1,501 @@
+//! The request pipeline shared by every front: parse and validate, gate, cache, origin.
+//!
+//! A front (Pingora for HTTP/1.1 and HTTP/2; the HTTP/3 listener) turns its request into
+//! `http::request::Parts`, calls [`Pipeline::handle`], and writes the returned
+//! `http::Response<Body>` as it is. Nothing about routing, gating or caching lives in a front.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, request::Parts};
+use streamgate_origin::{ObjectKey, Origin, OriginError};
+
+use crate::body::{Body, slice_stream};
+use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Lookup};
+use crate::config::{CacheConfig, CorsConfig};
+use crate::gate::{Decision, Gate, RequestFacts};
+use crate::metrics::{CacheStatus, Metrics, OriginResult, Proto};
+use crate::request::{self, ObjectKind, PathError, RangeOutcome, Route};
+
+/// What the transport knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// HTTP version of the front.
+    pub proto: Proto,
+    /// Whether the connection is TLS (or QUIC).
+    pub tls: bool,
+    /// Client address.
+    pub client: Option<IpAddr>,
+}
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const PLAYER_HTML: &str = include_str!("player.html");
+
+/// Response headers computed once from configuration.
+struct Fixed {
+    manifest_cc: HeaderValue,
+    segment_cc: HeaderValue,
+    cors_any: bool,
+    cors_origins: Vec<HeaderValue>,
+    cors_max_age: HeaderValue,
+    alt_svc: Option<HeaderValue>,
+}
+
+/// The shared request pipeline.
+pub struct Pipeline {
+    gate: Gate,
+    cache: Arc<Cache>,
+    origin: Origin,
+    metrics: Arc<Metrics>,
+    cfg: CacheConfig,
+    fixed: Fixed,
+}
+
+impl Pipeline {
+    /// Builds the pipeline over `origin` with a cache sized by `cache`.
+    pub fn new(
+        origin: Origin,
+        cache: CacheConfig,
+        cors: &CorsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cc = |ttl: Duration| {
+            HeaderValue::try_from(format!("public, max-age={}", ttl.as_secs()))
+                .expect("digits are a valid header")
+        };
+        let fixed = Fixed {
+            manifest_cc: cc(cache.manifest_ttl),
+            segment_cc: cc(cache.segment_ttl),
+            cors_any: cors.allow_origins.iter().any(|o| o == "*"),
+            cors_origins: cors
+                .allow_origins
+                .iter()
+                .filter_map(|o| HeaderValue::try_from(o.as_str()).ok())
+                .collect(),
+            cors_max_age: HeaderValue::from(cors.max_age.as_secs()),
+            alt_svc: None,
+        };
+        Self {
+            gate: Gate::default(),
+            cache: Arc::new(Cache::new(cache.max_bytes)),
+            origin,
+            metrics,
+            cfg: cache,
+            fixed,
+        }
+    }
+
+    /// Announces HTTP/3 with `Alt-Svc` on every TLS response.
+    pub fn set_alt_svc(&mut self, port: u16, max_age: Duration) {
+        self.fixed.alt_svc =
+            HeaderValue::try_from(format!("h3=\":{port}\"; ma={}", max_age.as_secs())).ok();
+    }
+
+    /// The cache, for purges and metrics.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// The metrics this pipeline records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Handles one request and records it in the metrics.
+    pub async fn handle(&self, req: &Parts, conn: &Conn) -> Response<Body> {
+        let (mut resp, cache) = self.dispatch(req, conn).await;
+        let h = resp.headers_mut();
+        h.insert(X_CACHE.clone(), HeaderValue::from_static(cache.as_str()));
+        self.cors(req, h);
+        if let (true, Some(v)) = (conn.tls, &self.fixed.alt_svc) {
+            h.insert(header::ALT_SVC, v.clone());
+        }
+        let sent = match resp.body() {
+            Body::Full(b) => b.len() as u64,
+            Body::Stream(_) => content_length(resp.headers()),
+            Body::Empty => 0,
+        };
+        self.metrics
+            .record(conn.proto, resp.status().as_u16(), cache, sent);
+        resp
+    }
+
+    async fn dispatch(&self, req: &Parts, conn: &Conn) -> (Response<Body>, CacheStatus) {
+        let head = match req.method {
+            Method::GET => false,
+            Method::HEAD => true,
+            Method::OPTIONS => return (self.preflight(req), CacheStatus::None),
+            _ => {
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET or HEAD",
+                );
+                r.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, OPTIONS"),
+                );
+                return (r, CacheStatus::None);
+            }
+        };
+        let (asset, key) = match request::route(req.uri.path()) {
+            Ok(Route::Object { asset, key }) => (asset, key),
+            Ok(Route::Player) => return (player(head), CacheStatus::None),
+            Ok(Route::NotFound) => {
+                return (
+                    error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+                    CacheStatus::None,
+                );
+            }
+            Err(e) => return (bad_path(e), CacheStatus::None),
+        };
+        let facts = RequestFacts {
+            asset: &asset,
+            key: &key,
+            query: req.uri.query(),
+            headers: &req.headers,
+            client: conn.client,
+        };
+        if let Decision::Deny { status, reason } = self.gate.check(&facts).await {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            return (error(status, "access_denied", reason), CacheStatus::None);
+        }
+        self.serve_object(req, &key, head).await
+    }
+
+    async fn serve_object(
+        &self,
+        req: &Parts,
+        key: &str,
+        head: bool,
+    ) -> (Response<Body>, CacheStatus) {
+        let (kind, ctype) = request::classify(key);
+        let (entry, status) = match self.cache.lookup(key, Instant::now()) {
+            Lookup::Fresh(e) => (e, CacheStatus::Hit),
+            Lookup::Stale(old) => match self.fill(key, kind).await {
+                Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
+                Ok(Fill::TooLarge) => {
+                    self.cache.invalidate(key);
+                    return self.bypass(req, key, ctype, kind, head).await;
+                }
+                Err(FillError::NotFound) => {
+                    self.cache.invalidate(key);
+                    return (not_found(), CacheStatus::Miss);
+                }
+                Err(_) => (old, CacheStatus::Stale),
+            },
+            Lookup::Miss => match self.fill(key, kind).await {
+                Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
+                Ok(Fill::TooLarge) => return self.bypass(req, key, ctype, kind, head).await,
+                Err(e) => return (fill_error(&e), CacheStatus::Miss),
+            },
+        };
+        (self.entry_response(req, &entry, ctype, kind, head), status)
+    }
+
+    async fn fill(&self, key: &str, kind: ObjectKind) -> FillResult {
+        let ttl = match kind {
+            ObjectKind::Manifest => self.cfg.manifest_ttl,
+            ObjectKind::Segment | ObjectKind::Other => self.cfg.segment_ttl,
+        };
+        let stale = self.cfg.stale_if_error;
+        let max = self.cfg.max_object_bytes;
+        let origin = self.origin.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let okey = ObjectKey::new(key).map_err(|_| FillError::NotFound)?;
+        let fetch = async move {
+            let t0 = Instant::now();
+            let res = async {
+                let obj = origin.get(&okey).await?;
+                if obj.size > max {
+                    return Ok(None);
+                }
+                obj.collect().await.map(Some)
+            }
+            .await;
+            let secs = t0.elapsed().as_secs_f64();
+            match res {
+                Ok(Some(body)) => {
+                    metrics.origin(OriginResult::Ok, secs);
+                    Ok(Fill::Stored(Arc::new(Entry::new(
+                        body,
+                        Instant::now(),
+                        ttl,
+                        stale,
+                    ))))
+                }
+                Ok(None) => {
+                    metrics.origin(OriginResult::Ok, secs);
+                    Ok(Fill::TooLarge)
+                }
+                Err(e) => {
+                    let (result, err) = classify_origin_error(e);
+                    metrics.origin(result, secs);
+                    if let FillError::Unavailable(msg) = &err {
+                        tracing::warn!(key = %okey, error = %msg, "origin read failed");
+                    }
+                    Err(err)
+                }
+            }
+        };
+        self.cache.fill(key, fetch).await.0
+    }
+
+    /// Streams an object that is too large to cache straight from origin.
+    async fn bypass(
+        &self,
+        req: &Parts,
+        key: &str,
+        ctype: &'static str,
+        kind: ObjectKind,
+        head: bool,
+    ) -> (Response<Body>, CacheStatus) {
+        let Ok(okey) = ObjectKey::new(key) else {
+            return (not_found(), CacheStatus::Bypass);
+        };
+        let t0 = Instant::now();
+        let obj = match self.origin.get(&okey).await {
+            Ok(o) => o,
+            Err(e) => {
+                let (result, err) = classify_origin_error(e);
+                self.metrics.origin(result, t0.elapsed().as_secs_f64());
+                return (fill_error(&err), CacheStatus::Bypass);
+            }
+        };
+        self.metrics
+            .origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
+        let len = obj.size;
+        let range = range_of(req, len, None);
+        let mut b = Response::builder()
+            .header(header::CONTENT_TYPE, ctype)
+            .header(header::ACCEPT_RANGES, BYTES)
+            .header(header::CACHE_CONTROL, self.cache_control(kind));
+        let (status, body, n) = match range {
+            RangeOutcome::Unsatisfiable => return (unsatisfiable(len), CacheStatus::Bypass),
+            RangeOutcome::Full => (StatusCode::OK, obj.body, len),
+            RangeOutcome::Partial { start, end } => {
+                b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+                let n = end - start + 1;
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    slice_stream(obj.body, start, n),
+                    n,
+                )
+            }
+        };
+        let body = if head {
+            Body::Empty
+        } else {
+            Body::Stream(body)
+        };
+        let resp = b
+            .status(status)
+            .header(header::CONTENT_LENGTH, n)
+            .body(body)
+            .expect("static headers are valid");
+        (resp, CacheStatus::Bypass)
+    }
+
+    fn cache_control(&self, kind: ObjectKind) -> HeaderValue {
+        match kind {
+            ObjectKind::Manifest => self.fixed.manifest_cc.clone(),
+            ObjectKind::Segment | ObjectKind::Other => self.fixed.segment_cc.clone(),
+        }
+    }
+
+    fn entry_response(
+        &self,
+        req: &Parts,
+        e: &Entry,
+        ctype: &'static str,
+        kind: ObjectKind,
+        head: bool,
+    ) -> Response<Body> {
+        let mut h = HeaderMap::with_capacity(10);
+        h.insert(header::ETAG, e.etag.clone());
+        h.insert(header::CACHE_CONTROL, self.cache_control(kind));
+        h.insert(header::ACCEPT_RANGES, BYTES);
+        if let Some(inm) = req.headers.get(header::IF_NONE_MATCH)
+            && request::if_none_match(inm.as_bytes(), e.etag.as_bytes())
+        {
+            return with_headers(StatusCode::NOT_MODIFIED, h, Body::Empty);
+        }
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        let len = e.body.len() as u64;
+        let (status, body) = match range_of(req, len, Some(&e.etag)) {
+            RangeOutcome::Full => (StatusCode::OK, e.body.clone()),
+            RangeOutcome::Partial { start, end } => {
+                let cr = format!("bytes {start}-{end}/{len}");
+                h.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::try_from(cr).expect("digits"),
+                );
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    e.body.slice(start as usize..=end as usize),
+                )
+            }
+            RangeOutcome::Unsatisfiable => return unsatisfiable(len),
+        };
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let body = if head { Body::Empty } else { Body::Full(body) };
+        with_headers(status, h, body)
+    }
+
+    fn preflight(&self, req: &Parts) -> Response<Body> {
+        let mut h = HeaderMap::with_capacity(6);
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        if self.allowed_origin(req).is_some() {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            let allow_headers = req
+                .headers
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("authorization, range"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                self.fixed.cors_max_age.clone(),
+            );
+        }
+        with_headers(StatusCode::NO_CONTENT, h, Body::Empty)
+    }
+
+    fn allowed_origin(&self, req: &Parts) -> Option<HeaderValue> {
+        let origin = req.headers.get(header::ORIGIN)?;
+        if self.fixed.cors_any {
+            return Some(HeaderValue::from_static("*"));
+        }
+        self.fixed
+            .cors_origins
+            .iter()
+            .find(|o| *o == origin)
+            .cloned()
+    }
+
+    fn cors(&self, req: &Parts, h: &mut HeaderMap) {
+        if let Some(allow) = self.allowed_origin(req) {
+            if allow != "*" {
+                h.append(header::VARY, HeaderValue::from_static("origin"));
+            }
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("content-length, content-range, x-cache, etag"),
+            );
+        }
+    }
+}
+
+fn classify_origin_error(e: OriginError) -> (OriginResult, FillError) {
+    match e {
+        OriginError::NotFound => (OriginResult::NotFound, FillError::NotFound),
+        OriginError::Timeout(_) => (OriginResult::Timeout, FillError::Timeout),
+        other => (
+            OriginResult::Error,
+            FillError::Unavailable(other.to_string().into()),
+        ),
+    }
+}
+
+/// The range to serve; an `If-Range` that does not match the validator disables it.
+fn range_of(req: &Parts, len: u64, etag: Option<&HeaderValue>) -> RangeOutcome {
+    let Some(range) = req.headers.get(header::RANGE) else {
+        return RangeOutcome::Full;
+    };
+    if let Some(ir) = req.headers.get(header::IF_RANGE)
+        && etag != Some(ir)
+    {
+        return RangeOutcome::Full;
+    }
+    request::parse_range(range.as_bytes(), len)
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// A JSON error response: `{"error": ..., "reason": ...}`.
+pub fn error(status: StatusCode, error: &str, reason: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
+    let mut h = HeaderMap::with_capacity(3);
+    h.insert(header::CONTENT_TYPE, JSON);
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    with_headers(status, h, Body::Full(Bytes::from(body)))
+}
+
+fn not_found() -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "not_found", "object not found")
+}
+
+fn bad_path(e: PathError) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, "bad_request", e.reason())
+}
+
+fn unsatisfiable(len: u64) -> Response<Body> {
+    let mut r = error(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        "range starts past the end of the object",
+    );
+    r.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::try_from(format!("bytes */{len}")).expect("digits"),
+    );
+    r
+}
+
+fn fill_error(e: &FillError) -> Response<Body> {
+    match e {
+        FillError::NotFound => not_found(),
+        FillError::Timeout => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "origin_timeout",
+            "origin did not answer in time",
+        ),
+        FillError::Unavailable(_) => error(
+            StatusCode::BAD_GATEWAY,
+            "origin_unavailable",
+            "origin unreachable or failing",
+        ),
+    }
+}
+
+fn player(head: bool) -> Response<Body> {
+    let mut h = HeaderMap::with_capacity(3);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(PLAYER_HTML.len()));
+    let body = if head {
+        Body::Empty
+    } else {
+        Body::Full(Bytes::from_static(PLAYER_HTML.as_bytes()))
+    };
+    with_headers(StatusCode::OK, h, body)
+}

@@ -1,0 +1,127 @@
+use super::*;
+use proptest::prelude::*;
+
+#[test]
+fn routes() {
+    assert_eq!(
+        route("/v/demo/master.m3u8"),
+        Ok(Route::Object {
+            asset: "demo".into(),
+            key: "demo/master.m3u8".into()
+        })
+    );
+    assert_eq!(route("/"), Ok(Route::Player));
+    assert_eq!(route("/other"), Ok(Route::NotFound));
+    assert_eq!(route("/v/demo"), Err(PathError::MissingObject));
+    assert_eq!(
+        route("/v/demo/%76ideo/a.m4s"),
+        Ok(Route::Object {
+            asset: "demo".into(),
+            key: "demo/video/a.m4s".into()
+        })
+    );
+}
+
+#[test]
+fn traversal_is_refused() {
+    for p in [
+        "/v/demo/../secret",
+        "/v/demo/%2e%2e/secret",
+        "/v/demo/%2E%2E/secret",
+        "/v/demo/.%2e/x",
+        "/v/../etc/passwd",
+        "/v/demo/a%2f..%2f..%2fx",
+        "/v/demo/a%00b",
+        "/v/demo//x",
+        "/v/demo/a\\..\\b",
+        "/v/demo/%zz",
+        "/v/demo/%c3%28",
+    ] {
+        assert!(route(p).is_err(), "{p} accepted");
+    }
+    assert_eq!(
+        route(&format!("/v/demo/{}", "a".repeat(3000))),
+        Err(PathError::TooLong)
+    );
+    assert_eq!(
+        route(&format!("/v/demo/{}", "a".repeat(1100))),
+        Err(PathError::TooLong)
+    );
+}
+
+#[test]
+fn ranges() {
+    use RangeOutcome::*;
+    assert_eq!(parse_range(b"bytes=0-9", 100), Partial { start: 0, end: 9 });
+    assert_eq!(
+        parse_range(b"bytes=90-", 100),
+        Partial { start: 90, end: 99 }
+    );
+    assert_eq!(
+        parse_range(b"bytes=-10", 100),
+        Partial { start: 90, end: 99 }
+    );
+    assert_eq!(
+        parse_range(b"bytes=-1000", 100),
+        Partial { start: 0, end: 99 }
+    );
+    assert_eq!(
+        parse_range(b"bytes=50-1000", 100),
+        Partial { start: 50, end: 99 }
+    );
+    assert_eq!(parse_range(b"bytes=100-", 100), Unsatisfiable);
+    assert_eq!(parse_range(b"bytes=-0", 100), Unsatisfiable);
+    assert_eq!(parse_range(b"bytes=5-1", 100), Full);
+    assert_eq!(parse_range(b"bytes=0-1,5-6", 100), Full);
+    assert_eq!(parse_range(b"items=0-1", 100), Full);
+    assert_eq!(parse_range(b"bytes=abc", 100), Full);
+    assert_eq!(parse_range(b"bytes=99999999999999999999-", 100), Full);
+}
+
+#[test]
+fn etags() {
+    assert!(if_none_match(b"\"abc\"", b"\"abc\""));
+    assert!(if_none_match(b"W/\"abc\", \"x\"", b"\"abc\""));
+    assert!(if_none_match(b"*", b"\"abc\""));
+    assert!(!if_none_match(b"\"abd\"", b"\"abc\""));
+}
+
+#[test]
+fn content_types() {
+    assert_eq!(classify("d/master.m3u8").1, "application/vnd.apple.mpegurl");
+    assert_eq!(classify("d/manifest.mpd").1, "application/dash+xml");
+    assert_eq!(
+        classify("d/video/720p/seg-00001.m4s").1,
+        "video/iso.segment"
+    );
+    assert_eq!(classify("d/video/720p/init.mp4").1, "video/mp4");
+    assert_eq!(classify("d/audio/aac/init.mp4").1, "audio/mp4");
+    assert_eq!(classify("d/x.bin").0, ObjectKind::Other);
+}
+
+proptest! {
+    #[test]
+    fn route_never_panics_and_never_traverses(p in "\\PC{0,300}") {
+        if let Ok(Route::Object { key, .. }) = route(&p) {
+            prop_assert!(key.split('/').all(|s| s != ".." && s != "." && !s.is_empty()));
+            prop_assert!(!key.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn ranges_stay_in_bounds(h in proptest::collection::vec(any::<u8>(), 0..40), len in 0u64..10_000) {
+        if let RangeOutcome::Partial { start, end } = parse_range(&h, len) {
+            prop_assert!(start <= end && end < len);
+        }
+    }
+
+    #[test]
+    fn byte_ranges_in_bounds(a in 0u64..20_000, b in 0u64..20_000, len in 1u64..10_000) {
+        let h = format!("bytes={a}-{b}");
+        match parse_range(h.as_bytes(), len) {
+            RangeOutcome::Partial { start, end } => prop_assert!(start == a && end == b.min(len - 1)),
+            RangeOutcome::Unsatisfiable => prop_assert!(a >= len),
+            RangeOutcome::Full => prop_assert!(a > b),
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! End-to-end tests of the edge: the real Pingora server, a real filesystem or HTTP origin,
+//! and an independent HTTP client (reqwest).
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamgate_edge::EdgeConfig;
+use streamgate_edge::config::{CacheConfig, CorsConfig};
+use streamgate_origin::{HttpOrigin, OriginConfig};
+use support::{TestEdge, TestOrigin, noise, raw_request};
+
+fn http_origin_cfg(origin: &TestOrigin, timeout: Duration) -> OriginConfig {
+    OriginConfig::Http(HttpOrigin {
+        base_url: origin.base_url(),
+        timeout,
+        connect_timeout: Duration::from_millis(500),
+        pool_max_idle_per_host: 16,
+        pool_idle_timeout: Duration::from_secs(30),
+    })
+}
+
+fn fs_edge(dir: &std::path::Path) -> TestEdge {
+    TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: dir.join("origin"),
+        },
+        ..EdgeConfig::default()
+    })
+}
+
+fn write(dir: &std::path::Path, rel: &str, body: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_with_content_types_and_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = noise(1 << 20, 1);
+    write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
+    write(dir.path(), "origin/demo/manifest.mpd", b"<MPD/>");
+    write(dir.path(), "origin/demo/video/720p/init.mp4", b"vinit");
+    write(dir.path(), "origin/demo/audio/aac/init.mp4", b"ainit");
+    write(dir.path(), "origin/demo/video/720p/seg-00001.m4s", &seg);
+    let edge = fs_edge(dir.path());
+    let c = reqwest::Client::new();
+    for (path, ctype) in [
+        ("/v/demo/master.m3u8", "application/vnd.apple.mpegurl"),
+        ("/v/demo/manifest.mpd", "application/dash+xml"),
+        ("/v/demo/video/720p/init.mp4", "video/mp4"),
+        ("/v/demo/audio/aac/init.mp4", "audio/mp4"),
+        ("/v/demo/video/720p/seg-00001.m4s", "video/iso.segment"),
+    ] {
+        let r = c.get(edge.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], ctype, "{path}");
+        assert_eq!(r.headers()["x-cache"], "MISS", "{path}");
+        assert_eq!(r.headers()["accept-ranges"], "bytes");
+        assert!(r.headers().contains_key("cache-control"));
+        let r2 = c.get(edge.url(path)).send().await.unwrap();
+        assert_eq!(r2.headers()["x-cache"], "HIT", "{path}");
+    }
+    let body = c
+        .get(edge.url("/v/demo/video/720p/seg-00001.m4s"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body, seg);
+    // Manifests and segments have their own TTLs.
+    let m = c.get(edge.url("/v/demo/master.m3u8")).send().await.unwrap();
+    let s = c
+        .get(edge.url("/v/demo/video/720p/init.mp4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.headers()["cache-control"], "public, max-age=2");
+    assert_eq!(s.headers()["cache-control"], "public, max-age=86400");
+    assert_eq!(
+        edge.metric("streamgate_edge_origin_requests_total{origin=\"fs\",result=\"ok\"}")
+            .await,
+        5.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_head_and_validators() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = noise(100_000, 2);
+    write(dir.path(), "origin/a/seg.m4s", &seg);
+    let edge = fs_edge(dir.path());
+    let c = reqwest::Client::new();
+    let url = edge.url("/v/a/seg.m4s");
+    for (range, lo, hi) in [
+        ("bytes=0-0", 0usize, 0usize),
+        ("bytes=10-20", 10, 20),
+        ("bytes=99990-", 99_990, 99_999),
+        ("bytes=-5", 99_995, 99_999),
+        ("bytes=50000-999999", 50_000, 99_999),
+    ] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), 206, "{range}");
+        assert_eq!(
+            r.headers()["content-range"],
+            format!("bytes {lo}-{hi}/100000").as_str()
+        );
+        assert_eq!(r.bytes().await.unwrap(), seg.slice(lo..=hi), "{range}");
+    }
+    let r = c
+        .get(&url)
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */100000");
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["error"], "range_not_satisfiable");
+
+    let h = c.head(&url).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    assert_eq!(h.headers()["content-length"], "100000");
+    assert!(h.bytes().await.unwrap().is_empty());
+
+    let etag = c.get(&url).send().await.unwrap().headers()["etag"].clone();
+    let r = c
+        .get(&url)
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = c
+        .get(&url)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // If-Range with a stale validator gets the whole object.
+    let r = c
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traversal_never_returns_content() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "secret.txt", b"TOP-SECRET");
+    write(dir.path(), "origin/demo/ok.m3u8", b"#EXTM3U");
+    let edge = fs_edge(dir.path());
+    for path in [
+        "/v/demo/../../secret.txt",
+        "/v/demo/%2e%2e/%2e%2e/secret.txt",
+        "/v/demo/%2E%2E%2F%2E%2E%2Fsecret.txt",
+        "/v/demo/..%2f..%2fsecret.txt",
+        "/v/..%5c..%5csecret.txt",
+        "/v/demo/%00",
+        "/v/demo//ok.m3u8",
+    ] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let resp = raw_request(edge.http, raw.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        assert!(!resp.contains("TOP-SECRET"), "{path} leaked");
+        assert!(resp.contains("\"error\":\"bad_request\""), "{path}: {resp}");
+    }
+    let long = format!("/v/demo/{}", "a".repeat(3000));
+    let raw = format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        raw_request(edge.http, raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 400")
+    );
+
+    let c = reqwest::Client::new();
+    let r = c.get(edge.url("/v/demo/missing.m4s")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["error"], "not_found");
+    assert!(j["reason"].is_string());
+    let r = c
+        .get(edge.url("/v/nosuchasset/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c.post(edge.url("/v/demo/ok.m3u8")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_concurrent_misses_make_one_origin_read() {
+    let origin = TestOrigin::start().await;
+    let seg = noise(2 << 20, 3);
+    origin.put("demo/video/720p/seg-00007.m4s", seg.clone());
+    // The origin is slow, so every request arrives while the first read is in flight.
+    origin.set_delay(Duration::from_millis(300));
+    let edge = TestEdge::start(EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(10)),
+        ..EdgeConfig::default()
+    });
+    let url = edge.url("/v/demo/video/720p/seg-00007.m4s");
+    // 10 HTTP/2 connections carrying 50 streams each: 500 requests in flight at once.
+    let clients: Vec<reqwest::Client> = (0..10)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(500));
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let c = clients[i % 10].clone();
+        let url = url.clone();
+        let b = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            r.bytes().await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), seg);
+    }
+    assert_eq!(origin.reads("demo/video/720p/seg-00007.m4s"), 1);
+    assert_eq!(
+        edge.metric("streamgate_edge_origin_requests_total{origin=\"http\",result=\"ok\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn origin_failures_serve_stale_or_clean_errors() {
+    let origin = TestOrigin::start().await;
+    let seg = noise(50_000, 4);
+    origin.put("a/seg-1.m4s", seg.clone());
+    origin.put("a/slow.m4s", noise(10, 5));
+    let edge = TestEdge::start(EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_millis(500)),
+        cache: CacheConfig {
+            segment_ttl: Duration::from_millis(300),
+            stale_if_error: Duration::from_secs(60),
+            ..CacheConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let c = reqwest::Client::new();
+    let r = c.get(edge.url("/v/a/seg-1.m4s")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+
+    // A slow origin: the uncached object times out with a 504 JSON error.
+    origin.set_delay(Duration::from_secs(3));
+    let r = c.get(edge.url("/v/a/slow.m4s")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["error"], "origin_timeout");
+    origin.set_delay(Duration::ZERO);
+
+    origin.stop().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past its TTL, with the origin gone: served stale, byte for byte.
+    let r = c.get(edge.url("/v/a/seg-1.m4s")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "STALE");
+    assert_eq!(r.bytes().await.unwrap(), seg);
+    // Never cached, origin gone: a clean 502.
+    let r = c.get(edge.url("/v/a/other.m4s")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["error"], "origin_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_objects_bypass_the_cache_and_stream() {
+    let origin = TestOrigin::start().await;
+    let big = noise(3 << 20, 6);
+    origin.put("a/big.mp4", big.clone());
+    let edge = TestEdge::start(EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(5)),
+        cache: CacheConfig {
+            max_object_bytes: 1 << 20,
+            ..CacheConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let c = reqwest::Client::new();
+    let r = c.get(edge.url("/v/a/big.mp4")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "BYPASS");
+    assert_eq!(
+        r.headers()["content-length"],
+        (3usize << 20).to_string().as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), big);
+    let r = c
+        .get(edge.url("/v/a/big.mp4"))
+        .header("range", "bytes=1000000-1000099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), big.slice(1_000_000..1_000_100));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_tls_h2_and_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "origin/d/master.m3u8",
+        b"#EXTM3U\n#EXT-X-VERSION:7\n",
+    );
+    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let edge = TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
+        tls: Some(tls),
+        cors: CorsConfig {
+            allow_origins: vec!["https://player.example".into()],
+            ..CorsConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let c = reqwest::Client::new();
+    let r = c
+        .get(edge.url("/v/d/master.m3u8"))
+        .header("origin", "https://player.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://player.example"
+    );
+    let r = c
+        .get(edge.url("/v/d/master.m3u8"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = c
+        .request(reqwest::Method::OPTIONS, edge.url("/v/d/master.m3u8"))
+        .header("origin", "https://player.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-headers"], "range");
+
+    // TLS with ALPN h2, same bytes as plain HTTP/1.1.
+    let tc = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let plain = c.get(edge.url("/v/d/master.m3u8")).send().await.unwrap();
+    assert_eq!(plain.version(), reqwest::Version::HTTP_11);
+    let plain = plain.bytes().await.unwrap();
+    let r = tc
+        .get(format!(
+            "https://localhost:{}/v/d/master.m3u8",
+            edge.tls.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), plain);
+    // h2c with prior knowledge on the plain port.
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c.get(edge.url("/v/d/master.m3u8")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.bytes().await.unwrap(), plain);
+
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let r = c.get(format!("{}{path}", edge.admin)).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    let m = c
+        .get(format!("{}/metrics", edge.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "streamgate_edge_requests_total{cache=\"MISS\",proto=\"h1\",status=\"200\"}",
+        "streamgate_edge_response_body_bytes_total",
+        "streamgate_edge_origin_latency_seconds_bucket",
+        "streamgate_edge_cache_bytes",
+    ] {
+        assert!(m.contains(name), "missing {name}");
+    }
+    let _ = Bytes::new();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let origin = TestOrigin::start().await;
+    origin.put("a/seg.m4s", noise(1000, 7));
+    origin.set_delay(Duration::from_millis(800));
+    let mut cfg = EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(5)),
+        ..EdgeConfig::default()
+    };
+    cfg.shutdown_grace = Duration::from_secs(2);
+    let edge = TestEdge::start_with_grace(cfg);
+    let url = edge.url("/v/a/seg.m4s");
+    let inflight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopper = tokio::task::spawn_blocking(move || drop(edge));
+    // The request that was in flight when the shutdown began still completes.
+    assert_eq!(inflight.await.unwrap().unwrap(), 200);
+    stopper.await.unwrap();
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what StreamGate's build, `streamgate dev` and the test suite need on a fresh
+# Debian machine. Idempotent: it installs only what is missing, so it is cheap to re-run.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cc || need+=(build-essential)
+have cmake || need+=(cmake)
+have pkg-config || need+=(pkg-config)
+have protoc || need+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+have ffmpeg || need+=(ffmpeg)
+have ffprobe || need+=(ffmpeg)
+have nginx || need+=(nginx-light)
+have wrk || need+=(wrk)
+have curl || need+=(curl)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Python test peers live in a virtualenv outside the clone: moto's S3-compatible server
+# (for the S3 origin tests).
+venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "setup: creating $venv with the Python test peers"
+  have python3 || { echo "setup: python3 is missing" >&2; exit 1; }
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+
+if ! have cargo; then
+  echo "setup: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+echo "setup: ok (ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3), $(cargo --version))"

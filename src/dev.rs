@@ -1,0 +1,139 @@
+//! `streamgate dev`: the demo asset, a self-signed certificate and the edge, in one process.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use streamgate_edge::config::{CorsConfig, EdgeConfig};
+use streamgate_edge::{Edge, Shutdown};
+use streamgate_origin::OriginConfig;
+use streamgate_transcode::LadderConfig;
+
+/// The demo asset's id.
+const DEMO: &str = "demo";
+/// Length of the generated demo video.
+const DEMO_SECONDS: u32 = 10;
+
+#[derive(Args)]
+pub(crate) struct DevArgs {
+    /// Where origin objects, certificates and scratch files live.
+    #[arg(long, env = "STREAMGATE_DATA_DIR", default_value = "streamgate-data")]
+    data_dir: PathBuf,
+    /// Address to bind every listener on. Loopback by default: dev mode has no access control.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Plain HTTP port of the edge.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// TLS port of the edge.
+    #[arg(long, default_value_t = 8443)]
+    tls_port: u16,
+    /// Admin port of the edge.
+    #[arg(long, default_value_t = 9100)]
+    admin_port: u16,
+    /// etcd endpoint; accepted for forward compatibility, the embedded store is used today.
+    #[arg(long)]
+    etcd: Option<String>,
+}
+
+pub(crate) fn run(args: DevArgs) -> ExitCode {
+    if args.etcd.is_some() {
+        eprintln!("note: --etcd is not used yet; dev runs on local storage");
+    }
+    let origin_root = args.data_dir.join("origin");
+    if let Err(e) = ensure_demo(&args.data_dir, &origin_root) {
+        eprintln!("error: making the demo asset: {e}");
+        eprintln!("hint: run ./scripts/setup.sh to install ffmpeg");
+        return ExitCode::FAILURE;
+    }
+    let tls = match streamgate_edge::tls::dev_certificate(&args.data_dir.join("tls")) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cert_path = tls.cert.clone();
+    let cfg = EdgeConfig {
+        http_listen: SocketAddr::new(args.bind, args.http_port),
+        tls_listen: SocketAddr::new(args.bind, args.tls_port),
+        admin_listen: SocketAddr::new(args.bind, args.admin_port),
+        tls: Some(tls),
+        threads: 2,
+        cors: CorsConfig {
+            allow_origins: vec!["*".to_owned()],
+            ..CorsConfig::default()
+        },
+        origin: OriginConfig::Fs { root: origin_root },
+        ..EdgeConfig::default()
+    };
+    let edge = match Edge::build(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let host = match args.bind {
+        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    let http = format!("http://{host}:{}", args.http_port);
+    let https = format!("https://{host}:{}", args.tls_port);
+    println!();
+    println!("StreamGate dev is running. Play the demo asset (HLS, then DASH):");
+    println!("{http}/v/{DEMO}/master.m3u8");
+    println!("{http}/v/{DEMO}/manifest.mpd");
+    println!("Player page (hls.js and dash.js, loaded by your browser from a CDN):");
+    println!("{http}/player?src=/v/{DEMO}/master.m3u8");
+    println!(
+        "TLS (HTTP/1.1 and h2; self-signed certificate {}):",
+        cert_path.display()
+    );
+    println!("{https}/v/{DEMO}/master.m3u8");
+    println!("Metrics: http://{host}:{}/metrics", args.admin_port);
+    println!("Press Ctrl-C to stop.");
+    println!();
+    match edge.run(&Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes the demo asset under `origin_root/demo` unless it is already there.
+fn ensure_demo(data_dir: &Path, origin_root: &Path) -> anyhow::Result<()> {
+    let out = origin_root.join(DEMO);
+    if out.join("master.m3u8").exists() && out.join("manifest.mpd").exists() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let work = data_dir.join("work");
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(origin_root)?;
+    let source = work.join("demo-source.mp4");
+    let cfg = LadderConfig::default();
+    let t0 = Instant::now();
+    eprintln!("making the demo asset ({DEMO_SECONDS} s test pattern with a tone) ...");
+    rt.block_on(streamgate_transcode::make_test_pattern(
+        &source,
+        DEMO_SECONDS,
+        &cfg,
+    ))?;
+    eprintln!("transcoding it into an ABR ladder (CMAF, HLS + DASH) ...");
+    let report = rt.block_on(streamgate_transcode::transcode(&source, &out, &cfg))?;
+    eprintln!(
+        "demo asset ready in {:.1} s: {} renditions",
+        t0.elapsed().as_secs_f64(),
+        report.renditions.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `streamgate`: one binary for every StreamGate component. Each subcommand parses its
+//! flags and hands over to the library that owns the component.
+
+mod dev;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use streamgate_edge::config::LoadError;
+use streamgate_edge::{Edge, EdgeConfig, Shutdown};
+
+/// sysexits EX_USAGE: the configuration is invalid.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "streamgate",
+    version,
+    about = "Access-controlled HLS/DASH edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything in one process on local storage, with a demo asset.
+    Dev(dev::DevArgs),
+    /// The edge: serves and caches HLS/DASH from origin storage.
+    Edge {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the configuration, list every error, and exit (64 when invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Dev(args) => dev::run(args),
+        Cmd::Edge {
+            config,
+            check_config,
+        } => {
+            let cfg = match EdgeConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            if check_config {
+                println!("{}: ok", config.display());
+                return ExitCode::SUCCESS;
+            }
+            run_edge(cfg)
+        }
+    }
+}
+
+fn config_error(e: &LoadError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        LoadError::Read { .. } => ExitCode::FAILURE,
+        _ => ExitCode::from(EX_USAGE),
+    }
+}
+
+fn run_edge(cfg: EdgeConfig) -> ExitCode {
+    let edge = match Edge::build(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match edge.run(&Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
