@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,6 +85,7 @@ def main():
     binary = args.binary or build_binary()
 
     work = tempfile.mkdtemp(prefix="sg-bench-")
+    os.chmod(work, 0o755)  # nginx workers run as an unprivileged user
     procs = []
     try:
         objects = os.path.join(work, "objects", "bench", "video")
@@ -152,8 +154,11 @@ base_url = "http://127.0.0.1:{origin_port}/"
         objs = {"segment 1 MiB": "/v/bench/video/seg-00001.m4s", "playlist": "/v/bench/video/index.m3u8"}
         for name, base in servers.items():
             for path in objs.values():
-                get(base + path)
-                status, headers, body = get(base + path)
+                try:
+                    get(base + path)
+                    status, headers, body = get(base + path)
+                except urllib.error.HTTPError as e:
+                    sys.exit(f"{name} {path}: {e.code} {e.read()[:200]!r}")
                 cache = headers.get("x-cache") or headers.get("X-Cache")
                 assert status == 200 and cache == "HIT", f"{name} {path}: {status} {cache}"
         print(f"both caches warm; {args.rounds} rounds x {args.duration} s per server and object, "

@@ -129,7 +129,23 @@ fn ensure_demo(data_dir: &Path, origin_root: &Path) -> anyhow::Result<()> {
         &cfg,
     ))?;
     eprintln!("transcoding it into an ABR ladder (CMAF, HLS + DASH) ...");
-    let report = rt.block_on(streamgate_transcode::transcode(&source, &out, &cfg))?;
+    let mut last = -10i64;
+    let report = rt.block_on(streamgate_transcode::transcode_with_progress(
+        &source,
+        &out,
+        &cfg,
+        |p| {
+            // One line per 10 %, so the output stays readable in logs and terminals alike.
+            let pct = p.fraction().map_or(0, |f| (f * 100.0) as i64);
+            if pct / 10 > last / 10 || p.finished {
+                last = pct;
+                eprintln!(
+                    "  transcoding: {pct:3}% ({:.1} s encoded)",
+                    p.encoded.as_secs_f64()
+                );
+            }
+        },
+    ))?;
     eprintln!(
         "demo asset ready in {:.1} s: {} renditions",
         t0.elapsed().as_secs_f64(),

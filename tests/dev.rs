@@ -1,0 +1,202 @@
+//! `streamgate dev` end to end, as a newcomer runs it: the binary makes the demo asset with
+//! real ffmpeg, starts the edge, and prints the URLs. An independent player (ffmpeg's HLS
+//! and DASH demuxers) then plays both manifests through the edge, every referenced object
+//! loads with the right content type, and a second fetch of a segment is a cache HIT.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require(tool: &str) {
+    let ok = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{tool} is not installed: run ./scripts/setup.sh");
+}
+
+/// Every URI an HLS playlist references: media lines and `URI="..."` attributes.
+fn hls_uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            out.push(line.to_owned());
+        } else if let Some(i) = line.find("URI=\"") {
+            let rest = &line[i + 5..];
+            out.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    out
+}
+
+fn resolve(base: &str, rel: &str) -> String {
+    format!("{}/{rel}", &base[..base.rfind('/').unwrap()])
+}
+
+fn play(url: &str) {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-i", url, "-map", "0", "-f", "null", "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play {url}:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "ffmpeg reported errors playing {url}:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_serves_a_playable_demo() {
+    require("ffmpeg");
+    let data = tempfile::tempdir().unwrap();
+    let (http, tls, admin) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["dev", "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--tls-port",
+            &tls.to_string(),
+        ])
+        .args(["--admin-port", &admin.to_string()])
+        .env("STREAMGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("streamgate dev starts");
+    let stdout = child.stdout.take().unwrap();
+    let _dev = Dev(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // `dev` prints the player URLs on their own lines once the edge is up.
+    let mut urls = Vec::new();
+    while urls.len() < 2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(240))
+            .expect("dev printed its URLs within 4 minutes");
+        if line.starts_with("http://") && (line.ends_with(".m3u8") || line.ends_with(".mpd")) {
+            urls.push(line);
+        }
+    }
+    let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8");
+    let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd");
+    assert_eq!(urls, [hls.clone(), dash.clone()]);
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "edge did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let c = reqwest::Client::new();
+    // Walk the HLS tree: master -> media playlists -> init and media segments.
+    let master = c.get(&hls).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(
+        master.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    let master = master.text().await.unwrap();
+    assert!(master.contains("#EXT-X-STREAM-INF"), "{master}");
+    let mut segments = BTreeSet::new();
+    let playlists: Vec<String> = hls_uris(&master).iter().map(|u| resolve(&hls, u)).collect();
+    assert!(
+        playlists.len() >= 4,
+        "expected >= 3 video renditions and audio: {playlists:?}"
+    );
+    for pl in &playlists {
+        let r = c.get(pl).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{pl}");
+        assert_eq!(r.headers()["content-type"], "application/vnd.apple.mpegurl");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("#EXT-X-ENDLIST") && text.contains("#EXT-X-PLAYLIST-TYPE:VOD"));
+        for u in hls_uris(&text) {
+            segments.insert(resolve(pl, &u));
+        }
+    }
+    for seg in &segments {
+        let r = c.get(seg).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{seg}");
+        let want = if seg.ends_with(".m4s") {
+            "video/iso.segment"
+        } else if seg.contains("/audio/") {
+            "audio/mp4"
+        } else {
+            "video/mp4"
+        };
+        assert_eq!(r.headers()["content-type"], want, "{seg}");
+        assert!(!r.bytes().await.unwrap().is_empty(), "{seg}");
+    }
+    // Second fetch of a segment comes from the cache.
+    let seg = segments.iter().find(|s| s.ends_with(".m4s")).unwrap();
+    let r = c.get(seg).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+
+    // The MPD loads and points at the same rendition folders as the HLS playlists.
+    let mpd = c.get(&dash).send().await.unwrap();
+    assert_eq!(mpd.status(), 200);
+    assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
+    let mpd = mpd.text().await.unwrap();
+    for pl in &playlists {
+        let folder = pl.trim_end_matches("index.m3u8");
+        let rel = folder.trim_start_matches(&format!("http://127.0.0.1:{http}/v/demo/"));
+        assert!(
+            mpd.contains(&format!("<BaseURL>{rel}</BaseURL>")),
+            "MPD lacks {rel}:\n{mpd}"
+        );
+    }
+
+    // An independent player plays every rendition of both manifests through the edge.
+    let (h, d) = (hls.clone(), dash.clone());
+    tokio::task::spawn_blocking(move || {
+        play(&h);
+        play(&d);
+    })
+    .await
+    .unwrap();
+
+    let player = c
+        .get(format!("http://127.0.0.1:{http}/player"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(player.status(), 200);
+    assert!(player.text().await.unwrap().contains("hls.js"));
+}

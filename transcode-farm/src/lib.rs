@@ -1,0 +1,36 @@
+//! StreamGate transcode core: turns one uploaded video into an ABR ladder of
+//! CMAF (fMP4) segments with HLS and DASH manifests, ready for origin storage.
+//!
+//! It sits between ingest and origin: a farm worker calls [`transcode`] on
+//! an upload, and the edge later serves the folder it wrote (layout in the
+//! README). The flow is probe (ffprobe) -> ladder choice -> one ffmpeg run
+//! -> [`cmaf`] measurement of every segment -> manifests written here from
+//! those measurements -> [`verify_output`] -> atomic rename into place.
+//!
+//! Main types: [`LadderConfig`] (with [`SegmentDuration`] and [`Rung`]),
+//! [`Report`], [`TranscodeError`], [`VerifyReport`] and [`VerifyError`].
+#![forbid(unsafe_code)]
+
+mod check;
+pub mod cmaf;
+mod config;
+mod error;
+mod ffmpeg;
+mod ladder;
+mod manifest;
+mod probe;
+mod process;
+mod report;
+mod transcode;
+pub mod verify;
+
+pub use config::{
+    AudioConfig, ConfigError, ConfigProblem, LadderConfig, Rung, SegmentDuration,
+    SegmentDurationError, X264_PRESETS,
+};
+pub use error::TranscodeError;
+pub use ffmpeg::progress::Progress;
+pub use ladder::LadderError;
+pub use report::{Rendition, RenditionKind, Report, SourceReport};
+pub use transcode::{make_test_pattern, transcode, transcode_with_progress};
+pub use verify::{VerifyError, VerifyReport, verify_output};
