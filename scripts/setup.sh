@@ -25,13 +25,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python test peers live in a virtualenv outside the clone: moto's S3-compatible server
-# (for the S3 origin tests).
+# (S3 origin tests) and aioquic (an independent HTTP/3 client).
 venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "setup: creating $venv with the Python test peers"
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic' 2>/dev/null; then
+  echo "setup: installing the Python test peers into $venv"
   have python3 || { echo "setup: python3 is missing" >&2; exit 1; }
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6'
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2'
 fi
 
 if ! have cargo; then

@@ -29,8 +29,10 @@ pub struct EdgeConfig {
     pub tls: Option<TlsFiles>,
     /// Worker threads for the serving runtime.
     pub threads: usize,
-    /// `ma` of the `Alt-Svc` header sent on TLS responses.
-    pub alt_svc_max_age: Duration,
+    /// How often certificate files are checked for changes (SIGHUP checks at once).
+    pub tls_reload_interval: Duration,
+    /// HTTP/3 on UDP, on the TLS port.
+    pub http3: Http3Config,
     /// How long in-flight requests may run after a graceful-shutdown signal.
     pub shutdown_grace: Duration,
     /// Cross-origin access for browser players.
@@ -48,6 +50,57 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+}
+
+/// HTTP/3 (QUIC) listener settings. Every default is written here once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http3Config {
+    /// Serve HTTP/3 on UDP `tls_listen` when TLS is configured.
+    pub enabled: bool,
+    /// `ma` of the `Alt-Svc` header sent on every TLS response over TCP.
+    pub alt_svc_max_age: Duration,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Keep-alive PING interval, so NATs keep the path open during player pauses.
+    pub keep_alive: Duration,
+    /// Concurrent request streams a client may open on one connection.
+    pub max_concurrent_streams: u32,
+    /// New connections beyond this many open ones are refused.
+    pub max_connections: usize,
+    /// Per-stream receive window (also the window a client gets for uploads).
+    pub stream_receive_window: u64,
+    /// Per-connection receive window.
+    pub receive_window: u64,
+    /// Per-connection send window: bytes in flight to one client, across streams.
+    pub send_window: u64,
+    /// UDP socket send and receive buffer size (SO_SNDBUF / SO_RCVBUF).
+    pub socket_buffer: u64,
+    /// Use generic segmentation offload where the kernel has it.
+    pub gso: bool,
+    /// Largest request header section accepted; larger ones are refused.
+    pub max_header_bytes: u64,
+    /// Time a client gets to send its request headers after opening a stream.
+    pub request_header_timeout: Duration,
+}
+
+impl Default for Http3Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            alt_svc_max_age: Duration::from_secs(86400),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+            max_connections: 10_000,
+            stream_receive_window: 4 << 20,
+            receive_window: 16 << 20,
+            send_window: 16 << 20,
+            socket_buffer: 4 << 20,
+            gso: true,
+            max_header_bytes: 16 << 10,
+            request_header_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Which browser origins may read responses.
@@ -103,7 +156,8 @@ impl Default for EdgeConfig {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
             tls: None,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            alt_svc_max_age: Duration::from_secs(86400),
+            tls_reload_interval: Duration::from_secs(10),
+            http3: Http3Config::default(),
             shutdown_grace: Duration::from_secs(5),
             cors: CorsConfig::default(),
             cache: CacheConfig::default(),
@@ -189,8 +243,52 @@ impl EdgeConfig {
             }
         };
         let threads = e.get(errs, "threads", d.threads as u64, int_in(1, 1024)) as usize;
-        let alt_svc_max_age = e.get(errs, "alt_svc_max_age", d.alt_svc_max_age, duration);
+        let tls_reload_interval =
+            e.get(errs, "tls_reload_interval", d.tls_reload_interval, duration);
         let shutdown_grace = e.get(errs, "shutdown_grace", d.shutdown_grace, duration);
+
+        let mut q = e.table(errs, "http3");
+        let h = d.http3;
+        let http3 = Http3Config {
+            enabled: q.get(errs, "enabled", h.enabled, boolean),
+            alt_svc_max_age: q.get(errs, "alt_svc_max_age", h.alt_svc_max_age, duration),
+            idle_timeout: q.get(errs, "idle_timeout", h.idle_timeout, duration),
+            keep_alive: q.get(errs, "keep_alive", h.keep_alive, duration),
+            max_concurrent_streams: q.get(
+                errs,
+                "max_concurrent_streams",
+                u64::from(h.max_concurrent_streams),
+                int_in(1, 65_536),
+            ) as u32,
+            max_connections: q.get(errs, "max_connections", h.max_connections as u64, int_in(1, 10_000_000))
+                as usize,
+            stream_receive_window: q.get(errs, "stream_receive_window", h.stream_receive_window, byte_size),
+            receive_window: q.get(errs, "receive_window", h.receive_window, byte_size),
+            send_window: q.get(errs, "send_window", h.send_window, byte_size),
+            socket_buffer: q.get(errs, "socket_buffer", h.socket_buffer, byte_size),
+            gso: q.get(errs, "gso", h.gso, boolean),
+            max_header_bytes: q.get(errs, "max_header_bytes", h.max_header_bytes, byte_size),
+            request_header_timeout: q.get(
+                errs,
+                "request_header_timeout",
+                h.request_header_timeout,
+                duration,
+            ),
+        };
+        // QUIC varints cap flow-control windows at 2^62 - 1; keep them sane and non-zero.
+        for (name, v) in [
+            ("stream_receive_window", http3.stream_receive_window),
+            ("receive_window", http3.receive_window),
+            ("send_window", http3.send_window),
+        ] {
+            if !(16 << 10..=1 << 32).contains(&v) {
+                errs.push(format!("edge.http3.{name}"), "must be between 16KiB and 4GiB");
+            }
+        }
+        if http3.idle_timeout.is_zero() || http3.keep_alive >= http3.idle_timeout {
+            errs.push("edge.http3.keep_alive", "must be shorter than edge.http3.idle_timeout");
+        }
+        q.finish(errs);
 
         let mut c = e.table(errs, "cors");
         let cors = CorsConfig {
@@ -239,7 +337,8 @@ impl EdgeConfig {
             admin_listen,
             tls,
             threads,
-            alt_svc_max_age,
+            tls_reload_interval,
+            http3,
             shutdown_grace,
             cors,
             cache,

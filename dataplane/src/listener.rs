@@ -1,6 +1,8 @@
 //! Listeners: the Pingora server with the TCP front (plain and TLS) and the admin port.
 //! [`run`] blocks until shutdown; tests and `streamgate dev` stop it through [`Shutdown`].
 
+mod quic;
+mod reload;
 mod tcp;
 
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use streamgate_origin::Origin;
 use tokio::sync::watch;
@@ -20,6 +23,7 @@ use crate::admin::Admin;
 use crate::config::EdgeConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::tls::CertStore;
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,33 +93,49 @@ impl ShutdownSignalWatch for Signals {
 pub struct Edge {
     cfg: EdgeConfig,
     pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    certs: Option<Arc<CertStore>>,
+    quic: Option<(quinn::ServerConfig, std::net::UdpSocket)>,
 }
 
 impl Edge {
-    /// Builds the origin client, cache and pipeline, and checks the listen addresses.
+    /// Builds the origin client, cache and pipeline, loads the certificate, and checks the
+    /// listen addresses (binding the UDP socket for HTTP/3).
     pub fn build(cfg: EdgeConfig) -> Result<Self, StartError> {
         let origin = Origin::from_config(&cfg.origin)?;
         let metrics = Arc::new(Metrics::new(origin.kind().as_str()));
-        let pipeline = Pipeline::new(origin, cfg.cache.clone(), &cfg.cors, metrics);
+        let mut pipeline = Pipeline::new(origin, cfg.cache.clone(), &cfg.cors, Arc::clone(&metrics));
         let mut addrs = vec![cfg.http_listen, cfg.admin_listen];
-        if let Some(tls) = &cfg.tls {
+        let mut certs = None;
+        let mut quic = None;
+        if let Some(files) = &cfg.tls {
             addrs.push(cfg.tls_listen);
-            for p in [&tls.cert, &tls.key] {
-                if !p.exists() {
-                    return Err(StartError::Tls(format!("{} does not exist", p.display())));
-                }
+            let store = CertStore::load(files.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
+            if cfg.http3.enabled {
+                let server = quic::server_config(Arc::clone(&store), &cfg.http3).map_err(StartError::Tls)?;
+                let socket = quic::bind_udp(cfg.tls_listen, cfg.http3.socket_buffer).map_err(|source| {
+                    StartError::Bind {
+                        addr: cfg.tls_listen,
+                        source,
+                    }
+                })?;
+                pipeline.set_alt_svc(cfg.tls_listen.port(), cfg.http3.alt_svc_max_age);
+                quic = Some((server, socket));
             }
+            certs = Some(store);
         }
         for addr in addrs {
             // Pingora binds later and cannot report a taken port cleanly; check first.
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| StartError::Bind { addr, source })?;
+            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         }
         Ok(Self {
             cfg,
             pipeline: Arc::new(pipeline),
+            metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            certs,
+            quic,
         })
     }
 
@@ -139,14 +159,36 @@ impl Edge {
             tcp::TcpFront::new(Arc::clone(&self.pipeline)),
         );
         front.add_tcp(&self.cfg.http_listen.to_string());
-        if let Some(tls) = &self.cfg.tls {
+        if let (Some(tls), Some(store)) = (&self.cfg.tls, &self.certs) {
             let mut settings =
                 TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
                     .map_err(|e| StartError::Tls(e.to_string()))?;
+            // The resolver serves the current certificate, so reloads need no restart.
+            settings.set_cert_resolver(Arc::clone(store) as _);
             settings.enable_h2();
             front.add_tls_with_settings(&self.cfg.tls_listen.to_string(), None, settings);
+            let reloader = reload::CertReloader {
+                store: Arc::clone(store),
+                interval: self.cfg.tls_reload_interval,
+            };
+            let mut reloader = background_service("tls-reload", reloader);
+            reloader.threads = Some(1);
+            server.add_service(reloader);
         }
         server.add_service(front);
+        if let Some((config, socket)) = self.quic {
+            let front = quic::QuicFront {
+                pipeline: Arc::clone(&self.pipeline),
+                metrics: Arc::clone(&self.metrics),
+                cfg: self.cfg.http3.clone(),
+                server: config,
+                socket: std::sync::Mutex::new(Some(socket)),
+                grace: self.cfg.shutdown_grace,
+            };
+            let mut h3 = background_service("http3", front);
+            h3.threads = Some(self.cfg.threads);
+            server.add_service(h3);
+        }
 
         let admin = Admin {
             pipeline: Arc::clone(&self.pipeline),
@@ -162,6 +204,7 @@ impl Edge {
         tracing::info!(
             http = %self.cfg.http_listen,
             tls = ?self.cfg.tls.as_ref().map(|_| self.cfg.tls_listen),
+            http3 = self.cfg.tls.is_some() && self.cfg.http3.enabled,
             admin = %self.cfg.admin_listen,
             "edge listening"
         );

@@ -98,6 +98,28 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     /// Origin fills in flight, updated on scrape.
     pub inflight_fills: IntGauge,
+    /// QUIC transport figures.
+    pub quic: QuicMetrics,
+}
+
+/// Transport metrics of the HTTP/3 listener. Path figures are sampled when a connection closes.
+pub struct QuicMetrics {
+    /// Connections accepted (handshake completed).
+    pub connections: IntCounter,
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Handshakes that failed or timed out.
+    pub handshake_failures: IntCounter,
+    /// Connection attempts refused because `max_connections` were open.
+    pub refused: IntCounter,
+    /// Smoothed RTT of each connection at close.
+    pub rtt: Histogram,
+    /// Packets sent.
+    pub sent_packets: IntCounter,
+    /// Packets declared lost.
+    pub lost_packets: IntCounter,
+    /// Congestion events (loss or ECN) seen.
+    pub congestion_events: IntCounter,
 }
 
 impl Metrics {
@@ -154,6 +176,34 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let c = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
+        let quic = QuicMetrics {
+            connections: c("streamgate_edge_h3_connections_total", "HTTP/3 connections accepted"),
+            open: IntGauge::new("streamgate_edge_h3_open_connections", "HTTP/3 connections open")
+                .expect("valid metric"),
+            handshake_failures: c(
+                "streamgate_edge_h3_handshake_failures_total",
+                "QUIC handshakes that failed",
+            ),
+            refused: c(
+                "streamgate_edge_h3_refused_total",
+                "QUIC connections refused at the connection limit",
+            ),
+            rtt: Histogram::with_opts(
+                HistogramOpts::new(
+                    "streamgate_edge_h3_rtt_seconds",
+                    "Smoothed RTT of HTTP/3 connections, sampled at close",
+                )
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            )
+            .expect("valid metric"),
+            sent_packets: c("streamgate_edge_h3_sent_packets_total", "QUIC packets sent"),
+            lost_packets: c("streamgate_edge_h3_lost_packets_total", "QUIC packets declared lost"),
+            congestion_events: c(
+                "streamgate_edge_h3_congestion_events_total",
+                "QUIC congestion events",
+            ),
+        };
         let mut req = Vec::new();
         let mut by = Vec::new();
         for p in Proto::ALL {
@@ -182,6 +232,14 @@ impl Metrics {
             Box::new(cache_bytes.clone()),
             Box::new(cache_entries.clone()),
             Box::new(inflight_fills.clone()),
+            Box::new(quic.connections.clone()),
+            Box::new(quic.open.clone()),
+            Box::new(quic.handshake_failures.clone()),
+            Box::new(quic.refused.clone()),
+            Box::new(quic.rtt.clone()),
+            Box::new(quic.sent_packets.clone()),
+            Box::new(quic.lost_packets.clone()),
+            Box::new(quic.congestion_events.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -194,6 +252,7 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             inflight_fills,
+            quic,
         }
     }
 
