@@ -260,9 +260,18 @@ impl EdgeConfig {
                 u64::from(h.max_concurrent_streams),
                 int_in(1, 65_536),
             ) as u32,
-            max_connections: q.get(errs, "max_connections", h.max_connections as u64, int_in(1, 10_000_000))
-                as usize,
-            stream_receive_window: q.get(errs, "stream_receive_window", h.stream_receive_window, byte_size),
+            max_connections: q.get(
+                errs,
+                "max_connections",
+                h.max_connections as u64,
+                int_in(1, 10_000_000),
+            ) as usize,
+            stream_receive_window: q.get(
+                errs,
+                "stream_receive_window",
+                h.stream_receive_window,
+                byte_size,
+            ),
             receive_window: q.get(errs, "receive_window", h.receive_window, byte_size),
             send_window: q.get(errs, "send_window", h.send_window, byte_size),
             socket_buffer: q.get(errs, "socket_buffer", h.socket_buffer, byte_size),
@@ -282,11 +291,17 @@ impl EdgeConfig {
             ("send_window", http3.send_window),
         ] {
             if !(16 << 10..=1 << 32).contains(&v) {
-                errs.push(format!("edge.http3.{name}"), "must be between 16KiB and 4GiB");
+                errs.push(
+                    format!("edge.http3.{name}"),
+                    "must be between 16KiB and 4GiB",
+                );
             }
         }
         if http3.idle_timeout.is_zero() || http3.keep_alive >= http3.idle_timeout {
-            errs.push("edge.http3.keep_alive", "must be shorter than edge.http3.idle_timeout");
+            errs.push(
+                "edge.http3.keep_alive",
+                "must be shorter than edge.http3.idle_timeout",
+            );
         }
         q.finish(errs);
 

@@ -105,21 +105,25 @@ impl Edge {
     pub fn build(cfg: EdgeConfig) -> Result<Self, StartError> {
         let origin = Origin::from_config(&cfg.origin)?;
         let metrics = Arc::new(Metrics::new(origin.kind().as_str()));
-        let mut pipeline = Pipeline::new(origin, cfg.cache.clone(), &cfg.cors, Arc::clone(&metrics));
+        let mut pipeline =
+            Pipeline::new(origin, cfg.cache.clone(), &cfg.cors, Arc::clone(&metrics));
         let mut addrs = vec![cfg.http_listen, cfg.admin_listen];
         let mut certs = None;
         let mut quic = None;
         if let Some(files) = &cfg.tls {
             addrs.push(cfg.tls_listen);
-            let store = CertStore::load(files.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
+            let store =
+                CertStore::load(files.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             if cfg.http3.enabled {
-                let server = quic::server_config(Arc::clone(&store), &cfg.http3).map_err(StartError::Tls)?;
-                let socket = quic::bind_udp(cfg.tls_listen, cfg.http3.socket_buffer).map_err(|source| {
-                    StartError::Bind {
-                        addr: cfg.tls_listen,
-                        source,
-                    }
-                })?;
+                let server =
+                    quic::server_config(Arc::clone(&store), &cfg.http3).map_err(StartError::Tls)?;
+                let socket =
+                    quic::bind_udp(cfg.tls_listen, cfg.http3.socket_buffer).map_err(|source| {
+                        StartError::Bind {
+                            addr: cfg.tls_listen,
+                            source,
+                        }
+                    })?;
                 pipeline.set_alt_svc(cfg.tls_listen.port(), cfg.http3.alt_svc_max_age);
                 quic = Some((server, socket));
             }
@@ -127,7 +131,8 @@ impl Edge {
         }
         for addr in addrs {
             // Pingora binds later and cannot report a taken port cleanly; check first.
-            std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| StartError::Bind { addr, source })?;
         }
         Ok(Self {
             cfg,

@@ -178,9 +178,15 @@ impl Metrics {
 
         let c = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
         let quic = QuicMetrics {
-            connections: c("streamgate_edge_h3_connections_total", "HTTP/3 connections accepted"),
-            open: IntGauge::new("streamgate_edge_h3_open_connections", "HTTP/3 connections open")
-                .expect("valid metric"),
+            connections: c(
+                "streamgate_edge_h3_connections_total",
+                "HTTP/3 connections accepted",
+            ),
+            open: IntGauge::new(
+                "streamgate_edge_h3_open_connections",
+                "HTTP/3 connections open",
+            )
+            .expect("valid metric"),
             handshake_failures: c(
                 "streamgate_edge_h3_handshake_failures_total",
                 "QUIC handshakes that failed",
@@ -194,11 +200,16 @@ impl Metrics {
                     "streamgate_edge_h3_rtt_seconds",
                     "Smoothed RTT of HTTP/3 connections, sampled at close",
                 )
-                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
             )
             .expect("valid metric"),
             sent_packets: c("streamgate_edge_h3_sent_packets_total", "QUIC packets sent"),
-            lost_packets: c("streamgate_edge_h3_lost_packets_total", "QUIC packets declared lost"),
+            lost_packets: c(
+                "streamgate_edge_h3_lost_packets_total",
+                "QUIC packets declared lost",
+            ),
             congestion_events: c(
                 "streamgate_edge_h3_congestion_events_total",
                 "QUIC congestion events",

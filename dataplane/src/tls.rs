@@ -1,6 +1,12 @@
-//! Development certificates.
+//! Certificates: the store both TLS listeners serve from (reloaded in place), and
+//! self-signed development certificates.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::TlsFiles;
 
@@ -95,15 +101,11 @@ pub struct CertStore {
     current: std::sync::RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
 }
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("CertStore")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,7 +127,9 @@ fn load_pair(files: &TlsFiles) -> Result<CertifiedKey, LoadCertError> {
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
-        return Err(LoadCertError::NoCertificate(files.cert.display().to_string()));
+        return Err(LoadCertError::NoCertificate(
+            files.cert.display().to_string(),
+        ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .ok()
@@ -173,12 +177,19 @@ impl CertStore {
 
     /// The certificate chain currently served, leaf first.
     pub fn chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).0.cert.clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .cert
+            .clone()
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()).0))
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|p| p.into_inner()).0,
+        ))
     }
 }

@@ -5,21 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use streamgate_edge::EdgeConfig;
 use streamgate_edge::config::{CacheConfig, CorsConfig};
-use streamgate_origin::{HttpOrigin, OriginConfig};
-use support::{TestEdge, TestOrigin, noise, raw_request};
-
-fn http_origin_cfg(origin: &TestOrigin, timeout: Duration) -> OriginConfig {
-    OriginConfig::Http(HttpOrigin {
-        base_url: origin.base_url(),
-        timeout,
-        connect_timeout: Duration::from_millis(500),
-        pool_max_idle_per_host: 16,
-        pool_idle_timeout: Duration::from_secs(30),
-    })
-}
+use streamgate_origin::OriginConfig;
+use support::{TestEdge, TestOrigin, http_origin_cfg, noise, raw_request, write};
 
 fn fs_edge(dir: &std::path::Path) -> TestEdge {
     TestEdge::start(EdgeConfig {
@@ -28,12 +17,6 @@ fn fs_edge(dir: &std::path::Path) -> TestEdge {
         },
         ..EdgeConfig::default()
     })
-}
-
-fn write(dir: &std::path::Path, rel: &str, body: &[u8]) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, body).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -424,7 +407,6 @@ async fn cors_tls_h2_and_admin() {
     ] {
         assert!(m.contains(name), "missing {name}");
     }
-    let _ = Bytes::new();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,8 +12,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use streamgate_edge::EdgeConfig;
 use streamgate_edge::config::Http3Config;
-use streamgate_origin::{HttpOrigin, OriginConfig};
-use support::{TestEdge, TestOrigin, noise};
+use streamgate_origin::OriginConfig;
+use support::{TestEdge, TestOrigin, http_origin_cfg, noise, write};
 
 struct H3Response {
     status: u16,
@@ -37,7 +37,11 @@ fn python() -> std::path::PathBuf {
         .args(["-c", "import aioquic"])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "aioquic is not installed in {}: run ./scripts/setup.sh", venv.display());
+    assert!(
+        ok,
+        "aioquic is not installed in {}: run ./scripts/setup.sh",
+        venv.display()
+    );
     py
 }
 
@@ -56,7 +60,12 @@ fn h3(port: u16, requests: Vec<Value>, extra: Value) -> H3Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(job.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -113,31 +122,44 @@ fn tls_edge(dir: &std::path::Path, origin: OriginConfig, http3: Http3Config) -> 
     })
 }
 
-fn write(dir: &std::path::Path, rel: &str, body: &[u8]) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, body).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn h3_responses_match_http1_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let seg = noise(1 << 20, 11);
-    write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nvideo/720p/index.m3u8\n");
-    write(dir.path(), "origin/demo/video/720p/index.m3u8", b"#EXTM3U\n#EXTINF:3.2,\nseg-00001.m4s\n#EXT-X-ENDLIST\n");
+    write(
+        dir.path(),
+        "origin/demo/master.m3u8",
+        b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nvideo/720p/index.m3u8\n",
+    );
+    write(
+        dir.path(),
+        "origin/demo/video/720p/index.m3u8",
+        b"#EXTM3U\n#EXTINF:3.2,\nseg-00001.m4s\n#EXT-X-ENDLIST\n",
+    );
     write(dir.path(), "origin/demo/video/720p/seg-00001.m4s", &seg);
     let edge = tls_edge(
         dir.path(),
-        OriginConfig::Fs { root: dir.path().join("origin") },
+        OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
         Http3Config::default(),
     );
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/v/demo/master.m3u8", vec![]),
         ("/v/demo/video/720p/index.m3u8", vec![]),
         ("/v/demo/video/720p/seg-00001.m4s", vec![]),
-        ("/v/demo/video/720p/seg-00001.m4s", vec![("range", "bytes=1000-1999")]),
-        ("/v/demo/video/720p/seg-00001.m4s", vec![("range", "bytes=-100")]),
-        ("/v/demo/video/720p/seg-00001.m4s", vec![("range", "bytes=2000000-")]),
+        (
+            "/v/demo/video/720p/seg-00001.m4s",
+            vec![("range", "bytes=1000-1999")],
+        ),
+        (
+            "/v/demo/video/720p/seg-00001.m4s",
+            vec![("range", "bytes=-100")],
+        ),
+        (
+            "/v/demo/video/720p/seg-00001.m4s",
+            vec![("range", "bytes=2000000-")],
+        ),
         ("/v/demo/missing.m4s", vec![]),
         ("/v/demo/a%2f..%2f..%2fetc%2fpasswd", vec![]),
     ];
@@ -162,14 +184,26 @@ async fn h3_responses_match_http1_byte_for_byte() {
         }
         let want = req.send().await.unwrap();
         assert_eq!(got.status, want.status().as_u16(), "{path} {headers:?}");
-        for h in ["content-type", "content-length", "content-range", "etag", "cache-control", "accept-ranges", "x-cache"] {
+        for h in [
+            "content-type",
+            "content-length",
+            "content-range",
+            "etag",
+            "cache-control",
+            "accept-ranges",
+            "x-cache",
+        ] {
             assert_eq!(
                 got.headers.get(h).map(String::as_str),
                 want.headers().get(h).map(|v| v.to_str().unwrap()),
                 "{path} {headers:?}: header {h}"
             );
         }
-        assert_eq!(got.body, want.bytes().await.unwrap(), "{path} {headers:?}: body");
+        assert_eq!(
+            got.body,
+            want.bytes().await.unwrap(),
+            "{path} {headers:?}: body"
+        );
     }
 
     // Alt-Svc announces HTTP/3 on TLS responses over TCP, for HTTP/2 and HTTP/1.1 alike.
@@ -182,7 +216,10 @@ async fn h3_responses_match_http1_byte_for_byte() {
         let r = b
             .build()
             .unwrap()
-            .get(format!("https://localhost:{}/v/demo/master.m3u8", edge.tls.port()))
+            .get(format!(
+                "https://localhost:{}/v/demo/master.m3u8",
+                edge.tls.port()
+            ))
             .send()
             .await
             .unwrap();
@@ -191,7 +228,11 @@ async fn h3_responses_match_http1_byte_for_byte() {
     // Plain HTTP does not announce it.
     let r = c.get(edge.url("/v/demo/master.m3u8")).send().await.unwrap();
     assert!(!r.headers().contains_key("alt-svc"));
-    assert!(edge.metric("streamgate_edge_requests_total{cache=\"HIT\",proto=\"h3\",status=\"200\"}").await >= 3.0);
+    assert!(
+        edge.metric("streamgate_edge_requests_total{cache=\"HIT\",proto=\"h3\",status=\"200\"}")
+            .await
+            >= 3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,16 +244,12 @@ async fn h3_concurrent_misses_make_one_origin_read() {
     origin.set_delay(Duration::from_millis(500));
     let edge = tls_edge(
         dir.path(),
-        OriginConfig::Http(HttpOrigin {
-            base_url: origin.base_url(),
-            timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(1),
-            pool_max_idle_per_host: 8,
-            pool_idle_timeout: Duration::from_secs(30),
-        }),
+        http_origin_cfg(&origin, Duration::from_secs(10)),
         Http3Config::default(),
     );
-    let reqs: Vec<Value> = (0..200).map(|_| get("/v/demo/video/seg-00042.m4s", &[])).collect();
+    let reqs: Vec<Value> = (0..200)
+        .map(|_| get("/v/demo/video/seg-00042.m4s", &[]))
+        .collect();
     let port = edge.tls.port();
     let run = tokio::task::spawn_blocking(move || h3(port, reqs, json!({"connections": 4})))
         .await
@@ -232,7 +269,9 @@ async fn h3_listener_survives_garbage_stalls_and_huge_headers() {
     write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
     let edge = tls_edge(
         dir.path(),
-        OriginConfig::Fs { root: dir.path().join("origin") },
+        OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
         Http3Config {
             request_header_timeout: Duration::from_millis(500),
             ..Http3Config::default()
@@ -254,7 +293,10 @@ async fn h3_listener_survives_garbage_stalls_and_huge_headers() {
     let run = tokio::task::spawn_blocking(move || {
         h3(
             port,
-            vec![get("/v/demo/master.m3u8", &[("x-huge", &huge)]), get("/v/demo/master.m3u8", &[])],
+            vec![
+                get("/v/demo/master.m3u8", &[("x-huge", &huge)]),
+                get("/v/demo/master.m3u8", &[]),
+            ],
             json!({"stall_streams": 50}),
         )
     })
@@ -265,13 +307,14 @@ async fn h3_listener_survives_garbage_stalls_and_huge_headers() {
         "a 64 KiB header section was accepted"
     );
     // The listener is still up: a fresh client, and the TCP side, are served.
-    let again = tokio::task::spawn_blocking(move || h3(port, vec![get("/v/demo/master.m3u8", &[])], json!({})))
-        .await
-        .unwrap();
+    let again = tokio::task::spawn_blocking(move || {
+        h3(port, vec![get("/v/demo/master.m3u8", &[])], json!({}))
+    })
+    .await
+    .unwrap();
     assert_eq!(again.responses[0].as_ref().unwrap().status, 200);
     let r = reqwest::get(edge.url("/v/demo/master.m3u8")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let _ = run.responses[1].as_ref().map(|r| r.status);
 }
 
 /// SHA-256 of the leaf certificate the TCP TLS listener presents, read by Python's ssl module.
@@ -281,7 +324,11 @@ fn tcp_cert_sha256(port: u16) -> String {
          print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest())"
     );
     let out = Command::new(python()).args(["-c", &code]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -298,7 +345,9 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
     std::fs::copy(&a.cert, &live.cert).unwrap();
     std::fs::copy(&a.key, &live.key).unwrap();
     let edge = TestEdge::start(EdgeConfig {
-        origin: OriginConfig::Fs { root: dir.path().join("origin") },
+        origin: OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
         tls: Some(live.clone()),
         tls_reload_interval: Duration::from_millis(200),
         ..EdgeConfig::default()
@@ -310,8 +359,13 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
         assert_eq!(quic.responses[0].as_ref().unwrap().status, 200);
         (tcp, quic.peer_certs[0].clone())
     };
-    let (tcp_a, quic_a) = tokio::task::spawn_blocking(fingerprints.clone()).await.unwrap();
-    assert_eq!(tcp_a, quic_a, "TCP and QUIC must present the same certificate");
+    let (tcp_a, quic_a) = tokio::task::spawn_blocking(fingerprints)
+        .await
+        .unwrap();
+    assert_eq!(
+        tcp_a, quic_a,
+        "TCP and QUIC must present the same certificate"
+    );
 
     // Swap the files in place (new key first, then the certificate), as cert tooling does.
     let swap = |from: &std::path::Path, to: &std::path::Path| {
@@ -322,19 +376,29 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
     // A half-written or broken pair is refused and the current certificate stays.
     std::fs::write(&live.cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (tcp_x, _) = tokio::task::spawn_blocking(fingerprints.clone()).await.unwrap();
-    assert_eq!(tcp_x, tcp_a, "a broken certificate file replaced a working one");
+    let (tcp_x, _) = tokio::task::spawn_blocking(fingerprints)
+        .await
+        .unwrap();
+    assert_eq!(
+        tcp_x, tcp_a,
+        "a broken certificate file replaced a working one"
+    );
 
     swap(&b.key, &live.key);
     swap(&b.cert, &live.cert);
     let t0 = std::time::Instant::now();
     loop {
-        let (tcp_b, quic_b) = tokio::task::spawn_blocking(fingerprints.clone()).await.unwrap();
+        let (tcp_b, quic_b) = tokio::task::spawn_blocking(fingerprints)
+            .await
+            .unwrap();
         if tcp_b != tcp_a && quic_b != quic_a {
             assert_eq!(tcp_b, quic_b);
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "certificate not reloaded");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "certificate not reloaded"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -243,7 +243,10 @@ async fn respond(
         client,
     };
     let (head, body) = pipeline.handle(&parts, &conn).await.into_parts();
-    if let Err(e) = stream.send_response(http::Response::from_parts(head, ())).await {
+    if let Err(e) = stream
+        .send_response(http::Response::from_parts(head, ()))
+        .await
+    {
         tracing::debug!(error = %e, "HTTP/3 response header failed");
         return;
     }

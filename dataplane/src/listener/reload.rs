@@ -38,7 +38,9 @@ impl BackgroundService for CertReloader {
             match self.store.reload(force) {
                 Ok(true) => tracing::info!("TLS certificate reloaded"),
                 Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "TLS certificate reload failed; keeping the current one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the current one")
+                }
             }
         }
     }

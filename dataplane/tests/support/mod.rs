@@ -203,6 +203,24 @@ impl TestOrigin {
     }
 }
 
+/// Writes `body` at `dir/rel`, creating folders.
+pub fn write(dir: &std::path::Path, rel: &str, body: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// An HTTP origin config pointing at `origin`, with header timeout `timeout`.
+pub fn http_origin_cfg(origin: &TestOrigin, timeout: Duration) -> streamgate_origin::OriginConfig {
+    streamgate_origin::OriginConfig::Http(streamgate_origin::HttpOrigin {
+        base_url: origin.base_url(),
+        timeout,
+        connect_timeout: Duration::from_millis(500),
+        pool_max_idle_per_host: 16,
+        pool_idle_timeout: Duration::from_secs(30),
+    })
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Bytes {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

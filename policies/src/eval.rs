@@ -1,0 +1,351 @@
+//! The evaluator: request facts in, a decision and a machine-readable reason out.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::model::*;
+
+/// What the edge learned about the request's token before evaluating a policy.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenFacts<'a> {
+    /// No credential was presented.
+    Absent,
+    /// A credential was presented and failed verification for this reason.
+    Invalid(Reason),
+    /// A credential was presented and verified (signature, `exp`, `nbf`); these are its claims.
+    Valid(&'a Claims),
+}
+
+/// Everything a decision may depend on. The caller supplies `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The time of the request.
+    pub now: SystemTime,
+    /// The object key, `{asset}/{path}`.
+    pub key: &'a str,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The `Referer` header.
+    pub referer: Option<&'a str>,
+    /// The token, if any.
+    pub token: TokenFacts<'a>,
+}
+
+/// Why a request was refused (or which dependency was unavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The policy needs a credential and none came.
+    NoCredential,
+    /// The token is not a well-formed JWT.
+    MalformedToken,
+    /// The token's algorithm is not allowed for its key (`alg=none`, HS/RS confusion).
+    AlgorithmNotAllowed,
+    /// No key has the token's `kid`.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is past (beyond the leeway).
+    TokenExpired,
+    /// `nbf` is in the future (beyond the leeway).
+    TokenNotYetValid,
+    /// `iss` is not the one required.
+    WrongIssuer,
+    /// `aud` does not hold the one required.
+    WrongAudience,
+    /// A required claim is missing or has another value.
+    ClaimMismatch,
+    /// The token is scoped to other assets or paths.
+    ScopeMismatch,
+    /// The request is outside the policy's time window.
+    OutsideTimeWindow,
+    /// The client address is not on the allow list.
+    IpNotAllowed,
+    /// The client address is on the deny list.
+    IpDenied,
+    /// The page origin is not allowed.
+    OriginNotAllowed,
+    /// A `not` rule's inner rule matched.
+    NegatedRuleMatched,
+    /// Something the decision needs could not be reached.
+    DependencyUnavailable,
+}
+
+impl Reason {
+    /// The reason as it appears in JSON error bodies and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCredential => "no_credential",
+            Self::MalformedToken => "malformed_token",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::ClaimMismatch => "claim_mismatch",
+            Self::ScopeMismatch => "scope_mismatch",
+            Self::OutsideTimeWindow => "outside_time_window",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::IpDenied => "ip_denied",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::NegatedRuleMatched => "negated_rule_matched",
+            Self::DependencyUnavailable => "dependency_unavailable",
+        }
+    }
+
+    fn is_credential(self) -> bool {
+        matches!(
+            self,
+            Self::NoCredential
+                | Self::MalformedToken
+                | Self::AlgorithmNotAllowed
+                | Self::UnknownKey
+                | Self::BadSignature
+                | Self::TokenExpired
+                | Self::TokenNotYetValid
+                | Self::WrongIssuer
+                | Self::WrongAudience
+                | Self::ClaimMismatch
+                | Self::ScopeMismatch
+        )
+    }
+}
+
+/// A policy's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve.
+    Allow,
+    /// Refuse: 401 when no credential came and one would be needed, else 403.
+    Deny {
+        /// 401 or 403.
+        status: u16,
+        /// Why.
+        reason: Reason,
+    },
+    /// A dependency was unreachable and the policy fails closed: 503.
+    Unavailable {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    True,
+    False(Reason),
+    Unknown(Reason),
+}
+
+impl Policy {
+    /// Decides a request. Pure: no I/O, no clock.
+    pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
+        match eval(&self.rule, facts) {
+            Outcome::True => Decision::Allow,
+            Outcome::False(Reason::NoCredential) => Decision::Deny {
+                status: 401,
+                reason: Reason::NoCredential,
+            },
+            Outcome::False(reason) => Decision::Deny {
+                status: 403,
+                reason,
+            },
+            Outcome::Unknown(reason) => match self.on_unavailable {
+                FailMode::Closed => Decision::Unavailable { reason },
+                FailMode::Open => Decision::Allow,
+            },
+        }
+    }
+
+    /// Whether any branch of this policy can look at a token; tokens are verified only then.
+    pub fn uses_token(&self) -> bool {
+        fn walk(r: &Rule) -> bool {
+            match r {
+                Rule::AnyOf(rs) | Rule::AllOf(rs) => rs.iter().any(walk),
+                Rule::Not(r) => walk(r),
+                Rule::Cond(Condition::Jwt(_)) => true,
+                Rule::Cond(_) => false,
+            }
+        }
+        walk(&self.rule)
+    }
+}
+
+fn eval(rule: &Rule, f: &Facts<'_>) -> Outcome {
+    match rule {
+        Rule::AnyOf(rs) => {
+            let mut unknown = None;
+            let mut first_false = None;
+            let mut credential_false = None;
+            for r in rs {
+                match eval(r, f) {
+                    Outcome::True => return Outcome::True,
+                    Outcome::Unknown(why) => unknown = unknown.or(Some(why)),
+                    Outcome::False(why) => {
+                        first_false = first_false.or(Some(why));
+                        if why.is_credential() {
+                            credential_false = credential_false.or(Some(why));
+                        }
+                    }
+                }
+            }
+            if let Some(why) = unknown {
+                return Outcome::Unknown(why);
+            }
+            // The most useful answer to a viewer is about their credential.
+            Outcome::False(
+                credential_false
+                    .or(first_false)
+                    .unwrap_or(Reason::NegatedRuleMatched),
+            )
+        }
+        Rule::AllOf(rs) => {
+            let mut unknown = None;
+            for r in rs {
+                match eval(r, f) {
+                    Outcome::True => {}
+                    Outcome::False(why) => return Outcome::False(why),
+                    Outcome::Unknown(why) => unknown = unknown.or(Some(why)),
+                }
+            }
+            unknown.map_or(Outcome::True, Outcome::Unknown)
+        }
+        Rule::Not(r) => match eval(r, f) {
+            Outcome::True => Outcome::False(Reason::NegatedRuleMatched),
+            Outcome::False(_) => Outcome::True,
+            u @ Outcome::Unknown(_) => u,
+        },
+        Rule::Cond(c) => cond(c, f),
+    }
+}
+
+fn bool_outcome(ok: bool, why: Reason) -> Outcome {
+    if ok {
+        Outcome::True
+    } else {
+        Outcome::False(why)
+    }
+}
+
+fn cond(c: &Condition, f: &Facts<'_>) -> Outcome {
+    match c {
+        Condition::Public => Outcome::True,
+        Condition::Time(w) => bool_outcome(
+            w.not_before.is_none_or(|t| f.now >= t) && w.not_after.is_none_or(|t| f.now <= t),
+            Reason::OutsideTimeWindow,
+        ),
+        Condition::Ip(c) => match f.client_ip {
+            None => Outcome::False(Reason::IpNotAllowed),
+            Some(ip) => {
+                let ip = canonical(ip);
+                if c.deny.iter().any(|n| n.contains(&ip)) {
+                    Outcome::False(Reason::IpDenied)
+                } else {
+                    bool_outcome(
+                        c.allow.is_empty() || c.allow.iter().any(|n| n.contains(&ip)),
+                        Reason::IpNotAllowed,
+                    )
+                }
+            }
+        },
+        Condition::Origin(o) => {
+            let ok = match (f.origin, f.referer) {
+                (Some(origin), _) => o.allow.iter().any(|a| a == origin),
+                (None, Some(referer)) => o.allow.iter().any(|a| {
+                    referer.len() > a.len()
+                        && referer.starts_with(a.as_str())
+                        && referer.as_bytes()[a.len()] == b'/'
+                }),
+                (None, None) => false,
+            };
+            bool_outcome(ok, Reason::OriginNotAllowed)
+        }
+        Condition::Jwt(j) => match f.token {
+            TokenFacts::Absent => Outcome::False(Reason::NoCredential),
+            TokenFacts::Invalid(why) => Outcome::False(why),
+            TokenFacts::Valid(claims) => jwt(j, claims, f.key),
+        },
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are compared as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn jwt(j: &JwtCondition, claims: &Claims, key: &str) -> Outcome {
+    if let Some(iss) = &j.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+            return Outcome::False(Reason::WrongIssuer);
+        }
+    }
+    if let Some(aud) = &j.audience {
+        let ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == aud,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(aud.as_str())),
+            _ => false,
+        };
+        if !ok {
+            return Outcome::False(Reason::WrongAudience);
+        }
+    }
+    for (name, want) in &j.required_claims {
+        if !claim_matches(claims.get(name), want) {
+            return Outcome::False(Reason::ClaimMismatch);
+        }
+    }
+    if let Some(scope) = &j.scope_claim {
+        let ok = match claims.get(scope) {
+            Some(Value::String(s)) => scope_matches(s, key),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|s| scope_matches(s, key)),
+            // A policy that scopes tokens refuses unscoped ones.
+            _ => false,
+        };
+        if !ok {
+            return Outcome::False(Reason::ScopeMismatch);
+        }
+    }
+    Outcome::True
+}
+
+/// A required value matches an equal claim, or a list claim that contains it. A required
+/// list matches when the claim (or one of its items) equals any of its items.
+fn claim_matches(got: Option<&Value>, want: &Value) -> bool {
+    let Some(got) = got else { return false };
+    let one = |w: &Value| match got {
+        Value::Array(items) => items.contains(w),
+        g => g == w,
+    };
+    match want {
+        Value::Array(options) => options.iter().any(one),
+        w => one(w),
+    }
+}
+
+/// `*` matches everything; `demo` matches the asset `demo`; `demo/video/` (or `demo/video`)
+/// matches keys below that prefix.
+pub(crate) fn scope_matches(scope: &str, key: &str) -> bool {
+    if scope == "*" {
+        return true;
+    }
+    let scope = scope.trim_end_matches('/');
+    !scope.is_empty()
+        && key.len() > scope.len()
+        && key.starts_with(scope)
+        && key.as_bytes()[scope.len()] == b'/'
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+use super::*;
+use std::time::Duration;
+
+fn policy(yaml: &str) -> Policy {
+    Policy::parse(yaml).unwrap()
+}
+
+fn claims(v: Value) -> Claims {
+    v.as_object().unwrap().clone()
+}
+
+fn facts<'a>(key: &'a str, token: TokenFacts<'a>) -> Facts<'a> {
+    Facts {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        key,
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+        origin: None,
+        referer: None,
+        token,
+    }
+}
+
+const SUBS: &str = r#"
+id: subs
+rule:
+  jwt:
+    issuer: https://auth.example.com
+    audience: streamgate
+    required_claims: { plan: [premium, family] }
+"#;
+
+#[test]
+fn jwt_conditions() {
+    let p = policy(SUBS);
+    let good = claims(serde_json::json!({
+        "iss": "https://auth.example.com", "aud": ["x", "streamgate"], "plan": "premium",
+        "sg_scope": ["demo"]
+    }));
+    assert_eq!(
+        p.evaluate(&facts("demo/master.m3u8", TokenFacts::Valid(&good))),
+        Decision::Allow
+    );
+    assert_eq!(
+        p.evaluate(&facts("other/master.m3u8", TokenFacts::Valid(&good))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::ScopeMismatch
+        }
+    );
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Absent)),
+        Decision::Deny {
+            status: 401,
+            reason: Reason::NoCredential
+        }
+    );
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Invalid(Reason::TokenExpired))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::TokenExpired
+        }
+    );
+    let mut c = good.clone();
+    c.insert("iss".into(), "https://evil".into());
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::WrongIssuer
+        }
+    );
+    let mut c = good.clone();
+    c.insert("aud".into(), "other".into());
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::WrongAudience
+        }
+    );
+    let mut c = good.clone();
+    c.insert("plan".into(), "free".into());
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::ClaimMismatch
+        }
+    );
+    let mut c = good;
+    c.remove("sg_scope");
+    assert_eq!(
+        p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::ScopeMismatch
+        }
+    );
+}
+
+#[test]
+fn scopes() {
+    assert!(scope_matches("demo", "demo/master.m3u8"));
+    assert!(scope_matches("demo/video/", "demo/video/720p/seg.m4s"));
+    assert!(scope_matches("demo/video", "demo/video/720p/seg.m4s"));
+    assert!(scope_matches("*", "anything/x"));
+    assert!(!scope_matches("demo", "demo2/master.m3u8"));
+    assert!(!scope_matches("demo/video", "demo/videos/x"));
+    assert!(!scope_matches("", "demo/x"));
+    assert!(!scope_matches("demo/master.m3u8", "demo/master.m3u8"));
+}
+
+#[test]
+fn composition_ip_time_origin() {
+    let p = policy(
+        r#"
+id: x
+rule:
+  any_of:
+    - all_of:
+        - ip: { allow: [10.0.0.0/8], deny: [10.1.0.0/16] }
+        - time: { not_after: "2030-01-01T00:00:00Z" }
+    - origin: { allow: ["https://player.example.com"] }
+    - jwt: {}
+"#,
+    );
+    // Denied subnet, no origin, no token: the credential reason wins, so 401.
+    let f = facts("a/b", TokenFacts::Absent);
+    assert_eq!(
+        p.evaluate(&f),
+        Decision::Deny {
+            status: 401,
+            reason: Reason::NoCredential
+        }
+    );
+    let mut f = facts("a/b", TokenFacts::Absent);
+    f.client_ip = Some("10.2.0.1".parse().unwrap());
+    assert_eq!(p.evaluate(&f), Decision::Allow);
+    f.client_ip = Some("::ffff:10.2.0.1".parse().unwrap());
+    assert_eq!(
+        p.evaluate(&f),
+        Decision::Allow,
+        "IPv4-mapped addresses match IPv4 nets"
+    );
+    f.now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    assert_ne!(p.evaluate(&f), Decision::Allow, "after not_after");
+    f.referer = Some("https://player.example.com/watch?v=1");
+    assert_eq!(p.evaluate(&f), Decision::Allow);
+    f.referer = Some("https://player.example.com.evil.net/");
+    assert_ne!(p.evaluate(&f), Decision::Allow);
+    let c = Claims::new();
+    // `jwt: {}` scopes by sg_scope by default, so an unscoped token is refused.
+    assert_eq!(
+        p.evaluate(&facts("a/b", TokenFacts::Valid(&c))),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::ScopeMismatch
+        }
+    );
+}
+
+#[test]
+fn not_and_public() {
+    let p = policy("id: x\nrule:\n  not: { ip: { allow: [10.0.0.0/8] } }\n");
+    assert_eq!(
+        p.evaluate(&facts("a/b", TokenFacts::Absent)),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::NegatedRuleMatched
+        }
+    );
+    assert!(!p.uses_token());
+    assert!(policy(SUBS).uses_token());
+    let open = policy("id: x\nrule: {public: true}");
+    assert_eq!(
+        open.evaluate(&facts("a/b", TokenFacts::Absent)),
+        Decision::Allow
+    );
+}

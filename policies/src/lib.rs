@@ -1,0 +1,19 @@
+//! StreamGate's policy language.
+//!
+//! A policy says who may watch the assets bound to it. Operators write it as YAML or JSON
+//! (`streamgate ctl policy apply -f`); [`Policy::parse`] validates it and reports every
+//! problem with its field path; the edge evaluates the compiled [`Policy`] on every request
+//! with [`Policy::evaluate`], a pure function: request [`Facts`] in, a [`Decision`] with a
+//! machine-readable [`Reason`] out. Nothing here does I/O or reads the clock.
+#![forbid(unsafe_code)]
+
+mod eval;
+mod model;
+mod parse;
+
+pub use eval::{Decision, Facts, Reason, TokenFacts};
+pub use model::{
+    Claims, Condition, FailMode, IpCondition, JwtCondition, OriginCondition, Policy, PolicyId,
+    Rule, TimeWindow,
+};
+pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, PolicyError, PolicyErrors};

@@ -1,0 +1,130 @@
+//! The compiled policy model. Values here are valid by construction: [`crate::Policy::parse`]
+//! is the only way to make one from outside input.
+
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+/// A policy id: 1 to 64 characters of `a-z`, `0-9`, `-`, `_`, `.`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyId(pub(crate) String);
+
+impl PolicyId {
+    /// Validates `s` as a policy id.
+    pub fn new(s: &str) -> Result<Self, &'static str> {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+        if s.is_empty() || s.len() > 64 {
+            return Err("must be 1 to 64 characters");
+        }
+        if !s.chars().all(ok_char) {
+            return Err("may hold only a-z, 0-9, '-', '_' and '.'");
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err("must start with a letter or digit");
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What to do when something the decision needs (a chain RPC, a key source) is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Refuse with 503 (the default: no gated byte leaves without an allow decision).
+    #[default]
+    Closed,
+    /// Allow, and count it.
+    Open,
+}
+
+/// A compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Its id.
+    pub id: PolicyId,
+    /// Free text for operators.
+    pub description: String,
+    /// Behaviour when a dependency of the decision is unreachable.
+    pub on_unavailable: FailMode,
+    /// The rule to evaluate.
+    pub rule: Rule,
+}
+
+/// A rule: conditions composed with `any_of`, `all_of` and `not`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// True when any sub-rule is.
+    AnyOf(Vec<Rule>),
+    /// True when every sub-rule is.
+    AllOf(Vec<Rule>),
+    /// True when the sub-rule is false.
+    Not(Box<Rule>),
+    /// A leaf condition.
+    Cond(Condition),
+}
+
+/// A leaf condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Always true.
+    Public,
+    /// A valid token with these properties.
+    Jwt(JwtCondition),
+    /// The request time is inside the window.
+    Time(TimeWindow),
+    /// The client address is allowed and not denied.
+    Ip(IpCondition),
+    /// The `Origin` (or, without it, the `Referer`) is allowed.
+    Origin(OriginCondition),
+}
+
+/// Verified token claims (already checked for signature, `exp` and `nbf`).
+pub type Claims = serde_json::Map<String, serde_json::Value>;
+
+/// Requirements on a verified token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JwtCondition {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud` (the token's `aud` may be a string or a list holding it).
+    pub audience: Option<String>,
+    /// Claims that must be present with these values; a list claim must contain the value.
+    pub required_claims: Claims,
+    /// The claim that scopes the token to assets or path prefixes; `None` disables scoping.
+    pub scope_claim: Option<String>,
+}
+
+/// A time window, either end optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TimeWindow {
+    /// Not before this instant.
+    pub not_before: Option<SystemTime>,
+    /// Not after this instant.
+    pub not_after: Option<SystemTime>,
+}
+
+/// Address allow and deny lists.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpCondition {
+    /// If non-empty, the client must be inside one of these.
+    pub allow: Vec<IpNet>,
+    /// The client must be inside none of these.
+    pub deny: Vec<IpNet>,
+}
+
+/// Allowed page origins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OriginCondition {
+    /// Origins such as `https://player.example.com`; a Referer matches by prefix `origin/`.
+    pub allow: Vec<String>,
+}
