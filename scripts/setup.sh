@@ -27,11 +27,11 @@ fi
 # Python test peers live in a virtualenv outside the clone: moto's S3-compatible server
 # (S3 origin tests) and aioquic (an independent HTTP/3 client).
 venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, jwt' 2>/dev/null; then
   echo "setup: installing the Python test peers into $venv"
   have python3 || { echo "setup: python3 is missing" >&2; exit 1; }
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2' 'pyjwt[crypto]>=2.8,<3'
 fi
 
 if ! have cargo; then

@@ -39,6 +39,8 @@ pub struct EdgeConfig {
     pub cors: CorsConfig,
     /// The in-memory cache.
     pub cache: CacheConfig,
+    /// Access control.
+    pub gate: GateConfig,
     /// Origin storage.
     pub origin: OriginConfig,
 }
@@ -121,6 +123,31 @@ impl Default for CorsConfig {
     }
 }
 
+/// Access control settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
+    /// A policy snapshot file (JSON: policies, assets, keys). Without one the edge is open
+    /// and every asset is public.
+    pub snapshot: Option<PathBuf>,
+    /// Clock skew allowed on token `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Verified tokens remembered (each until it expires).
+    pub token_cache_entries: u64,
+    /// How often the snapshot file is checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            snapshot: None,
+            leeway: Duration::from_secs(30),
+            token_cache_entries: 100_000,
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -161,6 +188,7 @@ impl Default for EdgeConfig {
             shutdown_grace: Duration::from_secs(5),
             cors: CorsConfig::default(),
             cache: CacheConfig::default(),
+            gate: GateConfig::default(),
             origin: OriginConfig::Fs {
                 root: PathBuf::from("data/origin"),
             },
@@ -335,6 +363,20 @@ impl EdgeConfig {
             errs.push("edge.cache.max_object_bytes", "must be below 4GiB");
         }
         k.finish(errs);
+
+        let mut g = e.table(errs, "gate");
+        let gate = GateConfig {
+            snapshot: g.opt(errs, "snapshot", path),
+            leeway: g.get(errs, "leeway", d.gate.leeway, duration),
+            token_cache_entries: g.get(
+                errs,
+                "token_cache_entries",
+                d.gate.token_cache_entries,
+                int_in(1, 100_000_000),
+            ),
+            reload_interval: g.get(errs, "reload_interval", d.gate.reload_interval, duration),
+        };
+        g.finish(errs);
         e.finish(errs);
 
         let mut o = root.table(errs, "origin");
@@ -357,6 +399,7 @@ impl EdgeConfig {
             shutdown_grace,
             cors,
             cache,
+            gate,
             origin,
         }
     }

@@ -1,10 +1,25 @@
-//! The access gate: every object request passes here before the cache is consulted.
+//! The access gate: every object request passes here before the cache is consulted, on
+//! hits as on misses, so a cached object is never served without an allow decision.
 //!
-//! This is the seam that policies fill in (tokens, wallet sign-in, NFT ownership). For now
-//! it allows everything, and the pipeline already routes every request through it, on the
-//! hit path as on the miss path, so gating a cached object cannot be skipped.
+//! Without a policy snapshot the edge is open (every asset public), as a plain CDN edge.
+//! With one, an asset must be known (else 404) and its policy decides: the token is taken
+//! from the request ([`credential`]), verified once and cached ([`jwt`], [`snapshot`]), and
+//! the policy is evaluated on the request's facts.
 
+pub mod credential;
+pub mod jwt;
+pub mod snapshot;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
 use http::HeaderMap;
+use http::header::{ORIGIN, REFERER};
+use streamgate_policy::{Decision as PolicyDecision, Facts, TokenFacts};
+
+pub use snapshot::{Snapshot, SnapshotError};
 
 /// What the gate knows about a request.
 #[derive(Debug)]
@@ -18,15 +33,19 @@ pub struct RequestFacts<'a> {
     /// The request headers (`Authorization`, `Cookie`, `Origin`, ...).
     pub headers: &'a HeaderMap,
     /// The client address, when the transport knows it.
-    pub client: Option<std::net::IpAddr>,
+    pub client: Option<IpAddr>,
 }
 
 /// The gate's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Serve the object.
-    Allow,
-    /// Refuse with `status` (401, 403 or 503) and a machine-readable `reason`.
+    /// Serve the object. `query_token` says the token came in the query, so manifests are
+    /// rewritten to carry it.
+    Allow {
+        /// The credential came as `?token=`.
+        query_token: bool,
+    },
+    /// Refuse with `status` (401, 403, 404 or 503) and a machine-readable `reason`.
     Deny {
         /// HTTP status.
         status: u16,
@@ -35,13 +54,114 @@ pub enum Decision {
     },
 }
 
-/// The gate. Today every request is public.
-#[derive(Debug, Default)]
-pub struct Gate {}
+/// The gate.
+pub struct Gate {
+    /// `None`: open edge. Loads are lock-free; a new revision is one atomic swap.
+    state: ArcSwapOption<Snapshot>,
+    guarded: bool,
+    leeway: Duration,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("guarded", &self.guarded)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Gate {
-    /// Decides whether the request may be served.
-    pub async fn check(&self, _facts: &RequestFacts<'_>) -> Decision {
-        Decision::Allow
+    /// An open gate: every asset is public.
+    pub fn open() -> Self {
+        Self {
+            state: ArcSwapOption::empty(),
+            guarded: false,
+            leeway: Duration::ZERO,
+        }
+    }
+
+    /// A guarded gate enforcing `snapshot`, allowing `leeway` of clock skew on tokens.
+    pub fn guarded(snapshot: Snapshot, leeway: Duration) -> Self {
+        Self {
+            state: ArcSwapOption::from_pointee(snapshot),
+            guarded: true,
+            leeway,
+        }
+    }
+
+    /// Installs a new snapshot (a guarded gate only); requests see it from the next load.
+    pub fn install(&self, snapshot: Snapshot) {
+        if self.guarded {
+            self.state.store(Some(Arc::new(snapshot)));
+        }
+    }
+
+    /// The revision in force, if guarded.
+    pub fn revision(&self) -> Option<i64> {
+        self.state.load().as_ref().map(|s| s.revision)
+    }
+
+    /// Decides whether the request may be served, at time `now`.
+    pub fn check(&self, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
+        let guard = self.state.load();
+        let Some(snap) = guard.as_ref() else {
+            return if self.guarded {
+                Decision::Deny {
+                    status: 503,
+                    reason: "no_policy_snapshot",
+                }
+            } else {
+                Decision::Allow { query_token: false }
+            };
+        };
+        let Some(binding) = snap.assets.get(f.asset) else {
+            return Decision::Deny {
+                status: 404,
+                reason: "unknown_asset",
+            };
+        };
+        let Some(policy) = binding.as_ref().and_then(|p| snap.policies.get(p)) else {
+            return Decision::Deny {
+                status: 403,
+                reason: "asset_has_no_policy",
+            };
+        };
+        let credential = if policy.uses_token() {
+            credential::find(f.headers, f.query)
+        } else {
+            None
+        };
+        let verified = credential
+            .as_ref()
+            .map(|(t, _)| snap.verify(t, now, self.leeway));
+        let token = match &verified {
+            None => TokenFacts::Absent,
+            Some(v) => match &v.result {
+                Ok(ok) => TokenFacts::Valid(&ok.claims),
+                Err(why) => TokenFacts::Invalid(*why),
+            },
+        };
+        let header = |name| f.headers.get(name).and_then(|v| v.to_str().ok());
+        let facts = Facts {
+            now,
+            key: f.key,
+            client_ip: f.client,
+            origin: header(ORIGIN),
+            referer: header(REFERER),
+            token,
+        };
+        match policy.evaluate(&facts) {
+            PolicyDecision::Allow => Decision::Allow {
+                query_token: matches!(credential, Some((_, credential::Source::Query))),
+            },
+            PolicyDecision::Deny { status, reason } => Decision::Deny {
+                status,
+                reason: reason.as_str(),
+            },
+            PolicyDecision::Unavailable { reason } => Decision::Deny {
+                status: 503,
+                reason: reason.as_str(),
+            },
+        }
     }
 }

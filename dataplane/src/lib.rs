@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod request;
+pub mod rewrite;
 pub mod tls;
 
 pub use config::EdgeConfig;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::EdgeConfig;
+use crate::gate::{Gate, Snapshot};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::tls::CertStore;
@@ -39,6 +40,14 @@ pub enum StartError {
         addr: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The policy snapshot could not be loaded.
+    #[error("policy snapshot {path}: {message}")]
+    Snapshot {
+        /// The file.
+        path: String,
+        /// Every problem found.
+        message: String,
     },
     /// The TLS certificate or key could not be loaded.
     #[error("TLS certificate or key: {0}")]
@@ -89,6 +98,20 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Reads and validates a policy snapshot file.
+pub fn load_snapshot(
+    path: &std::path::Path,
+    token_cache_entries: u64,
+) -> Result<Snapshot, StartError> {
+    let fail = |message: String| StartError::Snapshot {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let doc = serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    Snapshot::from_value(doc, token_cache_entries).map_err(|e| fail(e.0.join("; ")))
+}
+
 /// A built edge, ready to run.
 pub struct Edge {
     cfg: EdgeConfig,
@@ -105,8 +128,20 @@ impl Edge {
     pub fn build(cfg: EdgeConfig) -> Result<Self, StartError> {
         let origin = Origin::from_config(&cfg.origin)?;
         let metrics = Arc::new(Metrics::new(origin.kind().as_str()));
-        let mut pipeline =
-            Pipeline::new(origin, cfg.cache.clone(), &cfg.cors, Arc::clone(&metrics));
+        let gate = match &cfg.gate.snapshot {
+            None => Gate::open(),
+            Some(path) => Gate::guarded(
+                load_snapshot(path, cfg.gate.token_cache_entries)?,
+                cfg.gate.leeway,
+            ),
+        };
+        let mut pipeline = Pipeline::new(
+            gate,
+            origin,
+            cfg.cache.clone(),
+            &cfg.cors,
+            Arc::clone(&metrics),
+        );
         let mut addrs = vec![cfg.http_listen, cfg.admin_listen];
         let mut certs = None;
         let mut quic = None;

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,7 +16,7 @@ use streamgate_origin::{ObjectKey, Origin, OriginError};
 use crate::body::{Body, slice_stream};
 use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Lookup};
 use crate::config::{CacheConfig, CorsConfig};
-use crate::gate::{Decision, Gate, RequestFacts};
+use crate::gate::{Decision, Gate, RequestFacts, credential};
 use crate::metrics::{CacheStatus, Metrics, OriginResult, Proto};
 use crate::request::{self, ObjectKind, PathError, RangeOutcome, Route};
 
@@ -60,6 +60,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the pipeline over `origin` with a cache sized by `cache`.
     pub fn new(
+        gate: Gate,
         origin: Origin,
         cache: CacheConfig,
         cors: &CorsConfig,
@@ -82,7 +83,7 @@ impl Pipeline {
             alt_svc: None,
         };
         Self {
-            gate: Gate::default(),
+            gate,
             cache: Arc::new(Cache::new(cache.max_bytes)),
             origin,
             metrics,
@@ -95,6 +96,11 @@ impl Pipeline {
     pub fn set_alt_svc(&mut self, port: u16, max_age: Duration) {
         self.fixed.alt_svc =
             HeaderValue::try_from(format!("h3=\":{port}\"; ma={}", max_age.as_secs())).ok();
+    }
+
+    /// The gate, for installing new policy snapshots.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// The cache, for purges and metrics.
@@ -162,11 +168,24 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
-        if let Decision::Deny { status, reason } = self.gate.check(&facts).await {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            return (error(status, "access_denied", reason), CacheStatus::None);
-        }
-        self.serve_object(req, &key, head).await
+        let query_token = match self.gate.check(&facts, SystemTime::now()) {
+            Decision::Allow { query_token } => query_token,
+            Decision::Deny { status, reason } => {
+                let (status, kind) = match status {
+                    401 => (StatusCode::UNAUTHORIZED, "access_denied"),
+                    404 => (StatusCode::NOT_FOUND, "not_found"),
+                    503 => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                    _ => (StatusCode::FORBIDDEN, "access_denied"),
+                };
+                return (error(status, kind, reason), CacheStatus::None);
+            }
+        };
+        let token = if query_token {
+            req.uri.query().and_then(credential::raw_query_pair)
+        } else {
+            None
+        };
+        self.serve_object(req, &key, head, token).await
     }
 
     async fn serve_object(
@@ -174,6 +193,7 @@ impl Pipeline {
         req: &Parts,
         key: &str,
         head: bool,
+        token: Option<&str>,
     ) -> (Response<Body>, CacheStatus) {
         let (kind, ctype) = request::classify(key);
         let (entry, status) = match self.cache.lookup(key, Instant::now()) {
@@ -196,6 +216,9 @@ impl Pipeline {
                 Err(e) => return (fill_error(&e), CacheStatus::Miss),
             },
         };
+        if let (ObjectKind::Manifest, Some(param)) = (kind, token) {
+            return (rewritten_manifest(&entry, ctype, param, head), status);
+        }
         (self.entry_response(req, &entry, ctype, kind, head), status)
     }
 
@@ -482,6 +505,39 @@ fn fill_error(e: &FillError) -> Response<Body> {
             "origin unreachable or failing",
         ),
     }
+}
+
+/// A manifest with the viewer's `token=` added to every URI. It is made per request from the
+/// cached original, so the cache never holds a credential, and it is marked so that no
+/// downstream cache stores it.
+fn rewritten_manifest(e: &Entry, ctype: &'static str, param: &str, head: bool) -> Response<Body> {
+    let body = if ctype == "application/dash+xml" {
+        crate::rewrite::rewrite_mpd(&e.body, param).map(Bytes::from)
+    } else {
+        std::str::from_utf8(&e.body)
+            .map(|t| Bytes::from(crate::rewrite::rewrite_hls(t, param)))
+            .map_err(|_| crate::rewrite::RewriteError::Xml("playlist is not UTF-8".into()))
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(error = %err, "manifest could not be rewritten");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "bad_manifest",
+                "manifest could not be rewritten",
+            );
+        }
+    };
+    let mut h = HeaderMap::with_capacity(5);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let body = if head { Body::Empty } else { Body::Full(body) };
+    with_headers(StatusCode::OK, h, body)
 }
 
 fn player(head: bool) -> Response<Body> {

@@ -4,8 +4,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use streamgate_edge::EdgeConfig;
 use streamgate_edge::config::Http3Config;
 use streamgate_origin::OriginConfig;
-use support::{TestEdge, TestOrigin, http_origin_cfg, noise, write};
+use support::{TestEdge, TestOrigin, http_origin_cfg, noise, run_client, venv_python, write};
 
 struct H3Response {
     status: u16,
@@ -27,24 +26,6 @@ struct H3Run {
     responses: Vec<Result<H3Response, String>>,
 }
 
-fn python() -> std::path::PathBuf {
-    let venv = std::env::var_os("STREAMGATE_VENV").map_or_else(
-        || std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/streamgate-venv"),
-        std::path::PathBuf::from,
-    );
-    let py = venv.join("bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import aioquic"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "aioquic is not installed in {}: run ./scripts/setup.sh",
-        venv.display()
-    );
-    py
-}
-
 /// Runs the aioquic client with `job` and parses what it prints.
 fn h3(port: u16, requests: Vec<Value>, extra: Value) -> H3Run {
     let mut job = json!({"host": "127.0.0.1", "port": port, "server_name": "localhost",
@@ -52,27 +33,7 @@ fn h3(port: u16, requests: Vec<Value>, extra: Value) -> H3Run {
     for (k, v) in extra.as_object().unwrap() {
         job[k] = v.clone();
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/h3_client.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "h3 client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_client("aioquic", "h3_client.py", &job);
     let b64 = base64::engine::general_purpose::STANDARD;
     H3Run {
         alpn: v["alpn"]
@@ -323,7 +284,10 @@ fn tcp_cert_sha256(port: u16) -> String {
         "import ssl,hashlib;pem=ssl.get_server_certificate(('127.0.0.1',{port}));\
          print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest())"
     );
-    let out = Command::new(python()).args(["-c", &code]).output().unwrap();
+    let out = Command::new(venv_python("aioquic"))
+        .args(["-c", &code])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -359,9 +323,7 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
         assert_eq!(quic.responses[0].as_ref().unwrap().status, 200);
         (tcp, quic.peer_certs[0].clone())
     };
-    let (tcp_a, quic_a) = tokio::task::spawn_blocking(fingerprints)
-        .await
-        .unwrap();
+    let (tcp_a, quic_a) = tokio::task::spawn_blocking(fingerprints).await.unwrap();
     assert_eq!(
         tcp_a, quic_a,
         "TCP and QUIC must present the same certificate"
@@ -376,9 +338,7 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
     // A half-written or broken pair is refused and the current certificate stays.
     std::fs::write(&live.cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (tcp_x, _) = tokio::task::spawn_blocking(fingerprints)
-        .await
-        .unwrap();
+    let (tcp_x, _) = tokio::task::spawn_blocking(fingerprints).await.unwrap();
     assert_eq!(
         tcp_x, tcp_a,
         "a broken certificate file replaced a working one"
@@ -388,9 +348,7 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
     swap(&b.cert, &live.cert);
     let t0 = std::time::Instant::now();
     loop {
-        let (tcp_b, quic_b) = tokio::task::spawn_blocking(fingerprints)
-            .await
-            .unwrap();
+        let (tcp_b, quic_b) = tokio::task::spawn_blocking(fingerprints).await.unwrap();
         if tcp_b != tcp_a && quic_b != quic_a {
             assert_eq!(tcp_b, quic_b);
             break;

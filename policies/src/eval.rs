@@ -283,10 +283,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn jwt(j: &JwtCondition, claims: &Claims, key: &str) -> Outcome {
-    if let Some(iss) = &j.issuer {
-        if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
-            return Outcome::False(Reason::WrongIssuer);
-        }
+    if let Some(iss) = &j.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(iss.as_str())
+    {
+        return Outcome::False(Reason::WrongIssuer);
     }
     if let Some(aud) = &j.audience {
         let ok = match claims.get("aud") {

@@ -8,10 +8,12 @@
 #![forbid(unsafe_code)]
 
 mod eval;
+mod key;
 mod model;
 mod parse;
 
 pub use eval::{Decision, Facts, Reason, TokenFacts};
+pub use key::{Alg, KeyDoc, KeyMaterial};
 pub use model::{
     Claims, Condition, FailMode, IpCondition, JwtCondition, OriginCondition, Policy, PolicyId,
     Rule, TimeWindow,

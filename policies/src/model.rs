@@ -64,11 +64,11 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// True when any sub-rule is.
-    AnyOf(Vec<Rule>),
+    AnyOf(Vec<Self>),
     /// True when every sub-rule is.
-    AllOf(Vec<Rule>),
+    AllOf(Vec<Self>),
     /// True when the sub-rule is false.
-    Not(Box<Rule>),
+    Not(Box<Self>),
     /// A leaf condition.
     Cond(Condition),
 }

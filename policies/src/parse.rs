@@ -420,10 +420,10 @@ fn time(cx: &mut Ctx, path: &str, v: &Value) -> Option<TimeWindow> {
     if !m.contains_key("not_before") && !m.contains_key("not_after") {
         cx.err(path, "set not_before, not_after or both");
     }
-    if let (Some(a), Some(b)) = (w.not_before, w.not_after) {
-        if a > b {
-            cx.err(&join(path, "not_after"), "is before not_before");
-        }
+    if let (Some(a), Some(b)) = (w.not_before, w.not_after)
+        && a > b
+    {
+        cx.err(&join(path, "not_after"), "is before not_before");
     }
     Some(w)
 }

@@ -1,0 +1,175 @@
+//! The policy snapshot an edge enforces: policies, asset bindings and verification keys at
+//! one revision. It is immutable; a new revision is a new snapshot, swapped in atomically.
+//! The same JSON form is what the edge writes to disk as its last known good state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use streamgate_policy::{KeyDoc, Policy, Reason};
+
+use super::jwt::{KeySet, Verified, VerifyingKey};
+
+/// A verification result cached per token string.
+pub(crate) struct CachedVerify {
+    pub(crate) result: Result<Verified, Reason>,
+    ttl: Duration,
+}
+
+/// How long a refused token's verdict is remembered (a `nbf` token may become valid).
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Longest any verdict is remembered.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
+struct VerifyExpiry;
+
+impl moka::Expiry<Box<str>, Arc<CachedVerify>> for VerifyExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &Box<str>,
+        v: &Arc<CachedVerify>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// One revision of the gate's state.
+pub struct Snapshot {
+    /// The store revision this snapshot was built from.
+    pub revision: i64,
+    /// Policies by id.
+    pub policies: HashMap<String, Arc<Policy>>,
+    /// Assets by id, with the id of the policy they are bound to.
+    pub assets: HashMap<String, Option<String>>,
+    keys: KeySet,
+    verified: moka::sync::Cache<Box<str>, Arc<CachedVerify>>,
+    source: Value,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("policies", &self.policies.len())
+            .field("assets", &self.assets.len())
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// Every problem in a snapshot document, each with its path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy snapshot: {}", .0.join("; "))]
+pub struct SnapshotError(pub Vec<String>);
+
+fn items<'v>(doc: &'v Value, key: &str, errs: &mut Vec<String>) -> &'v [Value] {
+    match doc.get(key) {
+        None => &[],
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            errs.push(format!("{key}: expected a list"));
+            &[]
+        }
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot from its JSON document, validating every policy, asset and key.
+    pub fn from_value(doc: Value, token_cache_entries: u64) -> Result<Self, SnapshotError> {
+        let mut errs = Vec::new();
+        if !doc.is_object() {
+            return Err(SnapshotError(vec!["expected a JSON object".into()]));
+        }
+        let revision = doc.get("revision").and_then(Value::as_i64).unwrap_or(0);
+        let mut policies = HashMap::new();
+        for (i, p) in items(&doc, "policies", &mut errs).iter().enumerate() {
+            match Policy::from_value(p) {
+                Ok(p) => {
+                    if policies
+                        .insert(p.id.as_str().to_owned(), Arc::new(p))
+                        .is_some()
+                    {
+                        errs.push(format!("policies[{i}].id: duplicate"));
+                    }
+                }
+                Err(e) => errs.extend(e.0.iter().map(|e| format!("policies[{i}].{e}"))),
+            }
+        }
+        let mut assets = HashMap::new();
+        for (i, a) in items(&doc, "assets", &mut errs).iter().enumerate() {
+            let id = a.get("id").and_then(Value::as_str);
+            let policy = a.get("policy").and_then(Value::as_str).map(str::to_owned);
+            match id {
+                Some(id) if streamgate_origin::validate_key(id).is_ok() && !id.contains('/') => {
+                    if let Some(p) = &policy
+                        && !policies.contains_key(p)
+                    {
+                        errs.push(format!("assets[{i}].policy: unknown policy {p:?}"));
+                    }
+                    assets.insert(id.to_owned(), policy);
+                }
+                _ => errs.push(format!("assets[{i}].id: required, one path segment")),
+            }
+        }
+        let mut keys = KeySet::new();
+        for (i, k) in items(&doc, "keys", &mut errs).iter().enumerate() {
+            match KeyDoc::from_value(k) {
+                Ok(d) => match VerifyingKey::new(&d) {
+                    Ok(v) => {
+                        keys.insert(d.kid.clone(), v);
+                    }
+                    Err(e) => errs.push(format!("keys[{i}]: {e}")),
+                },
+                Err(e) => errs.extend(e.0.iter().map(|e| format!("keys[{i}].{e}"))),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(SnapshotError(errs));
+        }
+        Ok(Self {
+            revision,
+            policies,
+            assets,
+            keys,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(token_cache_entries)
+                .expire_after(VerifyExpiry)
+                .build(),
+            source: doc,
+        })
+    }
+
+    /// The document this snapshot was built from (for the last-known-good file).
+    pub fn to_value(&self) -> &Value {
+        &self.source
+    }
+
+    /// Verifies `token` (signature, `exp`, `nbf`, key issuer), remembering the verdict until
+    /// the token expires (or briefly, for a refusal). The cache is part of the snapshot, so a
+    /// key change starts from scratch.
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: std::time::SystemTime,
+        leeway: Duration,
+    ) -> Arc<CachedVerify> {
+        if let Some(hit) = self.verified.get(token) {
+            return hit;
+        }
+        let result = super::jwt::verify(token, &self.keys, now, leeway);
+        let ttl = match &result {
+            Ok(v) => (v.expires + leeway)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_TTL),
+            Err(_) => NEGATIVE_TTL,
+        };
+        let entry = Arc::new(CachedVerify { result, ttl });
+        if !ttl.is_zero() && token.len() <= super::jwt::MAX_TOKEN_LEN {
+            self.verified.insert(token.into(), Arc::clone(&entry));
+        }
+        entry
+    }
+}

@@ -1,0 +1,357 @@
+//! Token gating end to end: a policy snapshot, the real edge, and tokens minted by an
+//! independent issuer (PyJWT with `cryptography`, in `tests/clients/jwt_mint.py`).
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use streamgate_edge::EdgeConfig;
+use streamgate_edge::config::GateConfig;
+use streamgate_origin::OriginConfig;
+use support::{TestEdge, noise, run_client, write};
+
+const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:7\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\",NAME=\"a\",DEFAULT=YES,URI=\"audio/aac/index.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1000,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aac\"\n\
+video/720p/index.m3u8\n";
+const MEDIA: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:3.2,\nseg-00001.m4s\n#EXTINF:3.2,\nseg-00002.m4s\n#EXT-X-ENDLIST\n";
+const MPD: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT6.4S">
+  <Period><AdaptationSet mimeType="video/mp4">
+    <Representation id="720p" bandwidth="1000"><BaseURL>video/720p/</BaseURL>
+      <SegmentTemplate timescale="1000" media="seg-$Number%05d$.m4s" initialization="init.mp4" startNumber="1">
+        <SegmentTimeline><S t="0" d="3200" r="1"/></SegmentTimeline></SegmentTemplate>
+    </Representation></AdaptationSet></Period></MPD>"#;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    edge: TestEdge,
+    tokens: serde_json::Map<String, Value>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let o = |p: &str| format!("origin/{p}");
+    for a in ["demo", "other"] {
+        write(
+            dir.path(),
+            &o(&format!("{a}/master.m3u8")),
+            MASTER.as_bytes(),
+        );
+        write(dir.path(), &o(&format!("{a}/manifest.mpd")), MPD.as_bytes());
+        for r in ["video/720p", "audio/aac"] {
+            write(
+                dir.path(),
+                &o(&format!("{a}/{r}/index.m3u8")),
+                MEDIA.as_bytes(),
+            );
+            write(dir.path(), &o(&format!("{a}/{r}/init.mp4")), &noise(500, 1));
+            write(
+                dir.path(),
+                &o(&format!("{a}/{r}/seg-00001.m4s")),
+                &noise(4000, 2),
+            );
+            write(
+                dir.path(),
+                &o(&format!("{a}/{r}/seg-00002.m4s")),
+                &noise(4000, 3),
+            );
+        }
+    }
+    write(dir.path(), "origin/open/master.m3u8", MASTER.as_bytes());
+
+    let t = now();
+    let good = json!({"iss": "https://auth.test", "aud": "streamgate", "sub": "v1",
+                      "exp": t + 600, "sg_scope": ["demo"]});
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let mut specs = vec![];
+    for (name, kid, alg, claims) in [
+        ("rs256", "rsa-1", "RS256", good.clone()),
+        ("es256", "ec-1", "ES256", good.clone()),
+        ("eddsa", "ed-1", "EdDSA", good.clone()),
+        ("hs256", "hs-1", "HS256", good.clone()),
+        ("expired", "rsa-1", "RS256", with("exp", json!(t - 3600))),
+        ("nbf_future", "rsa-1", "RS256", with("nbf", json!(t + 3600))),
+        (
+            "wrong_aud",
+            "rsa-1",
+            "RS256",
+            with("aud", json!("someone-else")),
+        ),
+        (
+            "wrong_iss",
+            "rsa-1",
+            "RS256",
+            with("iss", json!("https://evil.test")),
+        ),
+        ("alg_none", "rsa-1", "none", good.clone()),
+        (
+            "hs_with_rsa_public",
+            "rsa-1",
+            "HS256-with-rsa-public",
+            good.clone(),
+        ),
+        ("unknown_kid", "nope-9", "RS256", good.clone()),
+        (
+            "other_asset",
+            "rsa-1",
+            "RS256",
+            with("sg_scope", json!(["other"])),
+        ),
+    ] {
+        specs.push(json!({"name": name, "kid": kid, "alg": alg, "claims": claims}));
+    }
+    // A real key's signature over a payload changed afterwards: the bad-signature case.
+    specs.push(json!({"name": "bad_signature", "kid": "rsa-1", "alg": "RS256", "claims": good, "tamper": true}));
+    let minted = run_client(
+        "jwt",
+        "jwt_mint.py",
+        &json!({"hs_secret_file": dir.path().join("hs.secret"), "tokens": specs}),
+    );
+    let snapshot = json!({
+        "revision": 1,
+        "policies": [
+            {"id": "viewers", "rule": {"jwt": {"issuer": "https://auth.test", "audience": "streamgate"}}},
+            {"id": "open", "rule": {"public": true}}
+        ],
+        "assets": [
+            {"id": "demo", "policy": "viewers"},
+            {"id": "other", "policy": "viewers"},
+            {"id": "open", "policy": "open"}
+        ],
+        "keys": minted["keys"],
+    });
+    let snap_path = dir.path().join("snapshot.json");
+    std::fs::write(&snap_path, snapshot.to_string()).unwrap();
+    let edge = TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
+        gate: GateConfig {
+            snapshot: Some(snap_path),
+            ..GateConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    Fixture {
+        _dir: dir,
+        edge,
+        tokens: minted["tokens"].as_object().unwrap().clone(),
+    }
+}
+
+async fn status_and_reason(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    let reason = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|j| j["reason"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, reason)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_matrix() {
+    let f = fixture();
+    let c = reqwest::Client::new();
+    let url = f.edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let tok = |n: &str| f.tokens[n].as_str().unwrap().to_owned();
+
+    let (s, why) = status_and_reason(c.get(&url).send().await.unwrap()).await;
+    assert_eq!((s, why.as_str()), (401, "no_credential"));
+
+    for (name, reason) in [
+        ("expired", "token_expired"),
+        ("nbf_future", "token_not_yet_valid"),
+        ("wrong_aud", "wrong_audience"),
+        ("wrong_iss", "wrong_issuer"),
+        ("bad_signature", "bad_signature"),
+        ("alg_none", "algorithm_not_allowed"),
+        ("hs_with_rsa_public", "algorithm_not_allowed"),
+        ("unknown_kid", "unknown_key"),
+        ("other_asset", "scope_mismatch"),
+    ] {
+        let r = c.get(&url).bearer_auth(tok(name)).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "application/json", "{name}");
+        let (s, why) = status_and_reason(r).await;
+        assert_eq!((s, why.as_str()), (403, reason), "{name}");
+    }
+    for alg in ["rs256", "es256", "eddsa", "hs256"] {
+        let r = c.get(&url).bearer_auth(tok(alg)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{alg} in the header");
+    }
+    let t = tok("rs256");
+    let r = c.get(format!("{url}?token={t}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "query");
+    let r = c
+        .get(&url)
+        .header("cookie", format!("a=b; sg_token={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "cookie");
+    // The scoped token does not open the other asset, and unknown assets are 404.
+    let r = c
+        .get(f.edge.url("/v/other/master.m3u8"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(f.edge.url("/v/nosuch/master.m3u8"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(f.edge.url("/v/open/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a public asset needs nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_cache_never_serves_without_an_allow() {
+    let f = fixture();
+    let c = reqwest::Client::new();
+    let t = f.tokens["eddsa"].as_str().unwrap();
+    let url = f.edge.url("/v/demo/video/720p/seg-00002.m4s");
+    let warm = c.get(&url).bearer_auth(t).send().await.unwrap();
+    assert_eq!(warm.status(), 200);
+    let r = c.get(&url).bearer_auth(t).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    let secret = r.bytes().await.unwrap();
+    for bad in [
+        None,
+        Some("garbage"),
+        Some(f.tokens["expired"].as_str().unwrap()),
+    ] {
+        let mut req = c.get(&url);
+        if let Some(b) = bad {
+            req = req.bearer_auth(b);
+        }
+        let r = req.send().await.unwrap();
+        assert!(
+            r.status() == 401 || r.status() == 403,
+            "{bad:?}: {}",
+            r.status()
+        );
+        let body = r.bytes().await.unwrap();
+        assert!(
+            body.len() < 200
+                && !body
+                    .windows(64)
+                    .any(|w| secret.windows(64).next() == Some(w))
+        );
+        // HEAD and ranges are gated the same way.
+        let mut req = c.head(&url);
+        if let Some(b) = bad {
+            req = req.bearer_auth(b);
+        }
+        assert!(req.send().await.unwrap().status().is_client_error());
+    }
+}
+
+/// Every URI in an HLS playlist.
+fn hls_uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if !line.starts_with('#') && !line.is_empty() {
+            out.push(line.to_owned());
+        } else if let Some(i) = line.find("URI=\"") {
+            let rest = &line[i + 5..];
+            out.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_tokens_are_carried_through_rewritten_manifests() {
+    let f = fixture();
+    let c = reqwest::Client::new();
+    let t = f.tokens["es256"].as_str().unwrap();
+    let base = f.edge.url("/v/demo/");
+    let r = c
+        .get(format!("{base}master.m3u8?token={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    let master = r.text().await.unwrap();
+    let mut fetched = 0;
+    for uri in hls_uris(&master) {
+        assert!(uri.ends_with(&format!("?token={t}")), "{uri}");
+        let pl = c.get(format!("{base}{uri}")).send().await.unwrap();
+        assert_eq!(pl.status(), 200, "{uri}");
+        let dir = uri.rsplit_once('/').unwrap().0.to_owned();
+        let text = pl.text().await.unwrap();
+        for seg in hls_uris(&text) {
+            assert!(seg.ends_with(&format!("?token={t}")), "{seg}");
+            // Only the token in the rewritten URI authorises this request.
+            let r = c.get(format!("{base}{dir}/{seg}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{dir}/{seg}");
+            fetched += 1;
+        }
+    }
+    assert_eq!(fetched, 6, "3 objects in each of 2 renditions");
+
+    let mpd = c
+        .get(format!("{base}manifest.mpd?token={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mpd.headers()["cache-control"], "private, no-store");
+    let mpd = mpd.text().await.unwrap();
+    assert!(
+        mpd.contains(&format!("<BaseURL>video/720p/?token={t}</BaseURL>")),
+        "{mpd}"
+    );
+    let media = format!("seg-$Number%05d$.m4s?token={t}");
+    assert!(mpd.contains(&format!("media=\"{media}\"")), "{mpd}");
+    assert!(mpd.contains(&format!("initialization=\"init.mp4?token={t}\"")));
+    // Resolve as a DASH player would: BaseURL, then the template with the token.
+    for obj in [
+        "init.mp4".to_owned(),
+        media.replace("$Number%05d$", "00001"),
+        media.replace("$Number%05d$", "00002"),
+    ] {
+        let obj = if obj.contains('?') {
+            obj
+        } else {
+            format!("{obj}?token={t}")
+        };
+        let r = c
+            .get(format!("{base}video/720p/{obj}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{obj}");
+    }
+    // A header credential leaves manifests as they are: shared, cacheable, no token inside.
+    let r = c
+        .get(format!("{base}master.m3u8"))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["cache-control"], "private, no-store");
+    assert_eq!(r.text().await.unwrap(), MASTER);
+}
