@@ -3,10 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use clap::Args;
-use streamgate_edge::config::{CorsConfig, EdgeConfig};
+use streamgate_edge::config::{CorsConfig, EdgeConfig, GateConfig};
 use streamgate_edge::{Edge, Shutdown};
 use streamgate_origin::OriginConfig;
 use streamgate_transcode::LadderConfig;
@@ -56,6 +56,13 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         }
     };
     let cert_path = tls.cert.clone();
+    let state = match streamgate_control::dev::ensure(&args.data_dir, DEMO, SystemTime::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = EdgeConfig {
         http_listen: SocketAddr::new(args.bind, args.http_port),
         tls_listen: SocketAddr::new(args.bind, args.tls_port),
@@ -67,6 +74,10 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
             ..CorsConfig::default()
         },
         origin: OriginConfig::Fs { root: origin_root },
+        gate: GateConfig {
+            snapshot: Some(state.snapshot.clone()),
+            ..GateConfig::default()
+        },
         ..EdgeConfig::default()
     };
     let edge = match Edge::build(cfg) {
@@ -84,17 +95,25 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     };
     let http = format!("http://{host}:{}", args.http_port);
     let https = format!("https://{host}:{}", args.tls_port);
+    let token = &state.viewer_token;
+    let player_src = format!("/v/{DEMO}/master.m3u8?token={token}");
     println!();
-    println!("StreamGate dev is running. Play the demo asset (HLS, then DASH):");
-    println!("{http}/v/{DEMO}/master.m3u8");
-    println!("{http}/v/{DEMO}/manifest.mpd");
-    println!("Player page (hls.js and dash.js, loaded by your browser from a CDN):");
-    println!("{http}/player?src=/v/{DEMO}/master.m3u8");
+    println!("StreamGate dev is running. The demo asset is gated: its policy needs a token from");
     println!(
-        "TLS (HTTP/1.1 and h2; self-signed certificate {}):",
+        "the dev issuer (valid until {}). Play it, HLS then DASH:",
+        humantime::format_rfc3339_seconds(state.expires)
+    );
+    println!("{http}/v/{DEMO}/master.m3u8?token={token}");
+    println!("{http}/v/{DEMO}/manifest.mpd?token={token}");
+    println!("Player page (hls.js and dash.js, loaded by your browser from a CDN):");
+    println!("{http}/player?src={}", url_encode(&player_src));
+    println!(
+        "TLS on TCP (HTTP/1.1, h2) and HTTP/3 on UDP, same port (self-signed certificate {}):",
         cert_path.display()
     );
-    println!("{https}/v/{DEMO}/master.m3u8");
+    println!("{https}/v/{DEMO}/master.m3u8?token={token}");
+    println!("Without the token the edge answers 401: curl -i {http}/v/{DEMO}/master.m3u8");
+    println!("Policy snapshot: {}", state.snapshot.display());
     println!("Metrics: http://{host}:{}/metrics", args.admin_port);
     println!("Press Ctrl-C to stop.");
     println!();
@@ -152,4 +171,17 @@ fn ensure_demo(data_dir: &Path, origin_root: &Path) -> anyhow::Result<()> {
         report.renditions.len()
     );
     Ok(())
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

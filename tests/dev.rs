@@ -109,12 +109,15 @@ async fn dev_serves_a_playable_demo() {
         let line = rx
             .recv_timeout(Duration::from_secs(240))
             .expect("dev printed its URLs within 4 minutes");
-        if line.starts_with("http://") && (line.ends_with(".m3u8") || line.ends_with(".mpd")) {
+        if line.starts_with("http://")
+            && (line.contains(".m3u8?token=") || line.contains(".mpd?token="))
+        {
             urls.push(line);
         }
     }
-    let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8");
-    let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd");
+    let token = urls[0].split_once("?token=").unwrap().1.to_owned();
+    let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8?token={token}");
+    let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd?token={token}");
     assert_eq!(urls, [hls.clone(), dash.clone()]);
     let t0 = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
@@ -126,7 +129,14 @@ async fn dev_serves_a_playable_demo() {
     }
 
     let c = reqwest::Client::new();
-    // Walk the HLS tree: master -> media playlists -> init and media segments.
+    // The demo is gated: no token, no bytes.
+    let anon = c
+        .get(format!("http://127.0.0.1:{http}/v/demo/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    // Walk the HLS tree; every URI carries the token, and nothing else authorises the requests.: master -> media playlists -> init and media segments.
     let master = c.get(&hls).send().await.unwrap();
     assert_eq!(master.status(), 200);
     assert_eq!(
@@ -154,7 +164,8 @@ async fn dev_serves_a_playable_demo() {
     for seg in &segments {
         let r = c.get(seg).send().await.unwrap();
         assert_eq!(r.status(), 200, "{seg}");
-        let want = if seg.ends_with(".m4s") {
+        assert!(seg.ends_with(&format!("?token={token}")), "{seg}");
+        let want = if seg.contains(".m4s?") {
             "video/iso.segment"
         } else if seg.contains("/audio/") {
             "audio/mp4"
@@ -165,7 +176,7 @@ async fn dev_serves_a_playable_demo() {
         assert!(!r.bytes().await.unwrap().is_empty(), "{seg}");
     }
     // Second fetch of a segment comes from the cache.
-    let seg = segments.iter().find(|s| s.ends_with(".m4s")).unwrap();
+    let seg = segments.iter().find(|s| s.contains(".m4s?")).unwrap();
     let r = c.get(seg).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "HIT");
 
@@ -175,12 +186,10 @@ async fn dev_serves_a_playable_demo() {
     assert_eq!(mpd.headers()["content-type"], "application/dash+xml");
     let mpd = mpd.text().await.unwrap();
     for pl in &playlists {
-        let folder = pl.trim_end_matches("index.m3u8");
+        let folder = pl.split_once("index.m3u8").unwrap().0;
         let rel = folder.trim_start_matches(&format!("http://127.0.0.1:{http}/v/demo/"));
-        assert!(
-            mpd.contains(&format!("<BaseURL>{rel}</BaseURL>")),
-            "MPD lacks {rel}:\n{mpd}"
-        );
+        let want = format!("<BaseURL>{rel}?token={token}</BaseURL>");
+        assert!(mpd.contains(&want), "MPD lacks {want}:\n{mpd}");
     }
 
     // An independent player plays every rendition of both manifests through the edge.

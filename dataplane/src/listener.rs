@@ -230,6 +230,18 @@ impl Edge {
             server.add_service(h3);
         }
 
+        if let Some(path) = &self.cfg.gate.snapshot {
+            let reloader = reload::SnapshotReloader {
+                pipeline: Arc::clone(&self.pipeline),
+                path: path.clone(),
+                interval: self.cfg.gate.reload_interval,
+                token_cache_entries: self.cfg.gate.token_cache_entries,
+            };
+            let mut reloader = background_service("snapshot-reload", reloader);
+            reloader.threads = Some(1);
+            server.add_service(reloader);
+        }
+
         let admin = Admin {
             pipeline: Arc::clone(&self.pipeline),
             ready: Arc::clone(&self.ready),

@@ -36,6 +36,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     edge: TestEdge,
     tokens: serde_json::Map<String, Value>,
+    snapshot: (std::path::PathBuf, Value),
 }
 
 fn fixture() -> Fixture {
@@ -141,7 +142,8 @@ fn fixture() -> Fixture {
             root: dir.path().join("origin"),
         },
         gate: GateConfig {
-            snapshot: Some(snap_path),
+            snapshot: Some(snap_path.clone()),
+            reload_interval: std::time::Duration::from_millis(100),
             ..GateConfig::default()
         },
         ..EdgeConfig::default()
@@ -150,6 +152,7 @@ fn fixture() -> Fixture {
         _dir: dir,
         edge,
         tokens: minted["tokens"].as_object().unwrap().clone(),
+        snapshot: (snap_path, snapshot),
     }
 }
 
@@ -354,4 +357,29 @@ async fn query_tokens_are_carried_through_rewritten_manifests() {
         .unwrap();
     assert_ne!(r.headers()["cache-control"], "private, no-store");
     assert_eq!(r.text().await.unwrap(), MASTER);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_changes_apply_without_restart_and_bad_ones_are_refused() {
+    let f = fixture();
+    let c = reqwest::Client::new();
+    let url = f.edge.url("/v/open/master.m3u8");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    let (path, mut doc) = f.snapshot.clone();
+    // A broken snapshot is refused; the one in force stays.
+    std::fs::write(&path, b"{\"policies\": [{\"id\": \"Bad Id\"}]}").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    // Rebinding the asset to the token policy takes effect within a few reload intervals.
+    doc["revision"] = json!(2);
+    doc["assets"][2]["policy"] = json!("viewers");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let t0 = std::time::Instant::now();
+    while c.get(&url).send().await.unwrap().status() != 401 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "snapshot not applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
