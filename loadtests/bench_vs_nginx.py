@@ -12,61 +12,14 @@ Needs: nginx, wrk (scripts/setup.sh installs both) and a release build of stream
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, timeout=15):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} did not listen on {port}")
-
-
-def get(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return r.status, dict(r.headers), r.read()
-
-
-def build_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    binary = os.path.join(target, "release", "streamgate")
-    print("building streamgate (release) ...", flush=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "streamgate"], cwd=ROOT, check=True)
-    return binary
-
-
-def parse_wrk(out):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-    def pct(p):
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * units[m.group(2)]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 
 def main():
@@ -82,25 +35,14 @@ def main():
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             sys.exit(f"{tool} is missing: run ./scripts/setup.sh")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    binary = args.binary or build_binary()
+    binary = args.binary or benchlib.build_binary()
 
     work = tempfile.mkdtemp(prefix="sg-bench-")
     os.chmod(work, 0o755)  # nginx workers run as an unprivileged user
     procs = []
     try:
-        objects = os.path.join(work, "objects", "bench", "video")
-        os.makedirs(objects)
-        with open(os.path.join(objects, "seg-00001.m4s"), "wb") as f:
-            f.write(os.urandom(1 << 20))
-        lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:4", "#EXT-X-MEDIA-SEQUENCE:1",
-                 "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-INDEPENDENT-SEGMENTS", '#EXT-X-MAP:URI="init.mp4"']
-        for i in range(1, 61):
-            lines += ["#EXTINF:3.200000,", f"seg-{i:05d}.m4s"]
-        lines.append("#EXT-X-ENDLIST")
-        with open(os.path.join(objects, "index.m3u8"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-
-        origin_port, nginx_port, edge_port, admin_port = (free_port() for _ in range(4))
+        objs = benchlib.write_objects(os.path.join(work, "objects"), "bench")
+        origin_port, nginx_port, edge_port, admin_port = (benchlib.free_port() for _ in range(4))
         conf = f"""
 worker_processes 1;
 pid {work}/nginx.pid;
@@ -148,18 +90,14 @@ base_url = "http://127.0.0.1:{origin_port}/"
         env = dict(os.environ, STREAMGATE_LOG="warn")
         procs.append(subprocess.Popen(["taskset", "-c", "0", binary, "edge", "--config", f"{work}/edge.toml"], env=env))
         for port, what in ((origin_port, "origin"), (nginx_port, "nginx"), (edge_port, "edge")):
-            wait_port(port, what)
+            benchlib.wait_port(port, what)
 
         servers = {"edge": f"http://127.0.0.1:{edge_port}", "nginx": f"http://127.0.0.1:{nginx_port}"}
-        objs = {"segment 1 MiB": "/v/bench/video/seg-00001.m4s", "playlist": "/v/bench/video/index.m3u8"}
         for name, base in servers.items():
             for path in objs.values():
-                try:
-                    get(base + path)
-                    status, headers, body = get(base + path)
-                except urllib.error.HTTPError as e:
-                    sys.exit(f"{name} {path}: {e.code} {e.read()[:200]!r}")
-                cache = headers.get("x-cache") or headers.get("X-Cache")
+                benchlib.get(base + path)
+                status, headers, _ = benchlib.get(base + path)
+                cache = headers.get("x-cache")
                 assert status == 200 and cache == "HIT", f"{name} {path}: {status} {cache}"
         print(f"both caches warm; {args.rounds} rounds x {args.duration} s per server and object, "
               f"{args.connections} connections, server on CPU 0, wrk on CPU 1", flush=True)
@@ -172,12 +110,7 @@ base_url = "http://127.0.0.1:{origin_port}/"
                 for sname, base in servers.items():
                     n += 1
                     print(f"[{n}/{total}] {oname:14s} {sname:5s} round {r + 1} ...", end="", flush=True)
-                    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}",
-                                          f"-d{args.duration}s", "--latency", base + path],
-                                         capture_output=True, text=True, check=True).stdout
-                    res = parse_wrk(out)
-                    if res["non2xx"]:
-                        sys.exit(f"{sname} answered {res['non2xx']} non-2xx responses")
+                    res = benchlib.wrk(base + path, args.duration, args.connections)
                     results[oname][sname].append(res)
                     print(f" {res['rps']:>10.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
 
@@ -201,13 +134,7 @@ base_url = "http://127.0.0.1:{origin_port}/"
             with open(args.json, "w") as f:
                 json.dump({"results": results, "summary": summary}, f, indent=2)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        benchlib.stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

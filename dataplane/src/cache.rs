@@ -96,7 +96,7 @@ impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
 
 /// The object cache.
 pub struct Cache {
-    map: moka::sync::Cache<Box<str>, Arc<Entry>>,
+    map: moka::sync::Cache<Box<str>, Arc<Entry>, ahash::RandomState>,
     inflight: Mutex<HashMap<Box<str>, InFlight>>,
 }
 
@@ -115,7 +115,7 @@ impl Cache {
             .max_capacity(max_bytes)
             .weigher(weigh)
             .expire_after(Expiry)
-            .build();
+            .build_with_hasher(ahash::RandomState::new());
         Self {
             map,
             inflight: Mutex::new(HashMap::new()),

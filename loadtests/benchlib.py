@@ -1,0 +1,95 @@
+"""Shared pieces of StreamGate's benchmark scripts: ports, processes, objects, wrk."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=15):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+def get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        sys.exit(f"GET {url}: {e.code} {e.read()[:200]!r}")
+
+
+def build_binary():
+    """Builds the release binary and returns its path."""
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    print("building streamgate (release) ...", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "streamgate"], cwd=ROOT, check=True)
+    return os.path.join(target, "release", "streamgate")
+
+
+def write_objects(root, asset):
+    """A 1 MiB segment and a 60-segment HLS media playlist under root/asset/video/."""
+    d = os.path.join(root, asset, "video")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seg-00001.m4s"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:4", "#EXT-X-MEDIA-SEQUENCE:1",
+             "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-INDEPENDENT-SEGMENTS", '#EXT-X-MAP:URI="init.mp4"']
+    for i in range(1, 61):
+        lines += ["#EXTINF:3.200000,", f"seg-{i:05d}.m4s"]
+    lines.append("#EXT-X-ENDLIST")
+    with open(os.path.join(d, "index.m3u8"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"segment 1 MiB": f"/v/{asset}/video/seg-00001.m4s", "playlist": f"/v/{asset}/video/index.m3u8"}
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * units[m.group(2)]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def wrk(url, duration, connections, headers=()):
+    """One wrk run pinned to CPU 1; fails on any non-2xx answer."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    res = parse_wrk(subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout)
+    if res["non2xx"]:
+        sys.exit(f"{url}: {res['non2xx']} non-2xx responses")
+    return res
+
+
+def stop(procs):
+    import signal
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
