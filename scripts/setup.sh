@@ -15,6 +15,7 @@ have ffprobe || need+=(ffmpeg)
 have nginx || need+=(nginx-light)
 have wrk || need+=(wrk)
 have curl || need+=(curl)
+have openssl || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

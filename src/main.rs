@@ -37,6 +37,17 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
+    /// Load tools: protocol benchmarks and plots.
+    #[command(subcommand)]
+    Load(LoadCmd),
+}
+
+#[derive(Subcommand)]
+enum LoadCmd {
+    /// Many concurrent GETs of one URL over HTTP/1.1, HTTP/2 or HTTP/3; latency percentiles.
+    Proto(streamgate_load::ProtoArgs),
+    /// A percentile plot (SVG) from JSON reports of `load proto`.
+    Plot(streamgate_load::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,19 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             run_edge(cfg)
+        }
+        Cmd::Load(cmd) => {
+            let res = match cmd {
+                LoadCmd::Proto(args) => streamgate_load::run_cli(args),
+                LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
+            };
+            match res {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -79,6 +79,13 @@ pub struct Http3Config {
     pub socket_buffer: u64,
     /// Use generic segmentation offload where the kernel has it.
     pub gso: bool,
+    /// Upper bound of path MTU discovery, as a UDP payload size. 1452 fits any Ethernet
+    /// path; loopback and jumbo-frame networks gain from more (up to 65527). Probing above
+    /// the real path MTU is safe: lost probes only stop the search.
+    pub max_udp_payload: u16,
+    /// Ask clients to acknowledge less often (the ACK frequency extension), which saves
+    /// packets and CPU on both ends for large downloads.
+    pub ack_frequency: bool,
     /// Largest request header section accepted; larger ones are refused.
     pub max_header_bytes: u64,
     /// Time a client gets to send its request headers after opening a stream.
@@ -99,6 +106,8 @@ impl Default for Http3Config {
             send_window: 16 << 20,
             socket_buffer: 4 << 20,
             gso: true,
+            max_udp_payload: 1452,
+            ack_frequency: false,
             max_header_bytes: 16 << 10,
             request_header_timeout: Duration::from_secs(10),
         }
@@ -304,6 +313,13 @@ impl EdgeConfig {
             send_window: q.get(errs, "send_window", h.send_window, byte_size),
             socket_buffer: q.get(errs, "socket_buffer", h.socket_buffer, byte_size),
             gso: q.get(errs, "gso", h.gso, boolean),
+            max_udp_payload: q.get(
+                errs,
+                "max_udp_payload",
+                u64::from(h.max_udp_payload),
+                int_in(1200, 65527),
+            ) as u16,
+            ack_frequency: q.get(errs, "ack_frequency", h.ack_frequency, boolean),
             max_header_bytes: q.get(errs, "max_header_bytes", h.max_header_bytes, byte_size),
             request_header_timeout: q.get(
                 errs,

@@ -70,6 +70,12 @@ pub(crate) fn server_config(
     .receive_window(var(cfg.receive_window))
     .send_window(cfg.send_window)
     .enable_segmentation_offload(cfg.gso);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(cfg.max_udp_payload);
+    t.mtu_discovery_config(Some(mtu));
+    if cfg.ack_frequency {
+        t.ack_frequency_config(Some(quinn::AckFrequencyConfig::default()));
+    }
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(t));
     Ok(server)
@@ -92,8 +98,11 @@ impl BackgroundService for QuicFront {
         let Some(socket) = self.socket.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
+        let mut endpoint_cfg = EndpointConfig::default();
+        // Accept datagrams as large as we probe for.
+        let _ = endpoint_cfg.max_udp_payload_size(self.cfg.max_udp_payload.max(1472));
         let endpoint = match quinn::Endpoint::new(
-            EndpointConfig::default(),
+            endpoint_cfg,
             Some(self.server.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),
