@@ -117,7 +117,10 @@ impl Pipeline {
     pub async fn handle(&self, req: &Parts, conn: &Conn) -> Response<Body> {
         let (mut resp, cache) = self.dispatch(req, conn).await;
         let h = resp.headers_mut();
-        h.insert(X_CACHE.clone(), HeaderValue::from_static(cache.as_str()));
+        // x-cache says what the cache did; responses that never reached it carry none.
+        if cache != CacheStatus::None {
+            h.insert(X_CACHE.clone(), HeaderValue::from_static(cache.as_str()));
+        }
         self.cors(req, h);
         if let (true, Some(v)) = (conn.tls, &self.fixed.alt_svc) {
             h.insert(header::ALT_SVC, v.clone());
