@@ -1,6 +1,7 @@
 //! `streamgate`: one binary for every StreamGate component. Each subcommand parses its
 //! flags and hands over to the library that owns the component.
 
+mod ctl;
 mod dev;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
+    /// Operator commands: tokens, policy checks.
+    #[command(subcommand)]
+    Ctl(ctl::CtlCmd),
     /// Load tools: protocol benchmarks and plots.
     #[command(subcommand)]
     Load(LoadCmd),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             }
             run_edge(cfg)
         }
+        Cmd::Ctl(cmd) => ctl::run(cmd),
         Cmd::Load(cmd) => {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
@@ -111,8 +116,10 @@ fn run_edge(cfg: EdgeConfig) -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("STREAMGATE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,pingora_core=warn,streamgate_transcode=warn")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -89,3 +89,140 @@ fn a_taken_port_is_a_clear_error() {
         "{err}"
     );
 }
+
+fn venv_python() -> std::path::PathBuf {
+    let venv = std::env::var_os("STREAMGATE_VENV").map_or_else(
+        || std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/streamgate-venv"),
+        std::path::PathBuf::from,
+    );
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "no test virtualenv at {}: run ./scripts/setup.sh",
+        venv.display()
+    );
+    py
+}
+
+#[test]
+fn ctl_mints_tokens_an_independent_library_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(
+        ok.success(),
+        "openssl genpkey (scripts/setup.sh installs openssl)"
+    );
+    let out = streamgate()
+        .args([
+            "ctl",
+            "token",
+            "mint",
+            "--kid",
+            "k1",
+            "--iss",
+            "ops",
+            "--aud",
+            "streamgate",
+        ])
+        .args([
+            "--scope",
+            "demo",
+            "--ttl",
+            "10m",
+            "--claim",
+            "plan=\"premium\"",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let pubkey = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let check = "import jwt,sys\n\
+        c = jwt.decode(sys.argv[1], sys.argv[2], algorithms=['EdDSA'], audience='streamgate', issuer='ops')\n\
+        assert c['sg_scope'] == ['demo'] and c['plan'] == 'premium', c\n\
+        assert jwt.get_unverified_header(sys.argv[1])['kid'] == 'k1'\n";
+    let v = Command::new(venv_python())
+        .args([
+            "-c",
+            check,
+            &token,
+            &String::from_utf8(pubkey.stdout).unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "PyJWT refused the token: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+
+    let out = streamgate()
+        .args([
+            "ctl",
+            "token",
+            "mint",
+            "--kid",
+            "k1",
+            "--public-jwk",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let jwk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (jwk["alg"].as_str(), jwk["crv"].as_str()),
+        (Some("EdDSA"), Some("Ed25519"))
+    );
+}
+
+#[test]
+fn ctl_policy_check_lists_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/examples/subscribers.yaml"
+    );
+    assert!(
+        streamgate()
+            .args(["ctl", "policy", "check", "-f", good])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "id: Bad\nrule:\n  any_of:\n    - ip: {allow: [nope]}\n    - jwt: {audience: 3}\n",
+    )
+    .unwrap();
+    let out = streamgate()
+        .args(["ctl", "policy", "check", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for p in [
+        "id",
+        "rule.any_of[0].ip.allow[0]",
+        "rule.any_of[1].jwt.audience",
+    ] {
+        assert!(err.contains(p), "{p} missing:\n{err}");
+    }
+}

@@ -165,7 +165,10 @@ async fn traversal_never_returns_content() {
         assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
         assert!(!resp.contains("TOP-SECRET"), "{path} leaked");
         assert!(resp.contains("\"error\":\"bad_request\""), "{path}: {resp}");
-        assert!(!resp.to_ascii_lowercase().contains("x-cache"), "{path}: the cache was not consulted");
+        assert!(
+            !resp.to_ascii_lowercase().contains("x-cache"),
+            "{path}: the cache was not consulted"
+        );
     }
     let long = format!("/v/demo/{}", "a".repeat(3000));
     let raw = format!("GET {long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
