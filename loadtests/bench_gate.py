@@ -63,8 +63,7 @@ def main():
         token = jwt.encode({"iss": "bench", "aud": "streamgate", "exp": int(time.time()) + 3600,
                             "sg_scope": ["gated"]}, key, algorithm="EdDSA", headers={"kid": "b1"})
         port, admin = benchlib.free_port(), benchlib.free_port()
-        with open(os.path.join(work, "edge.toml"), "w") as f:
-            f.write(f"""
+        procs.append(benchlib.start_edge(binary, work, f"""
 [edge]
 http_listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
@@ -77,10 +76,7 @@ snapshot = "{work}/snapshot.json"
 [origin]
 kind = "fs"
 root = "{origin}"
-""")
-        env = dict(os.environ, STREAMGATE_LOG="warn")
-        procs.append(subprocess.Popen(["taskset", "-c", "0", binary, "edge", "--config", f"{work}/edge.toml"], env=env))
-        benchlib.wait_port(port, "edge")
+""", port))
         base = f"http://127.0.0.1:{port}"
         auth = f"Authorization: Bearer {token}"
         cases = []
@@ -89,10 +85,7 @@ root = "{origin}"
             cases.append((oname, "gated", base + gated[oname], (auth,)))
         cases.append(("playlist", "gated ?token= (rewritten)", base + gated["playlist"] + "?token=" + token, ()))
         for _, _, url, hdrs in cases:
-            h = dict(h.split(": ", 1) for h in hdrs)
-            benchlib.get(url, h)
-            status, headers, _ = benchlib.get(url, h)
-            assert status == 200 and headers.get("x-cache") == "HIT", (url, status, headers)
+            benchlib.warm(url, dict(h.split(": ", 1) for h in hdrs))
         # An anonymous request to the gated asset must be refused, or the benchmark is void.
         r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", base + gated["playlist"]],
                            capture_output=True, text=True)

@@ -54,8 +54,7 @@ def main():
                        check=True, capture_output=True)
         http_port, tls_port, admin = (benchlib.free_port() for _ in range(3))
         extra = "\n".join(args.http3)
-        with open(os.path.join(work, "edge.toml"), "w") as f:
-            f.write(f"""
+        procs.append(benchlib.start_edge(binary, work, f"""
 [edge]
 http_listen = "127.0.0.1:{http_port}"
 tls_listen = "127.0.0.1:{tls_port}"
@@ -71,14 +70,9 @@ manifest_ttl = "1h"
 [origin]
 kind = "fs"
 root = "{origin}"
-""")
-        env = dict(os.environ, STREAMGATE_LOG="warn")
-        procs.append(subprocess.Popen(["taskset", "-c", "0", binary, "edge", "--config", f"{work}/edge.toml"], env=env))
-        benchlib.wait_port(http_port, "edge")
+""", http_port))
         for path in objs.values():
-            benchlib.get(f"http://127.0.0.1:{http_port}{path}")
-            _, headers, _ = benchlib.get(f"http://127.0.0.1:{http_port}{path}")
-            assert headers.get("x-cache") == "HIT", headers
+            benchlib.warm(f"http://127.0.0.1:{http_port}{path}")
         protos = ["h1", "h2", "h3"]
         print(f"cache warm; {args.rounds} rounds x {args.duration} per protocol and object, "
               f"{args.connections} connections x {args.streams} streams, edge on CPU 0, client on CPU 1", flush=True)

@@ -93,3 +93,22 @@ def stop(procs):
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def start_edge(binary, work, config, port):
+    """Writes `config` as the edge's TOML, starts the edge pinned to CPU 0, waits for `port`."""
+    path = os.path.join(work, "edge.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    env = dict(os.environ, STREAMGATE_LOG="warn")
+    proc = subprocess.Popen(["taskset", "-c", "0", binary, "edge", "--config", path], env=env)
+    wait_port(port, "edge")
+    return proc
+
+
+def warm(url, headers=None):
+    """Fetches `url` twice and checks that the second answer is a cache hit."""
+    get(url, headers)
+    status, h, _ = get(url, headers)
+    if status != 200 or h.get("x-cache") != "HIT":
+        sys.exit(f"{url}: not a cache hit after warming ({status}, x-cache {h.get('x-cache')})")

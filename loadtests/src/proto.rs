@@ -247,7 +247,7 @@ pub async fn run(b: &ProtoBench) -> Result<ProtoReport, LoadError> {
                     tokio::spawn(conn);
                     for _ in 0..per_conn {
                         let (send, shared, b) = (send.clone(), Arc::clone(&shared), b.clone());
-                        workers.spawn(async move { h2_worker(send, &shared, &b).await });
+                        workers.spawn(async move { hyper_worker(send, false, &shared, &b).await });
                     }
                 } else {
                     let (send, conn) = hyper::client::conn::http1::handshake(io)
@@ -255,7 +255,7 @@ pub async fn run(b: &ProtoBench) -> Result<ProtoReport, LoadError> {
                         .map_err(|e| LoadError::Connect(e.to_string()))?;
                     tokio::spawn(conn);
                     let (shared, b) = (Arc::clone(&shared), b.clone());
-                    workers.spawn(async move { h1_worker(send, &shared, &b).await });
+                    workers.spawn(async move { hyper_worker(send, true, &shared, &b).await });
                 }
             }
         }
@@ -391,32 +391,46 @@ async fn read_body(resp: http::Response<hyper::body::Incoming>) -> Option<u64> {
     Some(n)
 }
 
-async fn h1_worker(
-    mut send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    shared: &Shared,
-    b: &ProtoBench,
-) -> Hist {
-    let mut hist = new_hist();
-    while Instant::now() < shared.end {
-        if send.ready().await.is_err() {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        let t0 = Instant::now();
-        let res = match send.send_request(request(b)).await {
-            Ok(resp) => read_body(resp).await,
-            Err(_) => None,
-        };
-        record(shared, &mut hist, t0, res.unwrap_or(0), res.is_some());
-        if res.is_none() {
-            break;
-        }
-    }
-    hist
+/// The two hyper senders, so one worker loop serves HTTP/1.1 and HTTP/2.
+trait HyperSend: Send {
+    fn ready(&mut self) -> impl Future<Output = Result<(), hyper::Error>> + Send;
+    fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send;
 }
 
-async fn h2_worker(
-    mut send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+impl HyperSend for hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    fn ready(&mut self) -> impl Future<Output = Result<(), hyper::Error>> + Send {
+        Self::ready(self)
+    }
+    fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send
+    {
+        self.send_request(req)
+    }
+}
+
+impl HyperSend for hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    fn ready(&mut self) -> impl Future<Output = Result<(), hyper::Error>> + Send {
+        Self::ready(self)
+    }
+    fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send
+    {
+        self.send_request(req)
+    }
+}
+
+/// One HTTP/1.1 or HTTP/2 worker. An HTTP/1.1 connection is unusable after a failed
+/// exchange, so that worker stops; an HTTP/2 stream failure leaves the connection usable.
+async fn hyper_worker(
+    mut send: impl HyperSend,
+    stop_on_error: bool,
     shared: &Shared,
     b: &ProtoBench,
 ) -> Hist {
@@ -427,11 +441,14 @@ async fn h2_worker(
             break;
         }
         let t0 = Instant::now();
-        let res = match send.send_request(request(b)).await {
+        let res = match send.send(request(b)).await {
             Ok(resp) => read_body(resp).await,
             Err(_) => None,
         };
         record(shared, &mut hist, t0, res.unwrap_or(0), res.is_some());
+        if res.is_none() && stop_on_error {
+            break;
+        }
     }
     hist
 }
