@@ -96,6 +96,11 @@ impl Gate {
         }
     }
 
+    /// Whether the gate enforces a snapshot (false: an open edge).
+    pub fn is_guarded(&self) -> bool {
+        self.guarded
+    }
+
     /// The revision in force, if guarded.
     pub fn revision(&self) -> Option<i64> {
         self.state.load().as_ref().map(|s| s.revision)

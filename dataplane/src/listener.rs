@@ -135,6 +135,9 @@ impl Edge {
                 cfg.gate.leeway,
             ),
         };
+        if let Some(rev) = gate.revision() {
+            metrics.policy_revision.set(rev);
+        }
         let mut pipeline = Pipeline::new(
             gate,
             origin,

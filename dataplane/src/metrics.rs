@@ -100,7 +100,14 @@ pub struct Metrics {
     pub inflight_fills: IntGauge,
     /// QUIC transport figures.
     pub quic: QuicMetrics,
+    gate_allowed: IntCounter,
+    gate_denied: Vec<(&'static str, IntCounter)>,
+    /// The policy snapshot revision in force (absent while the edge is open).
+    pub policy_revision: IntGauge,
 }
+
+/// Refusals decided by the gate itself, before any policy.
+const GATE_REASONS: [&str; 3] = ["unknown_asset", "asset_has_no_policy", "no_policy_snapshot"];
 
 /// Transport metrics of the HTTP/3 listener. Path figures are sampled when a connection closes.
 pub struct QuicMetrics {
@@ -215,6 +222,26 @@ impl Metrics {
                 "QUIC congestion events",
             ),
         };
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "streamgate_edge_gate_decisions_total",
+                "Gate decisions, by result and reason",
+            ),
+            &["result", "reason"],
+        )
+        .expect("valid metric");
+        let gate_allowed = decisions.with_label_values(&["allow", ""]);
+        let gate_denied = streamgate_policy::Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(GATE_REASONS)
+            .map(|r| (r, decisions.with_label_values(&["deny", r])))
+            .collect();
+        let policy_revision = IntGauge::new(
+            "streamgate_edge_policy_revision",
+            "Revision of the policy snapshot in force",
+        )
+        .expect("valid metric");
         let mut req = Vec::new();
         let mut by = Vec::new();
         for p in Proto::ALL {
@@ -251,6 +278,8 @@ impl Metrics {
             Box::new(quic.sent_packets.clone()),
             Box::new(quic.lost_packets.clone()),
             Box::new(quic.congestion_events.clone()),
+            Box::new(decisions),
+            Box::new(policy_revision.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -264,6 +293,21 @@ impl Metrics {
             cache_entries,
             inflight_fills,
             quic,
+            gate_allowed,
+            gate_denied,
+            policy_revision,
+        }
+    }
+
+    /// Counts an allow decision of a guarded gate.
+    pub fn gate_allow(&self) {
+        self.gate_allowed.inc();
+    }
+
+    /// Counts a refusal by its reason (the refusal path only, so a short scan is fine).
+    pub fn gate_deny(&self, reason: &str) {
+        if let Some((_, c)) = self.gate_denied.iter().find(|(r, _)| *r == reason) {
+            c.inc();
         }
     }
 

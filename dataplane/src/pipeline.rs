@@ -172,8 +172,14 @@ impl Pipeline {
             client: conn.client,
         };
         let query_token = match self.gate.check(&facts, SystemTime::now()) {
-            Decision::Allow { query_token } => query_token,
+            Decision::Allow { query_token } => {
+                if self.gate.is_guarded() {
+                    self.metrics.gate_allow();
+                }
+                query_token
+            }
             Decision::Deny { status, reason } => {
+                self.metrics.gate_deny(reason);
                 let (status, kind) = match status {
                     401 => (StatusCode::UNAUTHORIZED, "access_denied"),
                     404 => (StatusCode::NOT_FOUND, "not_found"),

@@ -227,6 +227,14 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a public asset needs nothing");
+    // Decisions are counted by result and reason, and the revision in force is exported.
+    let deny =
+        |r: &str| format!("streamgate_edge_gate_decisions_total{{reason=\"{r}\",result=\"deny\"}}");
+    assert_eq!(f.edge.metric(&deny("token_expired")).await, 1.0);
+    assert_eq!(f.edge.metric(&deny("unknown_asset")).await, 1.0);
+    let allow = "streamgate_edge_gate_decisions_total{reason=\"\",result=\"allow\"}";
+    assert!(f.edge.metric(allow).await >= 7.0);
+    assert_eq!(f.edge.metric("streamgate_edge_policy_revision").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

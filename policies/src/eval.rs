@@ -76,6 +76,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for pre-registering metric labels.
+    pub const ALL: [Self; 17] = [
+        Self::NoCredential,
+        Self::MalformedToken,
+        Self::AlgorithmNotAllowed,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::ClaimMismatch,
+        Self::ScopeMismatch,
+        Self::OutsideTimeWindow,
+        Self::IpNotAllowed,
+        Self::IpDenied,
+        Self::OriginNotAllowed,
+        Self::NegatedRuleMatched,
+        Self::DependencyUnavailable,
+    ];
+
     /// The reason as it appears in JSON error bodies and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -76,6 +76,7 @@ impl BackgroundService for SnapshotReloader {
                 Ok(s) => {
                     let rev = s.revision;
                     self.pipeline.gate().install(s);
+                    self.pipeline.metrics().policy_revision.set(rev);
                     tracing::info!(revision = rev, "policy snapshot reloaded");
                 }
                 Err(e) => {
