@@ -16,6 +16,7 @@ have nginx || need+=(nginx-light)
 have wrk || need+=(wrk)
 have curl || need+=(curl)
 have openssl || need+=(openssl)
+have etcd || need+=(etcd-server)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
