@@ -6,6 +6,7 @@
 //! and an embedded implementation. The gRPC API builds on these.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod dev;
 pub mod store;
 pub mod token;

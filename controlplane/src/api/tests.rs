@@ -1,0 +1,207 @@
+//! The policy API over gRPC, with a tonic client, against the embedded store and real etcd.
+
+use std::sync::Arc;
+
+use streamgate_proto::control::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::*;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::EtcdStore;
+use crate::store::tests::start_etcd;
+
+const ADMIN: &str = "admin-token-0123456789";
+
+type Client = pb::policy_service_client::PolicyServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(Request<()>) -> Result<Request<()>, Status>,
+    >,
+>;
+
+fn with_token(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    Ok(req)
+}
+
+fn without_token(req: Request<()>) -> Result<Request<()>, Status> {
+    Ok(req)
+}
+
+async fn start(store: Arc<dyn Store>) -> (Channel, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        store,
+        AdminAuth::new(vec![ADMIN.into()]),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (channel, tx)
+}
+
+fn client(ch: &Channel, f: fn(Request<()>) -> Result<Request<()>, Status>) -> Client {
+    pb::policy_service_client::PolicyServiceClient::with_interceptor(ch.clone(), f)
+}
+
+const GOOD: &str = "id: viewers\nrule:\n  jwt: {audience: streamgate}\n";
+
+async fn policy_api_contract(store: Arc<dyn Store>) {
+    let (ch, _stop) = start(store).await;
+    let mut c = client(&ch, with_token);
+
+    // No admin credential, or a wrong one: UNAUTHENTICATED.
+    let anon = client(&ch, without_token)
+        .list(pb::ListPoliciesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(anon.code(), Code::Unauthenticated);
+
+    // An invalid policy lists every error with its path, and nothing is written.
+    let bad = "id: Bad Id\nrule:\n  any_of:\n    - ip: {allow: [nope]}\n    - jwt: {audience: 3}\n";
+    let e = c
+        .apply(pb::ApplyPolicyRequest {
+            document: bad.into(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for path in [
+        "id:",
+        "rule.any_of[0].ip.allow[0]",
+        "rule.any_of[1].jwt.audience",
+    ] {
+        assert!(
+            e.message().contains(path),
+            "{path} missing: {}",
+            e.message()
+        );
+    }
+    assert!(
+        c.list(pb::ListPoliciesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .policies
+            .is_empty()
+    );
+
+    let v1 = c
+        .apply(pb::ApplyPolicyRequest {
+            document: GOOD.into(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(v1.id, "viewers");
+    assert!(v1.version > 0);
+    let doc: serde_json::Value = serde_json::from_str(&v1.document_json).unwrap();
+    assert_eq!(doc["rule"]["jwt"]["audience"], "streamgate");
+
+    // Two concurrent applies from the same base version: one wins, one FAILED_PRECONDITION.
+    let (mut c1, mut c2) = (c.clone(), c.clone());
+    let doc2 = GOOD.replace("streamgate", "other");
+    let (a, b) = tokio::join!(
+        c1.apply(pb::ApplyPolicyRequest {
+            document: GOOD.into(),
+            expected_version: v1.version
+        }),
+        c2.apply(pb::ApplyPolicyRequest {
+            document: doc2,
+            expected_version: v1.version
+        })
+    );
+    let codes = [
+        a.as_ref().err().map(|e| e.code()),
+        b.as_ref().err().map(|e| e.code()),
+    ];
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 1, "{codes:?}");
+    assert!(codes.contains(&Some(Code::FailedPrecondition)), "{codes:?}");
+
+    let got = c
+        .get(pb::GetPolicyRequest {
+            id: "viewers".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert!(got.version > v1.version);
+    let stale = c
+        .delete(pb::DeletePolicyRequest {
+            id: "viewers".into(),
+            expected_version: v1.version,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    c.delete(pb::DeletePolicyRequest {
+        id: "viewers".into(),
+        expected_version: got.version,
+    })
+    .await
+    .unwrap();
+    let gone = c
+        .get(pb::GetPolicyRequest {
+            id: "viewers".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // gRPC health answers without credentials.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn policy_api_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    policy_api_contract(Arc::new(
+        EmbeddedStore::open(&dir.path().join("store.log")).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn policy_api_on_etcd() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .unwrap();
+    policy_api_contract(Arc::new(store)).await;
+}
+
+#[test]
+fn admin_tokens_compare_whole() {
+    let a = AdminAuth::new(vec![ADMIN.into(), "short".into()]);
+    assert!(a.ok(ADMIN.as_bytes()));
+    assert!(!a.ok(&ADMIN.as_bytes()[..10]));
+    assert!(!a.ok(b"short"), "tokens under 16 bytes are never accepted");
+    assert!(!a.ok(b""));
+}
