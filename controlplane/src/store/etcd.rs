@@ -39,6 +39,23 @@ impl EtcdStore {
             .unwrap_or(0)
     }
 
+    /// Runs `op` if `key` is at version `expected`; otherwise reads the current version.
+    async fn conditional(&self, key: &str, expected: i64, op: TxnOp) -> Result<i64, StoreError> {
+        let txn = Txn::new()
+            .when([Self::guard(key, expected)])
+            .and_then([op])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.client.clone().txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            Ok(resp.header().map_or(0, |h| h.revision()))
+        } else {
+            Err(StoreError::Conflict {
+                expected,
+                current: Self::current(&resp),
+            })
+        }
+    }
+
     fn guard(key: &str, expected: i64) -> Compare {
         if expected == 0 {
             // An absent key has version 0.
@@ -89,34 +106,12 @@ impl Store for EtcdStore {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StoreError> {
-        let txn = Txn::new()
-            .when([Self::guard(key, expected)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(unavailable)?;
-        if resp.succeeded() {
-            Ok(resp.header().map_or(0, |h| h.revision()))
-        } else {
-            Err(StoreError::Conflict {
-                expected,
-                current: Self::current(&resp),
-            })
-        }
+        self.conditional(key, expected, TxnOp::put(key, value, None))
+            .await
     }
 
     async fn delete(&self, key: &str, expected: i64) -> Result<i64, StoreError> {
-        let txn = Txn::new()
-            .when([Self::guard(key, expected)])
-            .and_then([TxnOp::delete(key, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(unavailable)?;
-        if resp.succeeded() {
-            Ok(resp.header().map_or(0, |h| h.revision()))
-        } else {
-            Err(StoreError::Conflict {
-                expected,
-                current: Self::current(&resp),
-            })
-        }
+        self.conditional(key, expected, TxnOp::delete(key, None))
+            .await
     }
 }
