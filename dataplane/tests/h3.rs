@@ -360,3 +360,46 @@ async fn certificates_reload_without_restart_on_tcp_and_quic() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h3_graceful_shutdown_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = TestOrigin::start().await;
+    let seg = noise(200_000, 21);
+    origin.put("demo/seg.m4s", seg.clone());
+    origin.set_delay(Duration::from_millis(1000));
+    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let mut cfg = EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(10)),
+        tls: Some(tls),
+        ..EdgeConfig::default()
+    };
+    cfg.shutdown_grace = Duration::from_secs(3);
+    let edge = TestEdge::start_with_grace(cfg);
+    let port = edge.tls.port();
+    // The request is in flight (the origin takes a second) when the shutdown starts.
+    let inflight =
+        tokio::task::spawn_blocking(move || h3(port, vec![get("/v/demo/seg.m4s", &[])], json!({})));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopper = tokio::task::spawn_blocking(move || drop(edge));
+    let run = inflight.await.unwrap();
+    let r = run.responses[0]
+        .as_ref()
+        .expect("the in-flight HTTP/3 request completed");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, seg);
+    stopper.await.unwrap();
+    // After the shutdown, the port no longer answers QUIC.
+    let after = tokio::task::spawn_blocking(move || {
+        h3(
+            port,
+            vec![get("/v/demo/seg.m4s", &[])],
+            json!({"timeout": 3}),
+        )
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), after)
+            .await
+            .map_or(true, |r| r.is_err())
+    );
+}
