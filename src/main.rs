@@ -38,6 +38,15 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
+    /// The control plane: the gRPC API over etcd (or the embedded store).
+    Control {
+        /// TOML configuration file (the `[control]` table).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the configuration, list every error, and exit (64 when invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Operator commands: tokens, policy checks.
     #[command(subcommand)]
     Ctl(ctl::CtlCmd),
@@ -73,6 +82,10 @@ fn main() -> ExitCode {
             }
             run_edge(cfg)
         }
+        Cmd::Control {
+            config,
+            check_config,
+        } => run_control(&config, check_config),
         Cmd::Ctl(cmd) => ctl::run(cmd),
         Cmd::Load(cmd) => {
             let res = match cmd {
@@ -107,6 +120,47 @@ fn run_edge(cfg: EdgeConfig) -> ExitCode {
         }
     };
     match edge.run(&Shutdown::new()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_control(path: &std::path::Path, check_only: bool) -> ExitCode {
+    use streamgate_control::config::{ControlConfig, LoadError as ControlLoadError};
+    let cfg = match ControlConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                ControlLoadError::Read(..) => ExitCode::FAILURE,
+                _ => ExitCode::from(EX_USAGE),
+            };
+        }
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %cfg.listen, "control plane starting");
+    let res = rt.block_on(streamgate_control::run(cfg, async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }));
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

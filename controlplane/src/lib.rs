@@ -7,6 +7,50 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
 pub mod dev;
 pub mod store;
 pub mod token;
+
+use std::sync::Arc;
+
+/// Runs the control plane described by `cfg` until `shutdown` completes.
+pub async fn run(
+    cfg: config::ControlConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let store: Arc<dyn store::Store> = match &cfg.store {
+        config::StoreConfig::Embedded { data_dir } => Arc::new(
+            store::embedded::EmbeddedStore::open(&data_dir.join("store.log"))?,
+        ),
+        config::StoreConfig::Etcd { endpoints } => {
+            Arc::new(store::etcd::EtcdStore::connect(endpoints).await?)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| RunError::Bind(cfg.listen, e))?;
+    api::serve(
+        listener,
+        store,
+        api::AdminAuth::new(cfg.admin_tokens),
+        shutdown,
+    )
+    .await
+    .map_err(|e| RunError::Serve(e.to_string()))
+}
+
+/// Why the control plane stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The store could not be opened or reached.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The listen address is taken or not allowed.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(std::net::SocketAddr, std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(String),
+}

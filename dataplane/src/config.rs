@@ -3,7 +3,7 @@
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default`
 //! impls below. Validation reports every error with its field path.
 
-pub mod reader;
+pub use streamgate_config as reader;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

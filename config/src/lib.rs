@@ -1,8 +1,11 @@
-//! A reader over a TOML tree that collects every error, each with its field path.
+//! Reading StreamGate's configuration: a TOML file, overridden by `STREAMGATE_*`
+//! environment variables ([`apply_env`]), read field by field into typed config.
 //!
-//! Serde stops at the first error; operators want the whole list at once, so typed
-//! config is read field by field through [`Fields`], which records problems and
-//! unknown keys instead of failing.
+//! Serde stops at the first error; operators want the whole list at once, so every
+//! component reads its tables through [`Fields`], which records problems and unknown keys
+//! with their field paths instead of failing. It is its own crate because every component
+//! (edge, control plane, transcode farm) reads the same file this way and none owns it.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -1,0 +1,139 @@
+//! Control-plane configuration: the `[control]` table of the shared config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use streamgate_config::{ConfigErrors, Errors, Fields, socket_addr, string, strings};
+
+/// Where state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded store: a log file under `data_dir` (single node; `dev`).
+    Embedded {
+        /// Folder of `store.log`.
+        data_dir: PathBuf,
+    },
+    /// An etcd cluster.
+    Etcd {
+        /// Client URLs such as `http://127.0.0.1:2379`.
+        endpoints: Vec<String>,
+    },
+}
+
+/// The typed control-plane configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// The state store.
+    pub store: StoreConfig,
+    /// Admin bearer tokens (from `admin_token_file`, one per line; at least 16 bytes each).
+    pub admin_tokens: Vec<String>,
+}
+
+/// Sections of the shared file that belong to other components.
+const OTHER_SECTIONS: &[&str] = &["edge", "origin", "transcode", "ingest", "load", "dev"];
+
+/// Why the control config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    /// The file is not TOML.
+    #[error("{0} is not valid TOML: {1}")]
+    Syntax(String, String),
+    /// Values are invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl ControlConfig {
+    /// Loads `path` with `STREAMGATE_*` overrides and validates everything, token file included.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(name.clone(), e))?;
+        let mut doc: toml::Table =
+            toml::from_str(&text).map_err(|e| LoadError::Syntax(name, e.to_string()))?;
+        let mut errs = Errors::default();
+        streamgate_config::apply_env(&mut doc, std::env::vars(), &mut errs);
+        let cfg = Self::from_table(&doc, &mut errs);
+        Ok(errs.finish(cfg)?)
+    }
+
+    /// Reads typed config from a parsed document, recording every problem.
+    pub fn from_table(doc: &toml::Table, errs: &mut Errors) -> Self {
+        let mut root = Fields::root(doc);
+        let mut c = root.table(errs, "control");
+        let listen = c.get(
+            errs,
+            "listen",
+            SocketAddr::from(([0, 0, 0, 0], 50051)),
+            socket_addr,
+        );
+        let kind = c.get(errs, "store", "embedded".to_owned(), string);
+        let data_dir = c.get(errs, "data_dir", "data/control".to_owned(), string);
+        let endpoints = c.get(
+            errs,
+            "etcd_endpoints",
+            vec!["http://127.0.0.1:2379".to_owned()],
+            strings,
+        );
+        let store = match kind.as_str() {
+            "embedded" => StoreConfig::Embedded {
+                data_dir: PathBuf::from(data_dir),
+            },
+            "etcd" => {
+                if endpoints.is_empty() {
+                    errs.push("control.etcd_endpoints", "needs at least one endpoint");
+                }
+                StoreConfig::Etcd { endpoints }
+            }
+            other => {
+                errs.push(
+                    "control.store",
+                    format!("{other:?} is not \"embedded\" or \"etcd\""),
+                );
+                StoreConfig::Embedded {
+                    data_dir: PathBuf::from(data_dir),
+                }
+            }
+        };
+        let token_file = c.opt(errs, "admin_token_file", string);
+        let mut admin_tokens = Vec::new();
+        match token_file {
+            None => errs.push(
+                "control.admin_token_file",
+                "required: a file with one admin token per line",
+            ),
+            Some(f) => match std::fs::read_to_string(&f) {
+                Err(e) => errs.push("control.admin_token_file", format!("cannot read {f}: {e}")),
+                Ok(text) => {
+                    admin_tokens = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    if admin_tokens.is_empty() || admin_tokens.iter().any(|t| t.len() < 16) {
+                        errs.push(
+                            "control.admin_token_file",
+                            "needs one or more tokens of at least 16 characters",
+                        );
+                    }
+                }
+            },
+        }
+        c.finish(errs);
+        for s in OTHER_SECTIONS {
+            let _ = root.table(errs, s);
+        }
+        root.finish(errs);
+        Self {
+            listen,
+            store,
+            admin_tokens,
+        }
+    }
+}
