@@ -1,6 +1,6 @@
-//! The gRPC API over the store. Today: `PolicyService` (Apply, Get, List, Delete), with
-//! admin authentication, gRPC health and reflection. Assets, keys, purges, audit and Watch
-//! are defined in `proto/` and come next.
+//! The gRPC API over the store. Today: `PolicyService` (Apply, Get, List, Delete) and
+//! `AssetService`, with admin authentication, gRPC health and reflection. Keys, purges,
+//! audit and Watch are defined in `proto/` and come next.
 
 use std::sync::Arc;
 
@@ -9,6 +9,10 @@ use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::store::{PREFIX, Store, StoreError};
+
+mod assets;
+
+pub use assets::AssetApi;
 
 fn policy_key(id: &str) -> String {
     format!("{PREFIX}policies/{id}")
@@ -180,18 +184,24 @@ pub async fn serve(
     health
         .set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>()
         .await;
+    health
+        .set_serving::<pb::asset_service_server::AssetServiceServer<AssetApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor set is valid");
     let policies = pb::policy_service_server::PolicyServiceServer::with_interceptor(
-        PolicyApi::new(store),
-        auth,
+        PolicyApi::new(Arc::clone(&store)),
+        auth.clone(),
     );
+    let assets =
+        pb::asset_service_server::AssetServiceServer::with_interceptor(AssetApi::new(store), auth);
     tonic::transport::Server::builder()
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(policies)
+        .add_service(assets)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

@@ -205,3 +205,111 @@ fn admin_tokens_compare_whole() {
     assert!(!a.ok(b"short"), "tokens under 16 bytes are never accepted");
     assert!(!a.ok(b""));
 }
+
+#[tokio::test]
+async fn assets_bind_only_to_existing_policies_with_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("s.log")).unwrap());
+    let (ch, _stop) = start(store).await;
+    let mut p = client(&ch, with_token);
+    let mut a = pb::asset_service_client::AssetServiceClient::with_interceptor(
+        ch.clone(),
+        with_token as fn(_) -> _,
+    );
+    let anon = pb::asset_service_client::AssetServiceClient::with_interceptor(
+        ch.clone(),
+        without_token as fn(_) -> _,
+    )
+    .clone()
+    .list(pb::ListAssetsRequest {})
+    .await
+    .unwrap_err();
+    assert_eq!(anon.code(), Code::Unauthenticated);
+
+    let asset = |id: &str, policy: &str| pb::Asset {
+        id: id.into(),
+        policy_id: policy.into(),
+        description: "d".into(),
+        version: 0,
+    };
+    let e = a
+        .register(pb::RegisterAssetRequest {
+            asset: Some(asset("demo", "viewers")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "no such policy yet");
+    let e = a
+        .register(pb::RegisterAssetRequest {
+            asset: Some(asset("../x", "")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    p.apply(pb::ApplyPolicyRequest {
+        document: GOOD.into(),
+        expected_version: 0,
+    })
+    .await
+    .unwrap();
+    let reg = a
+        .register(pb::RegisterAssetRequest {
+            asset: Some(asset("demo", "")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .asset
+        .unwrap();
+    assert!(reg.version > 0 && reg.policy_id.is_empty());
+    let dup = a
+        .register(pb::RegisterAssetRequest {
+            asset: Some(asset("demo", "")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::FailedPrecondition);
+    let bound = a
+        .bind(pb::BindAssetRequest {
+            asset_id: "demo".into(),
+            policy_id: "viewers".into(),
+            expected_version: reg.version,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .asset
+        .unwrap();
+    assert_eq!(bound.policy_id, "viewers");
+    let stale = a
+        .bind(pb::BindAssetRequest {
+            asset_id: "demo".into(),
+            policy_id: "".into(),
+            expected_version: reg.version,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    let listed = a
+        .list(pb::ListAssetsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .assets;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].policy_id, "viewers");
+    a.delete(pb::DeleteAssetRequest {
+        id: "demo".into(),
+        expected_version: bound.version,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        a.get(pb::GetAssetRequest { id: "demo".into() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+}
