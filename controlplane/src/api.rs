@@ -1,6 +1,6 @@
 //! The gRPC API over the store. Today: `PolicyService` (Apply, Get, List, Delete) and
-//! `AssetService`, with admin authentication, gRPC health and reflection. Keys, purges,
-//! audit and Watch are defined in `proto/` and come next.
+//! `AssetService` and `KeyService`, with admin authentication, gRPC health and reflection.
+//! Purges, audit and Watch are defined in `proto/` and come next.
 
 use std::sync::Arc;
 
@@ -11,8 +11,10 @@ use tonic::{Request, Response, Status};
 use crate::store::{PREFIX, Store, StoreError};
 
 mod assets;
+mod keys;
 
 pub use assets::AssetApi;
+pub use keys::KeyApi;
 
 fn policy_key(id: &str) -> String {
     format!("{PREFIX}policies/{id}")
@@ -187,6 +189,9 @@ pub async fn serve(
     health
         .set_serving::<pb::asset_service_server::AssetServiceServer<AssetApi>>()
         .await;
+    health
+        .set_serving::<pb::key_service_server::KeyServiceServer<KeyApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -195,13 +200,17 @@ pub async fn serve(
         PolicyApi::new(Arc::clone(&store)),
         auth.clone(),
     );
-    let assets =
-        pb::asset_service_server::AssetServiceServer::with_interceptor(AssetApi::new(store), auth);
+    let assets = pb::asset_service_server::AssetServiceServer::with_interceptor(
+        AssetApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
+    let keys = pb::key_service_server::KeyServiceServer::with_interceptor(KeyApi::new(store), auth);
     tonic::transport::Server::builder()
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(policies)
         .add_service(assets)
+        .add_service(keys)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
