@@ -61,7 +61,7 @@ impl KeyApi {
         Self { store }
     }
 
-    async fn add(&self, jwk_json: &str) -> Result<pb::Key, Status> {
+    async fn add_key(&self, jwk_json: &str) -> Result<pb::Key, Status> {
         let doc = parse(jwk_json)?;
         let value = serde_json::to_vec(&doc.to_value()).expect("JSON");
         let version = self
@@ -72,7 +72,12 @@ impl KeyApi {
         Ok(to_pb(&doc, version))
     }
 
-    async fn retire(&self, kid: &str, overlap_secs: i64, expected: i64) -> Result<pb::Key, Status> {
+    async fn retire_key(
+        &self,
+        kid: &str,
+        overlap_secs: i64,
+        expected: i64,
+    ) -> Result<pb::Key, Status> {
         let overlap = overlap(overlap_secs)?;
         let cur = self
             .store
@@ -98,7 +103,7 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::AddKeyRequest>,
     ) -> Result<Response<pb::AddKeyResponse>, Status> {
-        let key = KeyApi::add(self, &req.into_inner().jwk_json).await?;
+        let key = self.add_key(&req.into_inner().jwk_json).await?;
         Ok(Response::new(pb::AddKeyResponse { key: Some(key) }))
     }
 
@@ -122,7 +127,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         req: Request<pb::RetireKeyRequest>,
     ) -> Result<Response<pb::RetireKeyResponse>, Status> {
         let r = req.into_inner();
-        let key = KeyApi::retire(self, &r.kid, r.overlap_seconds, r.expected_version).await?;
+        let key = self
+            .retire_key(&r.kid, r.overlap_seconds, r.expected_version)
+            .await?;
         Ok(Response::new(pb::RetireKeyResponse { key: Some(key) }))
     }
 
@@ -135,9 +142,10 @@ impl pb::key_service_server::KeyService for KeyApi {
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let r = req.into_inner();
         overlap(r.overlap_seconds)?;
-        let added = KeyApi::add(self, &r.new_jwk_json).await?;
-        let retiring =
-            KeyApi::retire(self, &r.old_kid, r.overlap_seconds, r.expected_version).await?;
+        let added = self.add_key(&r.new_jwk_json).await?;
+        let retiring = self
+            .retire_key(&r.old_kid, r.overlap_seconds, r.expected_version)
+            .await?;
         Ok(Response::new(pb::RotateKeyResponse {
             added: Some(added),
             retiring: Some(retiring),
