@@ -1,7 +1,7 @@
 //! `streamgate control` as an operator runs it: config checked, the gRPC API served on the
 //! embedded store, and applied policies still there after a restart.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamgate_proto::control::v1 as pb;
@@ -9,22 +9,9 @@ use tonic::Request;
 
 const TOKEN: &str = "operator-token-0123456789";
 
-struct Proc(Child);
+mod common;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Proc, free_port};
 
 fn start(cfg: &std::path::Path, port: u16) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))

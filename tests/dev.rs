@@ -5,26 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-struct Dev(Child);
+mod common;
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Proc, free_port};
 
 fn require(tool: &str) {
     let ok = Command::new(tool)
@@ -96,7 +83,7 @@ async fn dev_serves_a_playable_demo() {
         .spawn()
         .expect("streamgate dev starts");
     let stdout = child.stdout.take().unwrap();
-    let _dev = Dev(child);
+    let _dev = Proc(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
