@@ -341,6 +341,14 @@ impl EdgeConfig {
                 );
             }
         }
+        // quinn sends up to 10 segments per GSO batch, and Linux refuses UDP sends over
+        // 65507 bytes: larger payloads make every batch fail and throughput collapse.
+        if http3.gso && u32::from(http3.max_udp_payload) * 10 > 65_507 {
+            errs.push(
+                "edge.http3.max_udp_payload",
+                "must be at most 6550 while edge.http3.gso is on (10 segments per batch, 65507 bytes per send)",
+            );
+        }
         if http3.idle_timeout.is_zero() || http3.keep_alive >= http3.idle_timeout {
             errs.push(
                 "edge.http3.keep_alive",

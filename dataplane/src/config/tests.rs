@@ -84,3 +84,13 @@ fn shipped_example_config_is_valid() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.cors.allow_origins, ["https://player.example.com"]);
 }
+
+#[test]
+fn large_udp_payloads_need_gso_off() {
+    let err = parse("[edge.http3]\nmax_udp_payload = 6600\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("edge.http3.max_udp_payload"), "{err}");
+    assert!(parse("[edge.http3]\nmax_udp_payload = 6550\n").is_ok());
+    assert!(parse("[edge.http3]\nmax_udp_payload = 16000\ngso = false\n").is_ok());
+}
