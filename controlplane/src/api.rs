@@ -22,7 +22,9 @@ fn policy_key(id: &str) -> String {
 
 fn status(e: StoreError) -> Status {
     match e {
-        StoreError::Conflict { expected, current } => Status::failed_precondition(format!(
+        StoreError::Conflict {
+            expected, current, ..
+        } => Status::failed_precondition(format!(
             "version conflict: you sent {expected}, the current version is {current}; re-read and retry"
         )),
         other => Status::unavailable(other.to_string()),

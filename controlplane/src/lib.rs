@@ -9,7 +9,7 @@
 pub mod api;
 pub mod config;
 pub mod dev;
-pub mod store;
+pub use streamgate_store as store;
 pub mod token;
 
 use std::sync::Arc;

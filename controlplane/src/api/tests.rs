@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use super::*;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
-use crate::store::tests::start_etcd;
+use crate::store::testkit::start_etcd;
 
 const ADMIN: &str = "admin-token-0123456789";
 

@@ -1,0 +1,195 @@
+//! StreamGate's state: a versioned key-value store under `/streamgate/v1/`.
+//!
+//! Every value carries the store revision that last wrote it (its version). Writes are
+//! conditional on the version the caller last saw, so two concurrent updates from the same
+//! base cannot both succeed: the loser gets [`StoreError::Conflict`] (gRPC
+//! `FAILED_PRECONDITION`). Version 0 means "must not exist yet". Several writes can commit
+//! together in one [`Store::txn`] (a change and its audit entry, a key rotation).
+//!
+//! [`Store::watch`] streams changes after a revision, so a reader that listed the prefix at
+//! revision `r` and watches from `r` misses nothing. When the store no longer holds that
+//! history (etcd compaction, or the embedded store's bounded history) the watch fails with
+//! [`StoreError::Compacted`] and the reader lists again.
+//!
+//! [`etcd::EtcdStore`] is the production store; [`embedded::EmbeddedStore`] is the one
+//! `dev` uses, persisted to a log file so it survives restarts. The control plane writes
+//! through this crate and edges watch through it, without either linking the other.
+#![forbid(unsafe_code)]
+
+pub mod embedded;
+pub mod etcd;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+/// The prefix every key lives under.
+pub const PREFIX: &str = "/streamgate/v1/";
+
+/// A value and the revision that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The stored bytes (JSON documents).
+    pub value: Vec<u8>,
+    /// The store revision of the last write.
+    pub version: i64,
+}
+
+/// One write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The new bytes.
+        value: Vec<u8>,
+    },
+    /// Remove `key` (absent is fine).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// A condition of a transaction: `key` is at version `expected` (0: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The key.
+    pub key: String,
+    /// Its version as the caller last saw it.
+    pub expected: i64,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `key` was written; `version` is the revision of the write.
+    Put {
+        /// The key.
+        key: String,
+        /// The new bytes.
+        value: Vec<u8>,
+        /// The revision of the write.
+        version: i64,
+    },
+    /// `key` was deleted at revision `version`.
+    Delete {
+        /// The key.
+        key: String,
+        /// The revision of the delete.
+        version: i64,
+    },
+}
+
+impl Event {
+    /// The key that changed.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key, .. } => key,
+        }
+    }
+
+    /// The revision of the change.
+    pub fn version(&self) -> i64 {
+        match self {
+            Self::Put { version, .. } | Self::Delete { version, .. } => *version,
+        }
+    }
+}
+
+/// The changes of one or more revisions, in order. `revision` is the store revision the
+/// reader has seen everything up to (a batch may be empty: a progress notice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Everything up to here has been delivered.
+    pub revision: i64,
+    /// The changes, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// A stream of change batches; it ends or yields an error when the watch breaks.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Batch, StoreError>> + Send>>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key's version is not the one the caller expected.
+    #[error("version conflict on {key}: expected {expected}, current {current}")]
+    Conflict {
+        /// The guarded key.
+        key: String,
+        /// What the caller sent.
+        expected: i64,
+        /// What the store has (0: absent).
+        current: i64,
+    },
+    /// The history needed to resume a watch is gone; list again and watch from there.
+    #[error("revision {requested} is compacted (history starts after {compacted})")]
+    Compacted {
+        /// The revision the watch asked to resume after.
+        requested: i64,
+        /// The store's compaction point.
+        compacted: i64,
+    },
+    /// The store could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The embedded store's log could not be read or written.
+    #[error("store log {path}: {message}")]
+    Log {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A versioned key-value store.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Reads one key.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Reads every key under `prefix`, in key order, with the store revision of the read.
+    async fn list(&self, prefix: &str) -> Result<(Vec<(String, Versioned)>, i64), StoreError>;
+    /// Applies `ops` atomically if every guard holds; returns the revision of the commit.
+    /// A failed guard is a [`StoreError::Conflict`] naming the first such key.
+    async fn txn(&self, guards: &[Guard], ops: Vec<Op>) -> Result<i64, StoreError>;
+    /// Streams every change under `prefix` after revision `after`.
+    async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StoreError>;
+
+    /// Writes `key` if its version is `expected` (0: absent). Returns the new version.
+    async fn put(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StoreError> {
+        let guard = Guard {
+            key: key.to_owned(),
+            expected,
+        };
+        let op = Op::Put {
+            key: key.to_owned(),
+            value,
+        };
+        self.txn(&[guard], vec![op]).await
+    }
+
+    /// Deletes `key` if its version is `expected`. Returns the revision of the delete.
+    async fn delete(&self, key: &str, expected: i64) -> Result<i64, StoreError> {
+        let guard = Guard {
+            key: key.to_owned(),
+            expected,
+        };
+        self.txn(
+            &[guard],
+            vec![Op::Delete {
+                key: key.to_owned(),
+            }],
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
