@@ -1,11 +1,17 @@
-//! `streamgate dev`: the demo asset, a self-signed certificate and the edge, in one process.
+//! `streamgate dev`: the demo asset, a self-signed certificate, the control plane (on the
+//! embedded store, or etcd with `--etcd`) and an edge watching that store, in one process.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use clap::Args;
+use streamgate_control::dev::DevState;
+use streamgate_control::store::Store;
+use streamgate_control::store::embedded::EmbeddedStore;
+use streamgate_control::store::etcd::EtcdStore;
 use streamgate_edge::config::{CorsConfig, EdgeConfig, GateConfig};
 use streamgate_edge::{Edge, Shutdown};
 use streamgate_origin::OriginConfig;
@@ -33,15 +39,64 @@ pub(crate) struct DevArgs {
     /// Admin port of the edge.
     #[arg(long, default_value_t = 9100)]
     admin_port: u16,
-    /// etcd endpoint; accepted for forward compatibility, the embedded store is used today.
+    /// Port of the control plane's gRPC API (for `streamgate ctl`).
+    #[arg(long, default_value_t = 50051)]
+    control_port: u16,
+    /// Keep state in this etcd (e.g. `http://127.0.0.1:2379`) instead of the embedded store.
     #[arg(long)]
     etcd: Option<String>,
 }
 
+/// The control plane's side of dev: its runtime, the store, and the seeded state.
+struct Control {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn Store>,
+    state: DevState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Opens the store, seeds it, and serves the gRPC API on `listen` in the background.
+fn start_control(args: &DevArgs, listen: SocketAddr) -> anyhow::Result<Control> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("control")
+        .enable_all()
+        .build()?;
+    let store: Arc<dyn Store> = match &args.etcd {
+        Some(url) => Arc::new(
+            rt.block_on(EtcdStore::connect(std::slice::from_ref(url)))
+                .map_err(|e| anyhow::anyhow!("etcd {url}: {e}"))?,
+        ),
+        None => Arc::new(EmbeddedStore::open(&args.data_dir.join("state/store.log"))?),
+    };
+    let state = rt.block_on(streamgate_control::dev::seed(
+        &*store,
+        &args.data_dir,
+        DEMO,
+        SystemTime::now(),
+    ))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let auth = streamgate_control::api::AdminAuth::new(vec![state.admin_token.clone()]);
+    rt.spawn(streamgate_control::api::serve(
+        listener,
+        Arc::clone(&store),
+        auth,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Control {
+        rt,
+        store,
+        state,
+        stop: Some(stop),
+    })
+}
+
 pub(crate) fn run(args: DevArgs) -> ExitCode {
-    if args.etcd.is_some() {
-        eprintln!("note: --etcd is not used yet; dev runs on local storage");
-    }
     let origin_root = args.data_dir.join("origin");
     if let Err(e) = ensure_demo(&args.data_dir, &origin_root) {
         eprintln!("error: making the demo asset: {e}");
@@ -56,13 +111,15 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         }
     };
     let cert_path = tls.cert.clone();
-    let state = match streamgate_control::dev::ensure(&args.data_dir, DEMO, SystemTime::now()) {
-        Ok(s) => s,
+    let control_listen = SocketAddr::new(args.bind, args.control_port);
+    let mut control = match start_control(&args, control_listen) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: starting the control plane: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let state = &control.state;
     let cfg = EdgeConfig {
         http_listen: SocketAddr::new(args.bind, args.http_port),
         tls_listen: SocketAddr::new(args.bind, args.tls_port),
@@ -75,12 +132,14 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         },
         origin: OriginConfig::Fs { root: origin_root },
         gate: GateConfig {
-            snapshot: Some(state.snapshot.clone()),
+            // The edge watches the control plane's store; this is its last-known-good copy.
+            snapshot: Some(args.data_dir.join("edge-snapshot.json")),
+            edge_id: Some("dev".to_owned()),
             ..GateConfig::default()
         },
         ..EdgeConfig::default()
     };
-    let edge = match Edge::build(cfg) {
+    let edge = match Edge::build_with_store(cfg, Some(Arc::clone(&control.store))) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -113,11 +172,29 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     );
     println!("{https}/v/{DEMO}/master.m3u8?token={token}");
     println!("Without the token the edge answers 401: curl -i {http}/v/{DEMO}/master.m3u8");
-    println!("Policy snapshot: {}", state.snapshot.display());
+    println!(
+        "Control plane (gRPC) on {control_listen}, state in {}. Manage it with:",
+        match &args.etcd {
+            Some(url) => url.clone(),
+            None => args.data_dir.join("state/store.log").display().to_string(),
+        }
+    );
+    println!(
+        "STREAMGATE_ENDPOINT=http://{host}:{} STREAMGATE_TOKEN=$(cat {}) streamgate ctl policy list",
+        args.control_port,
+        state.admin_token_file.display()
+    );
     println!("Metrics: http://{host}:{}/metrics", args.admin_port);
     println!("Press Ctrl-C to stop.");
     println!();
-    match edge.run(&Shutdown::new()) {
+    let result = edge.run(&Shutdown::new());
+    if let Some(stop) = control.stop.take() {
+        let _ = stop.send(());
+    }
+    control
+        .rt
+        .shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

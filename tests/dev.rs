@@ -12,6 +12,7 @@ use std::time::Duration;
 mod common;
 
 use common::{Proc, free_port};
+use streamgate_proto::control::v1 as pb;
 
 fn require(tool: &str) {
     let ok = Command::new(tool)
@@ -66,7 +67,7 @@ fn play(url: &str) {
 async fn dev_serves_a_playable_demo() {
     require("ffmpeg");
     let data = tempfile::tempdir().unwrap();
-    let (http, tls, admin) = (free_port(), free_port(), free_port());
+    let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
         .args(["dev", "--data-dir"])
         .arg(data.path())
@@ -77,6 +78,7 @@ async fn dev_serves_a_playable_demo() {
             &tls.to_string(),
         ])
         .args(["--admin-port", &admin.to_string()])
+        .args(["--control-port", &control.to_string()])
         .env("STREAMGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -106,16 +108,20 @@ async fn dev_serves_a_playable_demo() {
     let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8?token={token}");
     let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd?token={token}");
     assert_eq!(urls, [hls.clone(), dash.clone()]);
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "edge did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
     let c = reqwest::Client::new();
+    // Ready once the edge listens and has the state from the control plane's store.
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = c
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "edge not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The demo is gated: no token, no bytes.
     let anon = c
         .get(format!("http://127.0.0.1:{http}/v/demo/master.m3u8"))
@@ -187,6 +193,52 @@ async fn dev_serves_a_playable_demo() {
     })
     .await
     .unwrap();
+
+    // The control plane runs in dev: a policy change through its API reaches the edge.
+    let admin_token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{control}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", admin_token.trim()).parse().unwrap();
+    let mut policies = pb::policy_service_client::PolicyServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        },
+    );
+    let current = policies
+        .get(pb::GetPolicyRequest {
+            id: "demo-viewers".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    policies
+        .apply(pb::ApplyPolicyRequest {
+            document: r#"{"id": "demo-viewers", "rule": {"ip": {"deny": ["127.0.0.0/8"]}}}"#.into(),
+            expected_version: current.version,
+        })
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let status = c.get(&hls).send().await.unwrap().status();
+        if status == 403 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the deny did not reach the edge: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("policy change enforced {:?} after Apply", t0.elapsed());
 
     let player = c
         .get(format!("http://127.0.0.1:{http}/player"))

@@ -1,11 +1,17 @@
-//! The state `streamgate dev` publishes to its edge: a signing key, the demo policy bound
-//! to the demo asset, and a viewer token. Until the etcd store lands, it is handed to the
-//! edge as a policy snapshot file, the same document an edge keeps as its last known good.
+//! The state `streamgate dev` starts from: a signing key, the demo policy bound to the demo
+//! asset, an admin token for `streamgate ctl`, and a viewer token. The key, policy and asset
+//! are written into the store the control plane serves and the edge watches; what an
+//! operator changed since (through `streamgate ctl`) is kept across restarts, only missing
+//! pieces are created again.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use streamgate_policy::Policy;
+use streamgate_store::{PREFIX, Store, StoreError};
 
 use crate::token::{SigningKey, TokenError};
 
@@ -15,52 +21,132 @@ pub const DEV_ISSUER: &str = "streamgate-dev";
 pub const DEV_AUDIENCE: &str = "streamgate";
 /// How long a printed viewer token is valid.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The dev signing key's id.
+pub const DEV_KID: &str = "dev-1";
+/// The demo policy's id.
+pub const DEMO_POLICY: &str = "demo-viewers";
 
-/// What `dev` hands to its edge and prints.
+/// What `dev` prints.
 #[derive(Debug)]
 pub struct DevState {
-    /// The policy snapshot file for the edge.
-    pub snapshot: PathBuf,
     /// A viewer token for the demo asset.
     pub viewer_token: String,
     /// When the token expires.
     pub expires: SystemTime,
+    /// The file holding the admin token for `streamgate ctl`.
+    pub admin_token_file: PathBuf,
+    /// The admin token itself (for the control plane's authenticator).
+    pub admin_token: String,
+}
+
+/// Why the dev state could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// The signing key could not be made or used.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
 }
 
 /// The demo policy: a token from the dev issuer, for the StreamGate audience, scoped to the
 /// asset (`sg_scope`). It is also what `policies/examples/subscribers.yaml` shows in full.
 pub fn demo_policy() -> Value {
     json!({
-        "id": "demo-viewers",
+        "id": DEMO_POLICY,
         "description": "Viewers holding a token from the dev issuer, scoped to the asset",
         "on_unavailable": "fail_closed",
         "rule": {"jwt": {"issuer": DEV_ISSUER, "audience": DEV_AUDIENCE, "scope_claim": "sg_scope"}}
     })
 }
 
-/// Writes (or refreshes) the dev state under `data_dir` for `asset`, at time `now`.
-pub fn ensure(data_dir: &Path, asset: &str, now: SystemTime) -> Result<DevState, TokenError> {
-    let key_path = data_dir.join("keys/dev-signing.pem");
-    let key = if key_path.exists() {
-        SigningKey::load(&key_path, "dev-1")?
-    } else {
-        SigningKey::generate_ed25519(&key_path, "dev-1")?
-    };
-    let snapshot = json!({
-        "revision": 1,
-        "policies": [demo_policy()],
-        "assets": [{"id": asset, "policy": "demo-viewers"}],
-        "keys": [key.public_jwk(Some(DEV_ISSUER))],
-    });
-    let path = data_dir.join("policy-snapshot.json");
-    let io = |source| TokenError::Io {
+/// Creates `key` with `value` unless it exists. Returns whether it wrote.
+async fn create(store: &dyn Store, key: &str, value: &Value) -> Result<bool, StoreError> {
+    match store.put(key, value.to_string().into_bytes(), 0).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the admin token from `path`, or makes a random one there (mode 0600).
+fn admin_token(path: &Path) -> Result<String, DevError> {
+    let io = |source| DevError::Io {
         path: path.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&snapshot).expect("JSON")).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 16 {
+            return Ok(t);
+        }
+    }
+    let mut raw = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+        .map_err(|_| io(std::io::Error::other("no system randomness")))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    writeln!(f, "{token}").map_err(io)?;
+    Ok(token)
+}
 
+/// Seeds `store` with the dev key, the demo policy and the demo `asset` (each only if
+/// missing; the key is replaced when its file changed), and mints a viewer token at `now`.
+pub async fn seed(
+    store: &dyn Store,
+    data_dir: &Path,
+    asset: &str,
+    now: SystemTime,
+) -> Result<DevState, DevError> {
+    let key_path = data_dir.join("keys/dev-signing.pem");
+    let key = if key_path.exists() {
+        SigningKey::load(&key_path, DEV_KID)?
+    } else {
+        SigningKey::generate_ed25519(&key_path, DEV_KID)?
+    };
+    let jwk = key.public_jwk(Some(DEV_ISSUER));
+    let key_key = format!("{PREFIX}keys/{DEV_KID}");
+    match store.get(&key_key).await? {
+        Some(v) if serde_json::from_slice::<Value>(&v.value).ok().as_ref() == Some(&jwk) => {}
+        current => {
+            let version = current.map_or(0, |v| v.version);
+            store
+                .put(&key_key, jwk.to_string().into_bytes(), version)
+                .await?;
+        }
+    }
+    let policy = Policy::from_value(&demo_policy())
+        .expect("the demo policy is valid")
+        .to_value();
+    create(store, &format!("{PREFIX}policies/{DEMO_POLICY}"), &policy).await?;
+    create(
+        store,
+        &format!("{PREFIX}assets/{asset}"),
+        &json!({"id": asset, "policy": DEMO_POLICY, "description": "the dev demo: a generated test pattern"}),
+    )
+    .await?;
+
+    let admin_token_file = data_dir.join("admin.token");
+    let admin_token = admin_token(&admin_token_file)?;
     let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let expires = now + DEV_TOKEN_TTL;
     let claims = json!({
@@ -69,8 +155,9 @@ pub fn ensure(data_dir: &Path, asset: &str, now: SystemTime) -> Result<DevState,
     });
     let viewer_token = key.mint(claims.as_object().expect("object"))?;
     Ok(DevState {
-        snapshot: path,
         viewer_token,
         expires,
+        admin_token_file,
+        admin_token,
     })
 }

@@ -42,7 +42,12 @@ impl ServeHttp for Admin {
                 text(StatusCode::OK, "text/plain; version=0.0.4", m.render())
             }
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" if self.ready.load(Ordering::Acquire) => {
+            // Ready once the listeners run and, on a guarded edge, a snapshot is in force.
+            "/readyz"
+                if self.ready.load(Ordering::Acquire)
+                    && (!self.pipeline.gate().is_guarded()
+                        || self.pipeline.gate().revision().is_some()) =>
+            {
                 text(StatusCode::OK, "text/plain", b"ready\n".to_vec())
             }
             "/readyz" => text(

@@ -5,6 +5,7 @@
 //! every response. Only a miss touches the in-flight table, under a short mutex.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,9 @@ impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
 pub struct Cache {
     map: moka::sync::Cache<Box<str>, Arc<Entry>, ahash::RandomState>,
     inflight: Mutex<HashMap<Box<str>, InFlight>>,
+    /// Bumped by every purge; a fill that started before a purge does not store its
+    /// (possibly outdated) result.
+    purges: AtomicU64,
 }
 
 /// Fixed per-entry overhead counted against the byte budget.
@@ -119,6 +123,7 @@ impl Cache {
         Self {
             map,
             inflight: Mutex::new(HashMap::new()),
+            purges: AtomicU64::new(0),
         }
     }
 
@@ -150,9 +155,12 @@ impl Cache {
                 let this = Arc::clone(self);
                 let owned: Box<str> = key.into();
                 let k2 = owned.clone();
+                let epoch = self.purges.load(Ordering::Acquire);
                 let task = tokio::spawn(async move {
                     let res = fetch.await;
-                    if let Ok(Fill::Stored(e)) = &res {
+                    if let Ok(Fill::Stored(e)) = &res
+                        && this.purges.load(Ordering::Acquire) == epoch
+                    {
                         this.map.insert(k2.clone(), Arc::clone(e));
                     }
                     // Insert before removing the in-flight marker, so no caller sees neither.
@@ -180,17 +188,21 @@ impl Cache {
         self.map.invalidate(key);
     }
 
-    /// Drops every key that starts with `prefix`.
-    pub fn invalidate_prefix(&self, prefix: &str) {
+    /// Drops every key that starts with `prefix` (a purge), including what fills already
+    /// in flight would store. Returns how many entries were dropped.
+    pub fn invalidate_prefix(&self, prefix: &str) -> usize {
+        self.purges.fetch_add(1, Ordering::AcqRel);
         let keys: Vec<Box<str>> = self
             .map
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| (*k).clone())
             .collect();
+        let n = keys.len();
         for k in keys {
             self.map.invalidate(&k);
         }
+        n
     }
 
     /// Bytes currently charged against the budget.

@@ -142,8 +142,16 @@ pub struct GateConfig {
     pub leeway: Duration,
     /// Verified tokens remembered (each until it expires).
     pub token_cache_entries: u64,
-    /// How often the snapshot file is checked for changes.
+    /// How often the snapshot file is checked for changes (file mode).
     pub reload_interval: Duration,
+    /// etcd endpoints to watch. With them the edge follows the control plane's state, and
+    /// `snapshot` is its last-known-good file: written after every applied revision and
+    /// loaded at start when etcd cannot be reached.
+    pub etcd: Vec<String>,
+    /// This edge's name in `/streamgate/v1/edges/` (default: `<hostname>-<http port>`).
+    pub edge_id: Option<String>,
+    /// How long a starting edge waits for etcd before it falls back to the snapshot file.
+    pub initial_sync_timeout: Duration,
 }
 
 impl Default for GateConfig {
@@ -153,6 +161,9 @@ impl Default for GateConfig {
             leeway: Duration::from_secs(30),
             token_cache_entries: 100_000,
             reload_interval: Duration::from_secs(2),
+            etcd: Vec::new(),
+            edge_id: None,
+            initial_sync_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -399,7 +410,35 @@ impl EdgeConfig {
                 int_in(1, 100_000_000),
             ),
             reload_interval: g.get(errs, "reload_interval", d.gate.reload_interval, duration),
+            etcd: g.get(errs, "etcd", d.gate.etcd, strings),
+            edge_id: g.opt(errs, "edge_id", string),
+            initial_sync_timeout: g.get(
+                errs,
+                "initial_sync_timeout",
+                d.gate.initial_sync_timeout,
+                duration,
+            ),
         };
+        for (i, ep) in gate.etcd.iter().enumerate() {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.len() > 512 {
+                errs.push(
+                    format!("edge.gate.etcd[{i}]"),
+                    "must be an http:// or https:// URL, e.g. http://127.0.0.1:2379",
+                );
+            }
+        }
+        if let Some(id) = &gate.edge_id
+            && (id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        {
+            errs.push(
+                "edge.gate.edge_id",
+                "1-128 characters: letters, digits, '-', '_', '.', ':'",
+            );
+        }
         g.finish(errs);
         e.finish(errs);
 

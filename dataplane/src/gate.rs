@@ -5,10 +5,13 @@
 //! With one, an asset must be known (else 404) and its policy decides: the token is taken
 //! from the request ([`credential`]), verified once and cached ([`jwt`], [`snapshot`]), and
 //! the policy is evaluated on the request's facts.
+//!
+//! Snapshots come from a file ([`crate::listener`]) or from the state store ([`watch`]).
 
 pub mod credential;
 pub mod jwt;
 pub mod snapshot;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -89,11 +92,38 @@ impl Gate {
         }
     }
 
-    /// Installs a new snapshot (a guarded gate only); requests see it from the next load.
-    pub fn install(&self, snapshot: Snapshot) {
-        if self.guarded {
-            self.state.store(Some(Arc::new(snapshot)));
+    /// A guarded gate with no snapshot yet: every gated request gets 503 until one is
+    /// installed (an edge waiting for its state store).
+    pub fn waiting(leeway: Duration) -> Self {
+        Self {
+            state: ArcSwapOption::empty(),
+            guarded: true,
+            leeway,
         }
+    }
+
+    /// Installs a new snapshot (a guarded gate only); requests see it from the next load.
+    pub fn install(&self, snapshot: impl Into<Arc<Snapshot>>) {
+        if self.guarded {
+            self.state.store(Some(snapshot.into()));
+        }
+    }
+
+    /// Installs `snapshot` only if none is in force yet (a last-known-good file must never
+    /// replace fresher state). Returns whether it was installed.
+    pub fn install_if_empty(&self, snapshot: impl Into<Arc<Snapshot>>) -> bool {
+        if !self.guarded {
+            return false;
+        }
+        let prev = self
+            .state
+            .compare_and_swap(&None::<Arc<Snapshot>>, Some(snapshot.into()));
+        prev.is_none()
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.state.load_full()
     }
 
     /// Whether the gate enforces a snapshot (false: an open edge).

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::EdgeConfig;
+use crate::gate::watch::{Source, StateWatcher};
 use crate::gate::{Gate, Snapshot};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -112,6 +113,26 @@ pub fn load_snapshot(
     Snapshot::from_value(doc, token_cache_entries).map_err(|e| fail(e.0.join("; ")))
 }
 
+/// `<hostname>-<http port>`: stable across restarts, distinct for edges sharing a host.
+fn default_edge_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edge".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{host}-{port}")
+}
+
 /// A built edge, ready to run.
 pub struct Edge {
     cfg: EdgeConfig,
@@ -120,17 +141,35 @@ pub struct Edge {
     ready: Arc<AtomicBool>,
     certs: Option<Arc<CertStore>>,
     quic: Option<(quinn::ServerConfig, std::net::UdpSocket)>,
+    source: Option<Source>,
 }
 
 impl Edge {
     /// Builds the origin client, cache and pipeline, loads the certificate, and checks the
     /// listen addresses (binding the UDP socket for HTTP/3).
     pub fn build(cfg: EdgeConfig) -> Result<Self, StartError> {
+        Self::build_with_store(cfg, None)
+    }
+
+    /// As [`Edge::build`], watching `store` for state (as `streamgate dev` does with its
+    /// embedded store) instead of the configured etcd endpoints or snapshot file.
+    pub fn build_with_store(
+        cfg: EdgeConfig,
+        store: Option<Arc<dyn streamgate_store::Store>>,
+    ) -> Result<Self, StartError> {
         let origin = Origin::from_config(&cfg.origin)?;
         let metrics = Arc::new(Metrics::new(origin.kind().as_str()));
-        let gate = match &cfg.gate.snapshot {
-            None => Gate::open(),
-            Some(path) => Gate::guarded(
+        let source = match store {
+            Some(s) => Some(Source::Store(s)),
+            None if !cfg.gate.etcd.is_empty() => Some(Source::Etcd(cfg.gate.etcd.clone())),
+            None => None,
+        };
+        let gate = match (&source, &cfg.gate.snapshot) {
+            // Watching: start empty (503, not ready) until the store or the
+            // last-known-good file provides a snapshot.
+            (Some(_), _) => Gate::waiting(cfg.gate.leeway),
+            (None, None) => Gate::open(),
+            (None, Some(path)) => Gate::guarded(
                 load_snapshot(path, cfg.gate.token_cache_entries)?,
                 cfg.gate.leeway,
             ),
@@ -179,6 +218,7 @@ impl Edge {
             ready: Arc::new(AtomicBool::new(false)),
             certs,
             quic,
+            source,
         })
     }
 
@@ -233,7 +273,25 @@ impl Edge {
             server.add_service(h3);
         }
 
-        if let Some(path) = &self.cfg.gate.snapshot {
+        if let Some(source) = self.source.clone() {
+            let edge_id = self
+                .cfg
+                .gate
+                .edge_id
+                .clone()
+                .unwrap_or_else(|| default_edge_id(self.cfg.http_listen.port()));
+            let watcher = StateWatcher {
+                pipeline: Arc::clone(&self.pipeline),
+                source,
+                lkg: self.cfg.gate.snapshot.clone(),
+                edge_id,
+                token_cache_entries: self.cfg.gate.token_cache_entries,
+                initial_sync_timeout: self.cfg.gate.initial_sync_timeout,
+            };
+            let mut watcher = background_service("state-watch", watcher);
+            watcher.threads = Some(1);
+            server.add_service(watcher);
+        } else if let Some(path) = &self.cfg.gate.snapshot {
             let reloader = reload::SnapshotReloader {
                 pipeline: Arc::clone(&self.pipeline),
                 path: path.clone(),

@@ -104,6 +104,20 @@ pub struct Metrics {
     gate_denied: Vec<(&'static str, IntCounter)>,
     /// The policy snapshot revision in force (absent while the edge is open).
     pub policy_revision: IntGauge,
+    /// State watch: 1 while the edge is connected to its store and watching, else 0.
+    pub state_connected: IntGauge,
+    /// Full reloads of the state prefix (start, compaction, reconnect after a gap).
+    pub state_reloads: IntCounter,
+    /// Watch failures (store unreachable, stream broken, compaction).
+    pub state_watch_errors: IntCounter,
+    /// Stored documents that did not validate and were left out (their assets fail closed).
+    pub state_invalid_docs: IntCounter,
+    /// Purges applied.
+    pub purges: IntCounter,
+    /// Cache entries dropped by purges.
+    pub purged_entries: IntCounter,
+    /// Seconds from a revision's commit to its install here, as seen by this edge's clock.
+    pub state_apply_seconds: Histogram,
 }
 
 /// Refusals decided by the gate itself, before any policy.
@@ -242,6 +256,37 @@ impl Metrics {
             "Revision of the policy snapshot in force",
         )
         .expect("valid metric");
+        let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("valid metric");
+        let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
+        let state_connected = gauge(
+            "streamgate_edge_state_connected",
+            "1 while the edge watches its state store, 0 while it serves its last known state",
+        );
+        let state_reloads = counter(
+            "streamgate_edge_state_reloads_total",
+            "Full reloads of the state prefix",
+        );
+        let state_watch_errors = counter(
+            "streamgate_edge_state_watch_errors_total",
+            "State watch failures (unreachable, broken stream, compaction)",
+        );
+        let state_invalid_docs = counter(
+            "streamgate_edge_state_invalid_documents_total",
+            "Stored documents left out because they did not validate",
+        );
+        let purges = counter("streamgate_edge_purges_total", "Purges applied");
+        let purged_entries = counter(
+            "streamgate_edge_purged_entries_total",
+            "Cache entries dropped by purges",
+        );
+        let state_apply_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "streamgate_edge_state_apply_seconds",
+                "Time to build and install a new state revision",
+            )
+            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]),
+        )
+        .expect("valid metric");
         let mut req = Vec::new();
         let mut by = Vec::new();
         for p in Proto::ALL {
@@ -280,6 +325,13 @@ impl Metrics {
             Box::new(quic.congestion_events.clone()),
             Box::new(decisions),
             Box::new(policy_revision.clone()),
+            Box::new(state_connected.clone()),
+            Box::new(state_reloads.clone()),
+            Box::new(state_watch_errors.clone()),
+            Box::new(state_invalid_docs.clone()),
+            Box::new(purges.clone()),
+            Box::new(purged_entries.clone()),
+            Box::new(state_apply_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -296,6 +348,13 @@ impl Metrics {
             gate_allowed,
             gate_denied,
             policy_revision,
+            state_connected,
+            state_reloads,
+            state_watch_errors,
+            state_invalid_docs,
+            purges,
+            purged_entries,
+            state_apply_seconds,
         }
     }
 

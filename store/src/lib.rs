@@ -18,7 +18,7 @@
 
 pub mod embedded;
 pub mod etcd;
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 use std::pin::Pin;

@@ -8,10 +8,7 @@ use super::embedded::EmbeddedStore;
 use super::etcd::EtcdStore;
 use super::*;
 
-#[path = "testkit.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod testkit;
-use testkit::start_etcd;
+use super::testkit::start_etcd;
 
 async fn contract(store: Arc<dyn Store>) {
     let k = "/streamgate/v1/policies/p1";

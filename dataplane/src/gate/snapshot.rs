@@ -77,7 +77,29 @@ fn items<'v>(doc: &'v Value, key: &str, errs: &mut Vec<String>) -> &'v [Value] {
 
 impl Snapshot {
     /// Builds a snapshot from its JSON document, validating every policy, asset and key.
+    /// Any problem refuses the whole document (a file an operator wrote).
     pub fn from_value(doc: Value, token_cache_entries: u64) -> Result<Self, SnapshotError> {
+        match Self::build(doc, token_cache_entries, true) {
+            Ok((s, _)) => Ok(s),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Builds a snapshot from state read from the store, leaving out each document that does
+    /// not validate and returning the problems. An asset whose policy was left out (or is
+    /// missing) stays known and is refused with 403: the gap fails closed.
+    pub fn from_store(
+        doc: Value,
+        token_cache_entries: u64,
+    ) -> Result<(Self, Vec<String>), SnapshotError> {
+        Self::build(doc, token_cache_entries, false)
+    }
+
+    fn build(
+        doc: Value,
+        token_cache_entries: u64,
+        strict: bool,
+    ) -> Result<(Self, Vec<String>), SnapshotError> {
         let mut errs = Vec::new();
         if !doc.is_object() {
             return Err(SnapshotError(vec!["expected a JSON object".into()]));
@@ -105,6 +127,7 @@ impl Snapshot {
                 Some(id) if streamgate_origin::validate_key(id).is_ok() && !id.contains('/') => {
                     if let Some(p) = &policy
                         && !policies.contains_key(p)
+                        && strict
                     {
                         errs.push(format!("assets[{i}].policy: unknown policy {p:?}"));
                     }
@@ -125,10 +148,10 @@ impl Snapshot {
                 Err(e) => errs.extend(e.0.iter().map(|e| format!("keys[{i}].{e}"))),
             }
         }
-        if !errs.is_empty() {
+        if strict && !errs.is_empty() {
             return Err(SnapshotError(errs));
         }
-        Ok(Self {
+        let snapshot = Self {
             revision,
             policies,
             assets,
@@ -139,7 +162,8 @@ impl Snapshot {
                 .expire_after(VerifyExpiry)
                 .build_with_hasher(ahash::RandomState::new()),
             source: doc,
-        })
+        };
+        Ok((snapshot, errs))
     }
 
     /// The document this snapshot was built from (for the last-known-good file).

@@ -289,3 +289,52 @@ pub fn run_client(module: &str, script: &str, input: &serde_json::Value) -> serd
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A TCP relay on loopback that a test can cut and restore, to disconnect a client from a
+/// server that keeps running (an edge from etcd, for example).
+pub struct TcpRelay {
+    pub addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+    _accept: JoinSet<()>,
+}
+
+impl TcpRelay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<Mutex<JoinSet<()>>> = Arc::default();
+        let mut accept = JoinSet::new();
+        let (o, c) = (open.clone(), conns.clone());
+        accept.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                c.lock().unwrap().spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            open,
+            conns,
+            _accept: accept,
+        }
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.conns.lock().unwrap().abort_all();
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

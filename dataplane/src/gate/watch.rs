@@ -1,0 +1,513 @@
+//! The edge as a watcher of the control plane's state.
+//!
+//! The watcher lists `/streamgate/v1/` once, then watches it from the revision it applied.
+//! Every change to `policies/`, `assets/` or `keys/` builds a new [`Snapshot`] that is
+//! swapped into the gate atomically (requests never take a lock). `purges/` records drop
+//! cache entries. Everything else under the prefix (audit entries, edge status, jobs) is
+//! ignored.
+//!
+//! Failure handling:
+//! - The store unreachable or the stream broken: retry with full-jitter exponential
+//!   backoff (100 ms doubling to 10 s), resuming from the applied revision, while the gate
+//!   keeps enforcing the last snapshot.
+//! - A compaction past the applied revision: list the prefix once and resume from the new
+//!   revision, at once, with no backoff. Purges recorded in the gap are applied.
+//! - At start, if the store cannot be reached within `initial_sync_timeout`, the
+//!   last-known-good file (written after every installed revision) is loaded, so a
+//!   restarted edge serves what it enforced before.
+//!
+//! A publisher task, off the watch path, writes the last-known-good file and reports the
+//! applied revision to `/streamgate/v1/edges/<edge-id>` on every new snapshot and every
+//! 30 s, so the control plane can show which edges run which revision.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde_json::{Value, json};
+use streamgate_store::{Batch, Event, Op, PREFIX, Store, StoreError};
+use tokio::sync::watch;
+
+use super::Snapshot;
+use crate::pipeline::Pipeline;
+
+/// Where the state comes from.
+#[derive(Clone)]
+pub enum Source {
+    /// An etcd cluster, connected (and reconnected) by the watcher.
+    Etcd(Vec<String>),
+    /// A store handed over by the caller (`streamgate dev` shares its embedded store).
+    Store(Arc<dyn Store>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Etcd(e) => f.debug_tuple("Etcd").field(e).finish(),
+            Self::Store(_) => f.write_str("Store(..)"),
+        }
+    }
+}
+
+impl Source {
+    async fn connect(&self) -> Result<Arc<dyn Store>, StoreError> {
+        match self {
+            Self::Etcd(endpoints) => Ok(Arc::new(
+                streamgate_store::etcd::EtcdStore::connect(endpoints).await?,
+            )),
+            Self::Store(s) => Ok(Arc::clone(s)),
+        }
+    }
+}
+
+/// The watcher, run as a Pingora background service.
+pub(crate) struct StateWatcher {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) source: Source,
+    pub(crate) lkg: Option<PathBuf>,
+    pub(crate) edge_id: String,
+    pub(crate) token_cache_entries: u64,
+    pub(crate) initial_sync_timeout: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Full jitter: a uniform delay in `[0, min(max, min * 2^attempt)]`.
+fn backoff(attempt: u32) -> Duration {
+    let cap = BACKOFF_MIN
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    let r = ahash::RandomState::new().hash_one(Instant::now());
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(r % nanos)
+}
+
+/// Which part of the state a key belongs to.
+enum Kind<'k> {
+    Policy,
+    Asset,
+    Key,
+    Purge,
+    Other(#[allow(dead_code)] &'k str),
+}
+
+fn kind(key: &str) -> Kind<'_> {
+    let rest = key.strip_prefix(PREFIX).unwrap_or(key);
+    if rest.starts_with("policies/") {
+        Kind::Policy
+    } else if rest.starts_with("assets/") {
+        Kind::Asset
+    } else if rest.starts_with("keys/") {
+        Kind::Key
+    } else if rest.starts_with("purges/") {
+        Kind::Purge
+    } else {
+        Kind::Other(rest)
+    }
+}
+
+/// The cache prefix a purge record names: `{"asset": "demo"}` or `{"prefix": "demo/v/"}`.
+pub fn purge_prefix(value: &[u8]) -> Result<String, String> {
+    let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(a) = v.get("asset").and_then(Value::as_str) {
+        if a.is_empty() || a.contains('/') {
+            return Err(format!("asset {a:?} is not one path segment"));
+        }
+        return Ok(format!("{a}/"));
+    }
+    match v.get("prefix").and_then(Value::as_str) {
+        Some(p) if !p.is_empty() && !p.starts_with('/') => Ok(p.to_owned()),
+        _ => Err("neither a non-empty asset nor prefix".into()),
+    }
+}
+
+/// What the publisher writes out.
+#[derive(Clone)]
+struct Published {
+    snapshot: Option<Arc<Snapshot>>,
+    applied: i64,
+    store: Option<Arc<dyn Store>>,
+}
+
+/// The documents the snapshot is built from, by store key.
+#[derive(Default)]
+struct Docs {
+    docs: BTreeMap<String, Value>,
+}
+
+impl Docs {
+    fn set(&mut self, key: &str, value: &[u8]) {
+        // A document that is not JSON is kept as null and reported when the snapshot builds.
+        let v = serde_json::from_slice(value).unwrap_or(Value::Null);
+        self.docs.insert(key.to_owned(), v);
+    }
+
+    /// The snapshot document. A document whose id differs from its key's last segment
+    /// is replaced by null, so it is reported and left out rather than shadowing another.
+    fn document(&self, revision: i64) -> Value {
+        let (mut policies, mut assets, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in &self.docs {
+            let name = k.rsplit('/').next().unwrap_or_default();
+            let (list, field) = match kind(k) {
+                Kind::Policy => (&mut policies, "id"),
+                Kind::Asset => (&mut assets, "id"),
+                Kind::Key => (&mut keys, "kid"),
+                Kind::Purge | Kind::Other(_) => continue,
+            };
+            if v.get(field).and_then(Value::as_str) == Some(name) {
+                list.push(v.clone());
+            } else {
+                list.push(Value::Null);
+            }
+        }
+        json!({"revision": revision, "policies": policies, "assets": assets, "keys": keys})
+    }
+}
+
+impl StateWatcher {
+    fn install(&self, docs: &Docs, revision: i64, publish: &watch::Sender<Published>) {
+        let t0 = Instant::now();
+        let m = self.pipeline.metrics();
+        match Snapshot::from_store(docs.document(revision), self.token_cache_entries) {
+            Ok((snap, problems)) => {
+                for p in &problems {
+                    tracing::error!(revision, problem = %p, "stored state left out; its assets fail closed");
+                }
+                m.state_invalid_docs.inc_by(problems.len() as u64);
+                let snap = Arc::new(snap);
+                self.pipeline.gate().install(Arc::clone(&snap));
+                m.policy_revision.set(revision);
+                m.state_apply_seconds.observe(t0.elapsed().as_secs_f64());
+                tracing::debug!(revision, "state installed");
+                publish.send_modify(|p| {
+                    p.snapshot = Some(snap);
+                    p.applied = revision;
+                });
+            }
+            Err(e) => {
+                // Not reachable with from_store (it only fails on a non-object document).
+                tracing::error!(revision, error = %e, "state did not build; keeping the current one");
+            }
+        }
+    }
+
+    fn purge(&self, key: &str, value: &[u8]) {
+        match purge_prefix(value) {
+            Ok(prefix) => {
+                let n = self.pipeline.cache().invalidate_prefix(&prefix);
+                let m = self.pipeline.metrics();
+                m.purges.inc();
+                m.purged_entries.inc_by(n as u64);
+                tracing::info!(%key, %prefix, entries = n, "purge applied");
+            }
+            Err(e) => tracing::error!(%key, error = %e, "purge record ignored"),
+        }
+    }
+
+    /// Lists the prefix and installs it; applies purges newer than `since`.
+    async fn reload(
+        &self,
+        store: &dyn Store,
+        docs: &mut Docs,
+        since: i64,
+        publish: &watch::Sender<Published>,
+    ) -> Result<i64, StoreError> {
+        let (items, rev) = store.list(PREFIX).await?;
+        let mut fresh = Docs::default();
+        for (k, v) in &items {
+            match kind(k) {
+                Kind::Policy | Kind::Asset | Kind::Key => fresh.set(k, &v.value),
+                Kind::Purge if since > 0 && v.version > since => self.purge(k, &v.value),
+                Kind::Purge | Kind::Other(_) => {}
+            }
+        }
+        *docs = fresh;
+        self.pipeline.metrics().state_reloads.inc();
+        self.install(docs, rev, publish);
+        tracing::info!(
+            revision = rev,
+            keys = items.len(),
+            "state loaded from the store"
+        );
+        Ok(rev)
+    }
+
+    /// Applies one watch batch; returns whether the snapshot changed.
+    fn apply(&self, docs: &mut Docs, batch: &Batch) -> bool {
+        let mut changed = false;
+        for ev in &batch.events {
+            match (kind(ev.key()), ev) {
+                (Kind::Policy | Kind::Asset | Kind::Key, Event::Put { key, value, .. }) => {
+                    docs.set(key, value);
+                    changed = true;
+                }
+                (Kind::Policy | Kind::Asset | Kind::Key, Event::Delete { key, .. }) => {
+                    changed |= docs.docs.remove(key).is_some();
+                }
+                (Kind::Purge, Event::Put { key, value, .. }) => self.purge(key, value),
+                _ => {}
+            }
+        }
+        changed
+    }
+}
+
+fn load_lkg(pipeline: &Pipeline, lkg: Option<&std::path::Path>, token_cache_entries: u64) {
+    let Some(path) = lkg else {
+        tracing::error!(
+            "state store unreachable and no snapshot file configured; gated requests get 503"
+        );
+        return;
+    };
+    match crate::listener::load_snapshot(path, token_cache_entries) {
+        Ok(s) => {
+            let rev = s.revision;
+            if pipeline.gate().install_if_empty(s) {
+                pipeline.metrics().policy_revision.set(rev);
+                tracing::warn!(revision = rev, path = %path.display(),
+                        "state store unreachable; serving the last known good snapshot");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "state store unreachable and no usable last-known-good snapshot; gated requests get 503");
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StateWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (publish, published) = watch::channel(Published {
+            snapshot: None,
+            applied: 0,
+            store: None,
+        });
+        let publisher = tokio::spawn(publisher(
+            published,
+            self.lkg.clone(),
+            self.edge_id.clone(),
+            shutdown.clone(),
+        ));
+        // However the first connection attempt goes (refused, or hanging on a frozen
+        // host), the last-known-good file is considered once the timeout passes.
+        let lkg_timer = {
+            let pipeline = Arc::clone(&self.pipeline);
+            let (lkg, entries, wait) = (
+                self.lkg.clone(),
+                self.token_cache_entries,
+                self.initial_sync_timeout,
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if pipeline.gate().revision().is_none() {
+                    load_lkg(&pipeline, lkg.as_deref(), entries);
+                }
+            })
+        };
+        let mut store: Option<Arc<dyn Store>> = None;
+        let mut docs = Docs::default();
+        let mut applied = 0i64;
+        let mut need_list = true;
+        let mut attempt = 0u32;
+        let m = Arc::clone(self.pipeline.metrics());
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let failure = async {
+                let s = match &store {
+                    Some(s) => Arc::clone(s),
+                    None => {
+                        let s = tokio::time::timeout(CONNECT_TIMEOUT, self.source.connect())
+                            .await
+                            .map_err(|_| StoreError::Unavailable("connect timed out".into()))??;
+                        store = Some(Arc::clone(&s));
+                        publish.send_modify(|p| p.store = Some(Arc::clone(&s)));
+                        s
+                    }
+                };
+                if need_list {
+                    let since = applied.max(self.pipeline.gate().revision().unwrap_or(0));
+                    applied = self.reload(&*s, &mut docs, since, &publish).await?;
+                    need_list = false;
+                }
+                let mut stream = s.watch(PREFIX, applied).await?;
+                m.state_connected.set(1);
+                attempt = 0;
+                loop {
+                    let item = tokio::select! {
+                        i = stream.next() => i,
+                        _ = shutdown.changed() => return Ok(()),
+                    };
+                    match item {
+                        Some(Ok(batch)) => {
+                            if self.apply(&mut docs, &batch) {
+                                self.install(&docs, batch.revision, &publish);
+                            } else if batch.revision > applied {
+                                publish.send_modify(|p| p.applied = batch.revision);
+                            }
+                            applied = applied.max(batch.revision);
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(StoreError::Unavailable("watch ended".into())),
+                    }
+                }
+            }
+            .await;
+            m.state_connected.set(0);
+            match failure {
+                Ok(()) => break,
+                Err(StoreError::Compacted {
+                    requested,
+                    compacted,
+                }) => {
+                    m.state_watch_errors.inc();
+                    tracing::warn!(
+                        requested,
+                        compacted,
+                        "state history compacted; reloading the prefix"
+                    );
+                    need_list = true;
+                }
+                Err(e) => {
+                    m.state_watch_errors.inc();
+                    let delay = backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    if attempt >= 3 && matches!(self.source, Source::Etcd(_)) {
+                        // Reconnect from scratch (a new endpoint resolution) from time to time.
+                        store = None;
+                    }
+                    tracing::warn!(error = %e, retry_in = ?delay, revision = applied,
+                        "state store unreachable; enforcing the last known state");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+        }
+        lkg_timer.abort();
+        let _ = publisher.await;
+    }
+}
+
+/// Writes the last-known-good file and the edge status after each new snapshot, and the
+/// status every [`HEARTBEAT`].
+async fn publisher(
+    mut rx: watch::Receiver<Published>,
+    lkg: Option<PathBuf>,
+    edge_id: String,
+    mut shutdown: ShutdownWatch,
+) {
+    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut written: i64 = -1;
+    let mut reported_at = Instant::now() - HEARTBEAT;
+    let mut reported: i64 = -1;
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = shutdown.changed() => return,
+        }
+        let p = rx.borrow_and_update().clone();
+        if let (Some(path), Some(snap)) = (&lkg, &p.snapshot)
+            && snap.revision != written
+        {
+            written = snap.revision;
+            let path = path.clone();
+            let snap = Arc::clone(snap);
+            let res = tokio::task::spawn_blocking(move || write_lkg(&path, &snap)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "last-known-good snapshot not written"),
+                Err(e) => tracing::error!(error = %e, "last-known-good writer failed"),
+            }
+        }
+        let snap_rev = p.snapshot.as_ref().map_or(0, |s| s.revision);
+        if let Some(store) = &p.store
+            && (snap_rev != reported || reported_at.elapsed() >= HEARTBEAT)
+        {
+            reported = snap_rev;
+            reported_at = Instant::now();
+            let status = json!({
+                "id": edge_id,
+                "revision": p.applied.max(snap_rev),
+                "applied_at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "started_at": started_at,
+                "version": env!("CARGO_PKG_VERSION"),
+                "hostname": hostname,
+            });
+            let op = Op::Put {
+                key: format!("{PREFIX}edges/{edge_id}"),
+                value: status.to_string().into_bytes(),
+            };
+            if let Err(e) = store.txn(&[], vec![op]).await {
+                tracing::debug!(error = %e, "edge status not reported");
+            }
+        }
+    }
+}
+
+/// Writes the snapshot document atomically: a temporary file, fsync, rename.
+fn write_lkg(path: &std::path::Path, snap: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(snap.to_value()).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_records_name_a_prefix() {
+        assert_eq!(
+            purge_prefix(br#"{"seq":1,"asset":"demo"}"#).unwrap(),
+            "demo/"
+        );
+        assert_eq!(
+            purge_prefix(br#"{"seq":2,"prefix":"demo/video/720p/"}"#).unwrap(),
+            "demo/video/720p/"
+        );
+        for bad in [
+            &br#"{"asset":"a/b"}"#[..],
+            br#"{"asset":""}"#,
+            br#"{"prefix":""}"#,
+            br#"{"prefix":"/x"}"#,
+            br#"{}"#,
+            b"nope",
+        ] {
+            assert!(
+                purge_prefix(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        for attempt in 0..40 {
+            let cap = BACKOFF_MIN
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(BACKOFF_MAX);
+            assert!(backoff(attempt) <= cap);
+        }
+        let draws: std::collections::HashSet<_> = (0..20).map(|_| backoff(10)).collect();
+        assert!(draws.len() > 10, "delays should differ: {draws:?}");
+    }
+}
