@@ -61,6 +61,8 @@ enum LoadCmd {
     Proto(streamgate_load::ProtoArgs),
     /// A percentile plot (SVG) from JSON reports of `load proto`.
     Plot(streamgate_load::PlotArgs),
+    /// Time until every edge enforces a policy change made through the control plane.
+    Propagation(streamgate_load::propagation::PropagationArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +93,12 @@ fn main() -> ExitCode {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
                 LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
+                LoadCmd::Propagation(args) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(streamgate_load::propagation::run(args))),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,

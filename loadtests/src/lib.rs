@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod plot;
+pub mod propagation;
 pub mod proto;
 mod tls;
 
