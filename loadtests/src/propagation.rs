@@ -45,11 +45,9 @@ pub struct PropagationArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
+type Auth = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 type Client = pb::policy_service_client::PolicyServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
+    tonic::service::interceptor::InterceptedService<Channel, Auth>,
 >;
 
 fn document(id: &str, allow: bool) -> String {
@@ -91,9 +89,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<()> {
         .connect()
         .await?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.token).parse()?;
-    let auth: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req| {
+    let auth: Auth = Box::new(move |mut req| {
         req.metadata_mut().insert("authorization", bearer.clone());
         Ok(req)
     });
