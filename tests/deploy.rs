@@ -68,12 +68,20 @@ fn every_shipped_config_passes_check_config() {
     for entry in std::fs::read_dir(root().join("deploy/k8s")).unwrap() {
         let path = entry.unwrap().path();
         for doc in yaml_docs(&path) {
-            assert!(doc["kind"].is_string(), "{}: a document without kind", path.display());
+            assert!(
+                doc["kind"].is_string(),
+                "{}: a document without kind",
+                path.display()
+            );
             if doc["kind"] == "ConfigMap" {
                 for (k, v) in doc["data"].as_mapping().unwrap() {
                     let k = k.as_str().unwrap();
                     if k.ends_with(".toml") {
-                        check(&format!("{} {k}", path.display()), v.as_str().unwrap(), tmp.path());
+                        check(
+                            &format!("{} {k}", path.display()),
+                            v.as_str().unwrap(),
+                            tmp.path(),
+                        );
                         checked += 1;
                     }
                 }

@@ -47,6 +47,9 @@ pub enum Decision {
     Allow {
         /// The credential came as `?token=`.
         query_token: bool,
+        /// The asset is public to everyone, so shared downstream caches may keep it;
+        /// otherwise responses are `Cache-Control: private`.
+        shared: bool,
     },
     /// Refuse with `status` (401, 403, 404 or 503) and a machine-readable `reason`.
     Deny {
@@ -146,7 +149,10 @@ impl Gate {
                     reason: "no_policy_snapshot",
                 }
             } else {
-                Decision::Allow { query_token: false }
+                Decision::Allow {
+                    query_token: false,
+                    shared: true,
+                }
             };
         };
         let Some(binding) = snap.assets.get(f.asset) else {
@@ -188,6 +194,7 @@ impl Gate {
         match policy.evaluate(&facts) {
             PolicyDecision::Allow => Decision::Allow {
                 query_token: matches!(credential, Some((_, credential::Source::Query))),
+                shared: policy.always_allows(),
             },
             PolicyDecision::Deny { status, reason } => Decision::Deny {
                 status,

@@ -41,6 +41,8 @@ const PLAYER_HTML: &str = include_str!("player.html");
 struct Fixed {
     manifest_cc: HeaderValue,
     segment_cc: HeaderValue,
+    manifest_cc_private: HeaderValue,
+    segment_cc_private: HeaderValue,
     cors_any: bool,
     cors_origins: Vec<HeaderValue>,
     cors_max_age: HeaderValue,
@@ -66,13 +68,15 @@ impl Pipeline {
         cors: &CorsConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let cc = |ttl: Duration| {
-            HeaderValue::try_from(format!("public, max-age={}", ttl.as_secs()))
+        let cc = |scope: &str, ttl: Duration| {
+            HeaderValue::try_from(format!("{scope}, max-age={}", ttl.as_secs()))
                 .expect("digits are a valid header")
         };
         let fixed = Fixed {
-            manifest_cc: cc(cache.manifest_ttl),
-            segment_cc: cc(cache.segment_ttl),
+            manifest_cc: cc("public", cache.manifest_ttl),
+            segment_cc: cc("public", cache.segment_ttl),
+            manifest_cc_private: cc("private", cache.manifest_ttl),
+            segment_cc_private: cc("private", cache.segment_ttl),
             cors_any: cors.allow_origins.iter().any(|o| o == "*"),
             cors_origins: cors
                 .allow_origins
@@ -171,12 +175,15 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
-        let query_token = match self.gate.check(&facts, SystemTime::now()) {
-            Decision::Allow { query_token } => {
+        let (query_token, shared) = match self.gate.check(&facts, SystemTime::now()) {
+            Decision::Allow {
+                query_token,
+                shared,
+            } => {
                 if self.gate.is_guarded() {
                     self.metrics.gate_allow();
                 }
-                query_token
+                (query_token, shared)
             }
             Decision::Deny { status, reason } => {
                 self.metrics.gate_deny(reason);
@@ -194,7 +201,7 @@ impl Pipeline {
         } else {
             None
         };
-        self.serve_object(req, &key, head, token).await
+        self.serve_object(req, &key, head, token, shared).await
     }
 
     async fn serve_object(
@@ -203,6 +210,7 @@ impl Pipeline {
         key: &str,
         head: bool,
         token: Option<&str>,
+        shared: bool,
     ) -> (Response<Body>, CacheStatus) {
         let (kind, ctype) = request::classify(key);
         let (entry, status) = match self.cache.lookup(key, Instant::now()) {
@@ -211,7 +219,7 @@ impl Pipeline {
                 Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
                 Ok(Fill::TooLarge) => {
                     self.cache.invalidate(key);
-                    return self.bypass(req, key, ctype, kind, head).await;
+                    return self.bypass(req, key, ctype, kind, head, shared).await;
                 }
                 Err(FillError::NotFound) => {
                     self.cache.invalidate(key);
@@ -221,14 +229,19 @@ impl Pipeline {
             },
             Lookup::Miss => match self.fill(key, kind).await {
                 Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
-                Ok(Fill::TooLarge) => return self.bypass(req, key, ctype, kind, head).await,
+                Ok(Fill::TooLarge) => {
+                    return self.bypass(req, key, ctype, kind, head, shared).await;
+                }
                 Err(e) => return (fill_error(&e), CacheStatus::Miss),
             },
         };
         if let (ObjectKind::Manifest, Some(param)) = (kind, token) {
             return (rewritten_manifest(&entry, ctype, param, head), status);
         }
-        (self.entry_response(req, &entry, ctype, kind, head), status)
+        (
+            self.entry_response(req, &entry, ctype, kind, head, shared),
+            status,
+        )
     }
 
     async fn fill(&self, key: &str, kind: ObjectKind) -> FillResult {
@@ -287,6 +300,7 @@ impl Pipeline {
         ctype: &'static str,
         kind: ObjectKind,
         head: bool,
+        shared: bool,
     ) -> (Response<Body>, CacheStatus) {
         let Ok(okey) = ObjectKey::new(key) else {
             return (not_found(), CacheStatus::Bypass);
@@ -307,7 +321,7 @@ impl Pipeline {
         let mut b = Response::builder()
             .header(header::CONTENT_TYPE, ctype)
             .header(header::ACCEPT_RANGES, BYTES)
-            .header(header::CACHE_CONTROL, self.cache_control(kind));
+            .header(header::CACHE_CONTROL, self.cache_control(kind, shared));
         let (status, body, n) = match range {
             RangeOutcome::Unsatisfiable => return (unsatisfiable(len), CacheStatus::Bypass),
             RangeOutcome::Full => (StatusCode::OK, obj.body, len),
@@ -334,10 +348,15 @@ impl Pipeline {
         (resp, CacheStatus::Bypass)
     }
 
-    fn cache_control(&self, kind: ObjectKind) -> HeaderValue {
-        match kind {
-            ObjectKind::Manifest => self.fixed.manifest_cc.clone(),
-            ObjectKind::Segment | ObjectKind::Other => self.fixed.segment_cc.clone(),
+    /// `public, max-age` for assets anyone may fetch; `private, max-age` for gated ones, so
+    /// that no shared cache downstream stores what the gate allowed for one viewer.
+    fn cache_control(&self, kind: ObjectKind, shared: bool) -> HeaderValue {
+        let f = &self.fixed;
+        match (kind, shared) {
+            (ObjectKind::Manifest, true) => f.manifest_cc.clone(),
+            (ObjectKind::Manifest, false) => f.manifest_cc_private.clone(),
+            (ObjectKind::Segment | ObjectKind::Other, true) => f.segment_cc.clone(),
+            (ObjectKind::Segment | ObjectKind::Other, false) => f.segment_cc_private.clone(),
         }
     }
 
@@ -348,10 +367,11 @@ impl Pipeline {
         ctype: &'static str,
         kind: ObjectKind,
         head: bool,
+        shared: bool,
     ) -> Response<Body> {
         let mut h = HeaderMap::with_capacity(10);
         h.insert(header::ETAG, e.etag.clone());
-        h.insert(header::CACHE_CONTROL, self.cache_control(kind));
+        h.insert(header::CACHE_CONTROL, self.cache_control(kind, shared));
         h.insert(header::ACCEPT_RANGES, BYTES);
         if let Some(inm) = req.headers.get(header::IF_NONE_MATCH)
             && request::if_none_match(inm.as_bytes(), e.etag.as_bytes())

@@ -195,6 +195,9 @@ async fn token_matrix() {
     for alg in ["rs256", "es256", "eddsa", "hs256"] {
         let r = c.get(&url).bearer_auth(tok(alg)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{alg} in the header");
+        // What the gate allowed one viewer must not be kept by shared caches downstream.
+        let cc = r.headers()["cache-control"].to_str().unwrap();
+        assert!(cc.starts_with("private, max-age="), "{cc}");
     }
     let t = tok("rs256");
     let r = c.get(format!("{url}?token={t}")).send().await.unwrap();
@@ -227,6 +230,8 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "a public asset needs nothing");
+    let cc = r.headers()["cache-control"].to_str().unwrap();
+    assert!(cc.starts_with("public, max-age="), "{cc}");
     // Decisions are counted by result and reason, and the revision in force is exported.
     let deny =
         |r: &str| format!("streamgate_edge_gate_decisions_total{{reason=\"{r}\",result=\"deny\"}}");

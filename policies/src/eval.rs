@@ -184,6 +184,20 @@ impl Policy {
         }
     }
 
+    /// Whether this policy allows every request whatever its facts (`public`, or rules that
+    /// reduce to it). Only such assets may be stored by shared downstream caches.
+    pub fn always_allows(&self) -> bool {
+        fn walk(r: &Rule) -> bool {
+            match r {
+                Rule::AnyOf(rs) => rs.iter().any(walk),
+                Rule::AllOf(rs) => rs.iter().all(walk),
+                Rule::Cond(Condition::Public) => true,
+                Rule::Not(_) | Rule::Cond(_) => false,
+            }
+        }
+        walk(&self.rule)
+    }
+
     /// Whether any branch of this policy can look at a token; tokens are verified only then.
     pub fn uses_token(&self) -> bool {
         fn walk(r: &Rule) -> bool {

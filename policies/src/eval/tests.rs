@@ -178,3 +178,18 @@ fn not_and_public() {
         Decision::Allow
     );
 }
+
+#[test]
+fn only_unconditional_policies_may_be_shared_by_downstream_caches() {
+    let p = |doc: &str| Policy::parse(doc).unwrap();
+    assert!(p("id: a\nrule: {public: true}\n").always_allows());
+    assert!(
+        p("id: a\nrule: {any_of: [{public: true}, {ip: {allow: [10.0.0.0/8]}}]}\n").always_allows()
+    );
+    assert!(
+        !p("id: a\nrule: {all_of: [{public: true}, {ip: {allow: [10.0.0.0/8]}}]}\n")
+            .always_allows()
+    );
+    assert!(!p("id: a\nrule: {jwt: {audience: x}}\n").always_allows());
+    assert!(!p("id: a\nrule: {not: {ip: {deny: [10.0.0.0/8]}}}\n").always_allows());
+}
