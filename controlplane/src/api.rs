@@ -1,22 +1,101 @@
-//! The gRPC API over the store. Today: `PolicyService` (Apply, Get, List, Delete) and
-//! `AssetService` and `KeyService`, with admin authentication, gRPC health and reflection.
-//! Purges, audit and Watch are defined in `proto/` and come next.
+//! The gRPC API over the store: `PolicyService` (with Watch), `AssetService`, `KeyService`,
+//! `PurgeService`, `AuditService` and `EdgeService`, with admin authentication, gRPC health
+//! and reflection.
+//!
+//! Every mutation commits its change and an audit entry (who, what, old version) in one
+//! store transaction, guarded by the version the caller last saw, so no update is lost and
+//! no change goes unaudited.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use serde_json::json;
 use streamgate_policy::Policy;
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::store::{PREFIX, Store, StoreError};
+use crate::store::{Guard, Op, PREFIX, Store, StoreError};
 
 mod assets;
+mod audit;
+mod edges;
 mod keys;
+mod purge;
+mod watch;
 
 pub use assets::AssetApi;
+pub use audit::AuditApi;
+pub use edges::EdgeApi;
 pub use keys::KeyApi;
+pub use purge::PurgeApi;
+pub use watch::PolicyEvents;
 
-fn policy_key(id: &str) -> String {
+/// Who made a request: the name of the admin token it presented (set by [`AdminAuth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// The actor of `req`, or `unknown` when the service runs without [`AdminAuth`].
+pub(crate) fn actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Actor>()
+        .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
+}
+
+/// The audit entry written with a change, under `audit/<unix nanos>-<random>`.
+pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut salt = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+    let entry = json!({
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "old_version": old_version,
+    });
+    Op::Put {
+        key: format!("{PREFIX}audit/{nanos:020}-{:02x}{:02x}", salt[0], salt[1]),
+        value: entry.to_string().into_bytes(),
+    }
+}
+
+/// One audited change: `ops` commit with their audit entry if every guard holds.
+pub(crate) struct Change<'a> {
+    pub(crate) actor: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) target: String,
+    pub(crate) old_version: i64,
+    pub(crate) guards: Vec<Guard>,
+    pub(crate) ops: Vec<Op>,
+}
+
+impl Change<'_> {
+    /// Commits; returns the revision (the new version of everything written).
+    pub(crate) async fn commit(mut self, store: &dyn Store) -> Result<i64, Status> {
+        self.ops.push(audit_op(
+            self.actor,
+            self.action,
+            &self.target,
+            self.old_version,
+        ));
+        store.txn(&self.guards, self.ops).await.map_err(status)
+    }
+}
+
+pub(crate) fn guard(key: String, expected: i64) -> Guard {
+    Guard { key, expected }
+}
+
+/// The key written whenever an asset is bound to `policy`, so that deleting the policy and
+/// binding to it cannot both succeed (each guards what the other writes).
+pub(crate) fn binding_key(policy: &str) -> String {
+    format!("{PREFIX}bindings/{policy}")
+}
+
+pub(crate) fn policy_key(id: &str) -> String {
     format!("{PREFIX}policies/{id}")
 }
 
@@ -43,7 +122,7 @@ impl PolicyApi {
     }
 }
 
-fn to_pb(id: String, value: Vec<u8>, version: i64) -> pb::Policy {
+pub(crate) fn to_pb(id: String, value: Vec<u8>, version: i64) -> pb::Policy {
     pb::Policy {
         id,
         document_json: String::from_utf8_lossy(&value).into_owned(),
@@ -57,6 +136,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::ApplyPolicyRequest>,
     ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+        let who = actor(&req);
         let req = req.into_inner();
         // Validate fully before anything is written; report every error with its path.
         let policy = Policy::parse(&req.document).map_err(|errs| {
@@ -65,11 +145,20 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         })?;
         let id = policy.id.as_str().to_owned();
         let value = serde_json::to_vec(&policy.to_value()).expect("JSON");
-        let version = self
-            .store
-            .put(&policy_key(&id), value.clone(), req.expected_version)
-            .await
-            .map_err(status)?;
+        let key = policy_key(&id);
+        let version = Change {
+            actor: &who,
+            action: "policy.apply",
+            target: format!("policies/{id}"),
+            old_version: req.expected_version,
+            guards: vec![guard(key.clone(), req.expected_version)],
+            ops: vec![Op::Put {
+                key,
+                value: value.clone(),
+            }],
+        }
+        .commit(&*self.store)
+        .await?;
         Ok(Response::new(pb::ApplyPolicyResponse {
             policy: Some(to_pb(id, value, version)),
         }))
@@ -105,70 +194,144 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let who = actor(&req);
         let req = req.into_inner();
         let key = policy_key(&req.id);
         if self.store.get(&key).await.map_err(status)?.is_none() {
             return Err(Status::not_found(format!("no policy {:?}", req.id)));
         }
-        self.store
-            .delete(&key, req.expected_version)
+        // Refuse while assets are bound to it. Binding touches the binding key, which this
+        // delete guards, so a concurrent bind and this delete cannot both commit.
+        let bkey = binding_key(&req.id);
+        let bound_version = self
+            .store
+            .get(&bkey)
+            .await
+            .map_err(status)?
+            .map_or(0, |v| v.version);
+        let (assets, _) = self
+            .store
+            .list(&format!("{PREFIX}assets/"))
             .await
             .map_err(status)?;
+        let users: Vec<String> = assets
+            .iter()
+            .filter_map(|(_, v)| {
+                let d: serde_json::Value = serde_json::from_slice(&v.value).ok()?;
+                (d["policy"].as_str() == Some(req.id.as_str()))
+                    .then(|| d["id"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        if !users.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "policy {:?} is bound to {} asset(s): {}; bind them to another policy first",
+                req.id,
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        Change {
+            actor: &who,
+            action: "policy.delete",
+            target: format!("policies/{}", req.id),
+            old_version: req.expected_version,
+            guards: vec![
+                guard(key.clone(), req.expected_version),
+                guard(bkey.clone(), bound_version),
+            ],
+            ops: vec![Op::Delete { key }, Op::Delete { key: bkey }],
+        }
+        .commit(&*self.store)
+        .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
 
-    type WatchStream = tokio_stream::Empty<Result<pb::PolicyEvent, Status>>;
+    type WatchStream = PolicyEvents;
 
     async fn watch(
         &self,
-        _req: Request<pb::WatchPoliciesRequest>,
+        req: Request<pb::WatchPoliciesRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented(
-            "Watch is not served yet; edges will watch etcd directly",
+        let from = req.into_inner().from_revision;
+        Ok(Response::new(
+            watch::policy_events(Arc::clone(&self.store), from).await?,
         ))
     }
 }
 
-/// Checks `authorization: Bearer <token>` against the admin tokens, in constant time.
+/// Splits an admin token line into (actor name, token): `name:token` names the operator;
+/// a bare token is named `token-<first 8 hex digits of its SHA-256>`.
+pub fn split_token_line(line: &str) -> (String, &str) {
+    if let Some((name, token)) = line.split_once(':')
+        && !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return (name.to_owned(), token);
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, line.as_bytes());
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (format!("token-{hex}"), line)
+}
+
+/// Checks `authorization: Bearer <token>` against the admin tokens, in constant time, and
+/// puts the token's [`Actor`] into the request for the audit log.
 #[derive(Clone)]
 pub struct AdminAuth {
-    tokens: Arc<Vec<Vec<u8>>>,
+    tokens: Arc<Vec<(Vec<u8>, Actor)>>,
 }
 
 impl AdminAuth {
-    /// Accepts any of `tokens` (each at least 16 bytes; shorter ones are ignored).
-    pub fn new(tokens: Vec<String>) -> Self {
+    /// Accepts any of `lines` (`token` or `name:token`; tokens shorter than 16 bytes are
+    /// ignored).
+    pub fn new(lines: Vec<String>) -> Self {
         Self {
             tokens: Arc::new(
-                tokens
-                    .into_iter()
-                    .map(String::into_bytes)
-                    .filter(|t| t.len() >= 16)
+                lines
+                    .iter()
+                    .map(|l| split_token_line(l))
+                    .filter(|(_, t)| t.len() >= 16)
+                    .map(|(name, t)| (t.as_bytes().to_vec(), Actor(name)))
                     .collect(),
             ),
         }
     }
 
-    fn ok(&self, presented: &[u8]) -> bool {
+    fn ok(&self, presented: &[u8]) -> Option<&Actor> {
         // Compare against every token without an early exit, so timing says nothing.
-        self.tokens.iter().fold(false, |acc, t| {
+        let mut found = None;
+        for (t, actor) in self.tokens.iter() {
             let same_len = t.len() == presented.len();
             let diff = t.iter().zip(presented).fold(0u8, |d, (a, b)| d | (a ^ b));
-            acc | (same_len & (diff == 0))
-        })
+            if same_len & (diff == 0) {
+                found = Some(actor);
+            }
+        }
+        found
     }
 }
 
 impl tonic::service::Interceptor for AdminAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let presented = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match presented {
-            Some(t) if self.ok(t.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("admin token not accepted")),
+            Some(t) => match self.ok(t.as_bytes()) {
+                Some(actor) => {
+                    let actor = actor.clone();
+                    req.extensions_mut().insert(actor);
+                    Ok(req)
+                }
+                None => Err(Status::unauthenticated("admin token not accepted")),
+            },
             None => Err(Status::unauthenticated(
                 "admin token required: authorization: Bearer <token>",
             )),
@@ -194,6 +357,15 @@ pub async fn serve(
     health
         .set_serving::<pb::key_service_server::KeyServiceServer<KeyApi>>()
         .await;
+    health
+        .set_serving::<pb::purge_service_server::PurgeServiceServer<PurgeApi>>()
+        .await;
+    health
+        .set_serving::<pb::audit_service_server::AuditServiceServer<AuditApi>>()
+        .await;
+    health
+        .set_serving::<pb::edge_service_server::EdgeServiceServer<EdgeApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -206,13 +378,29 @@ pub async fn serve(
         AssetApi::new(Arc::clone(&store)),
         auth.clone(),
     );
-    let keys = pb::key_service_server::KeyServiceServer::with_interceptor(KeyApi::new(store), auth);
+    let keys = pb::key_service_server::KeyServiceServer::with_interceptor(
+        KeyApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
+    let purges = pb::purge_service_server::PurgeServiceServer::with_interceptor(
+        PurgeApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
+    let audit = pb::audit_service_server::AuditServiceServer::with_interceptor(
+        AuditApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
+    let edges =
+        pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
     tonic::transport::Server::builder()
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(policies)
         .add_service(assets)
         .add_service(keys)
+        .add_service(purges)
+        .add_service(audit)
+        .add_service(edges)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -220,5 +408,7 @@ pub async fn serve(
         .await
 }
 
+#[cfg(test)]
+mod services_tests;
 #[cfg(test)]
 mod tests;

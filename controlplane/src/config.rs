@@ -27,7 +27,8 @@ pub struct ControlConfig {
     pub listen: SocketAddr,
     /// The state store.
     pub store: StoreConfig,
-    /// Admin bearer tokens (from `admin_token_file`, one per line; at least 16 bytes each).
+    /// Admin bearer token lines (from `admin_token_file`, one per line): `token`, or
+    /// `name:token` to name the operator in the audit log. Tokens are at least 16 bytes.
     pub admin_tokens: Vec<String>,
 }
 
@@ -116,10 +117,14 @@ impl ControlConfig {
                         .filter(|l| !l.is_empty())
                         .map(str::to_owned)
                         .collect();
-                    if admin_tokens.is_empty() || admin_tokens.iter().any(|t| t.len() < 16) {
+                    if admin_tokens.is_empty()
+                        || admin_tokens
+                            .iter()
+                            .any(|t| crate::api::split_token_line(t).1.len() < 16)
+                    {
                         errs.push(
                             "control.admin_token_file",
-                            "needs one or more tokens of at least 16 characters",
+                            "needs one or more tokens of at least 16 characters (`token` or `name:token` lines)",
                         );
                     }
                 }

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{policy_key, status};
-use crate::store::{PREFIX, Store};
+use super::{Change, actor, binding_key, guard, policy_key, status};
+use crate::store::{Op, PREFIX, Store};
 
 fn asset_key(id: &str) -> String {
     format!("{PREFIX}assets/{id}")
@@ -43,38 +43,50 @@ impl AssetApi {
         Self { store }
     }
 
-    /// A binding must name a policy that exists. (Deleting a policy that assets still use is
-    /// not prevented yet: the edge then refuses those assets with 403, failing closed.)
-    async fn check_policy(&self, policy: &str) -> Result<(), Status> {
-        if policy.is_empty()
-            || self
+    /// Writes the asset at `expected`. A binding must name a policy that exists; the write
+    /// guards that policy's version and touches its binding key, so deleting the policy
+    /// concurrently cannot leave the asset bound to nothing.
+    async fn write(
+        &self,
+        who: &str,
+        action: &str,
+        a: &pb::Asset,
+        expected: i64,
+    ) -> Result<pb::Asset, Status> {
+        valid_id(&a.id)?;
+        let key = asset_key(&a.id);
+        let doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
+        let mut guards = vec![guard(key.clone(), expected)];
+        let mut ops = vec![Op::Put {
+            key,
+            value: serde_json::to_vec(&doc).expect("JSON"),
+        }];
+        if !a.policy_id.is_empty() {
+            let pkey = policy_key(&a.policy_id);
+            let policy = self
                 .store
-                .get(&policy_key(policy))
+                .get(&pkey)
                 .await
                 .map_err(status)?
-                .is_some()
-        {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(format!(
-                "no policy {policy:?} to bind to"
-            )))
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!("no policy {:?} to bind to", a.policy_id))
+                })?;
+            guards.push(guard(pkey, policy.version));
+            ops.push(Op::Put {
+                key: binding_key(&a.policy_id),
+                value: a.id.clone().into_bytes(),
+            });
         }
-    }
-
-    async fn write(&self, a: &pb::Asset, expected: i64) -> Result<pb::Asset, Status> {
-        valid_id(&a.id)?;
-        self.check_policy(&a.policy_id).await?;
-        let doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
-        let version = self
-            .store
-            .put(
-                &asset_key(&a.id),
-                serde_json::to_vec(&doc).expect("JSON"),
-                expected,
-            )
-            .await
-            .map_err(status)?;
+        let version = Change {
+            actor: who,
+            action,
+            target: format!("assets/{}", a.id),
+            old_version: expected,
+            guards,
+            ops,
+        }
+        .commit(&*self.store)
+        .await?;
         Ok(pb::Asset {
             version,
             ..a.clone()
@@ -109,11 +121,12 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::RegisterAssetRequest>,
     ) -> Result<Response<pb::RegisterAssetResponse>, Status> {
+        let who = actor(&req);
         let a = req
             .into_inner()
             .asset
             .ok_or_else(|| Status::invalid_argument("asset is required"))?;
-        let asset = self.write(&a, 0).await?;
+        let asset = self.write(&who, "asset.register", &a, 0).await?;
         Ok(Response::new(pb::RegisterAssetResponse {
             asset: Some(asset),
         }))
@@ -143,6 +156,7 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::UpdateAssetRequest>,
     ) -> Result<Response<pb::UpdateAssetResponse>, Status> {
+        let who = actor(&req);
         let req = req.into_inner();
         let a = req
             .asset
@@ -152,7 +166,9 @@ impl pb::asset_service_server::AssetService for AssetApi {
                 "expected_version is required to update",
             ));
         }
-        let asset = self.write(&a, req.expected_version).await?;
+        let asset = self
+            .write(&who, "asset.update", &a, req.expected_version)
+            .await?;
         Ok(Response::new(pb::UpdateAssetResponse {
             asset: Some(asset),
         }))
@@ -162,12 +178,20 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::DeleteAssetRequest>,
     ) -> Result<Response<pb::DeleteAssetResponse>, Status> {
+        let who = actor(&req);
         let req = req.into_inner();
         self.read(&req.id).await?;
-        self.store
-            .delete(&asset_key(&req.id), req.expected_version)
-            .await
-            .map_err(status)?;
+        let key = asset_key(&req.id);
+        Change {
+            actor: &who,
+            action: "asset.delete",
+            target: format!("assets/{}", req.id),
+            old_version: req.expected_version,
+            guards: vec![guard(key.clone(), req.expected_version)],
+            ops: vec![Op::Delete { key }],
+        }
+        .commit(&*self.store)
+        .await?;
         Ok(Response::new(pb::DeleteAssetResponse {}))
     }
 
@@ -175,10 +199,13 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::BindAssetRequest>,
     ) -> Result<Response<pb::BindAssetResponse>, Status> {
+        let who = actor(&req);
         let req = req.into_inner();
         let mut a = self.read(&req.asset_id).await?;
         a.policy_id = req.policy_id;
-        let asset = self.write(&a, req.expected_version).await?;
+        let asset = self
+            .write(&who, "asset.bind", &a, req.expected_version)
+            .await?;
         Ok(Response::new(pb::BindAssetResponse { asset: Some(asset) }))
     }
 }

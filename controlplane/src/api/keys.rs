@@ -8,8 +8,8 @@ use streamgate_policy::KeyDoc;
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::status;
-use crate::store::{PREFIX, Store};
+use super::{Change, actor, guard, status};
+use crate::store::{Op, PREFIX, Store};
 
 fn key_key(kid: &str) -> String {
     format!("{PREFIX}keys/{kid}")
@@ -61,23 +61,8 @@ impl KeyApi {
         Self { store }
     }
 
-    async fn add_key(&self, jwk_json: &str) -> Result<pb::Key, Status> {
-        let doc = parse(jwk_json)?;
-        let value = serde_json::to_vec(&doc.to_value()).expect("JSON");
-        let version = self
-            .store
-            .put(&key_key(&doc.kid), value, 0)
-            .await
-            .map_err(status)?;
-        Ok(to_pb(&doc, version))
-    }
-
-    async fn retire_key(
-        &self,
-        kid: &str,
-        overlap_secs: i64,
-        expected: i64,
-    ) -> Result<pb::Key, Status> {
+    /// The retiring version of key `kid` (currently at `expected`), after `overlap_secs`.
+    async fn retiring(&self, kid: &str, overlap_secs: i64) -> Result<KeyDoc, Status> {
         let overlap = overlap(overlap_secs)?;
         let cur = self
             .store
@@ -87,13 +72,14 @@ impl KeyApi {
             .ok_or_else(|| Status::not_found(format!("no key {kid:?}")))?;
         let mut doc = parse(&String::from_utf8_lossy(&cur.value))?;
         doc.retire_at = Some(SystemTime::now() + overlap);
-        let value = serde_json::to_vec(&doc.to_value()).expect("JSON");
-        let version = self
-            .store
-            .put(&key_key(kid), value, expected)
-            .await
-            .map_err(status)?;
-        Ok(to_pb(&doc, version))
+        Ok(doc)
+    }
+}
+
+fn put(doc: &KeyDoc) -> Op {
+    Op::Put {
+        key: key_key(&doc.kid),
+        value: serde_json::to_vec(&doc.to_value()).expect("JSON"),
     }
 }
 
@@ -103,8 +89,21 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::AddKeyRequest>,
     ) -> Result<Response<pb::AddKeyResponse>, Status> {
-        let key = self.add_key(&req.into_inner().jwk_json).await?;
-        Ok(Response::new(pb::AddKeyResponse { key: Some(key) }))
+        let who = actor(&req);
+        let doc = parse(&req.into_inner().jwk_json)?;
+        let version = Change {
+            actor: &who,
+            action: "key.add",
+            target: format!("keys/{}", doc.kid),
+            old_version: 0,
+            guards: vec![guard(key_key(&doc.kid), 0)],
+            ops: vec![put(&doc)],
+        }
+        .commit(&*self.store)
+        .await?;
+        Ok(Response::new(pb::AddKeyResponse {
+            key: Some(to_pb(&doc, version)),
+        }))
     }
 
     async fn list(
@@ -126,29 +125,55 @@ impl pb::key_service_server::KeyService for KeyApi {
         &self,
         req: Request<pb::RetireKeyRequest>,
     ) -> Result<Response<pb::RetireKeyResponse>, Status> {
+        let who = actor(&req);
         let r = req.into_inner();
-        let key = self
-            .retire_key(&r.kid, r.overlap_seconds, r.expected_version)
-            .await?;
-        Ok(Response::new(pb::RetireKeyResponse { key: Some(key) }))
+        let doc = self.retiring(&r.kid, r.overlap_seconds).await?;
+        let version = Change {
+            actor: &who,
+            action: "key.retire",
+            target: format!("keys/{}", r.kid),
+            old_version: r.expected_version,
+            guards: vec![guard(key_key(&r.kid), r.expected_version)],
+            ops: vec![put(&doc)],
+        }
+        .commit(&*self.store)
+        .await?;
+        Ok(Response::new(pb::RetireKeyResponse {
+            key: Some(to_pb(&doc, version)),
+        }))
     }
 
-    /// Adds the new key, then retires the old one after the overlap. The two writes are not
-    /// one transaction: if the retirement fails (a stale version), the new key stays, which
-    /// is harmless, and the call reports the failure so the operator retries the retirement.
+    /// Adds the new key and retires the old one after the overlap, in one transaction: both
+    /// happen or neither does.
     async fn rotate(
         &self,
         req: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let who = actor(&req);
         let r = req.into_inner();
-        overlap(r.overlap_seconds)?;
-        let added = self.add_key(&r.new_jwk_json).await?;
-        let retiring = self
-            .retire_key(&r.old_kid, r.overlap_seconds, r.expected_version)
-            .await?;
+        let new = parse(&r.new_jwk_json)?;
+        if new.kid == r.old_kid {
+            return Err(Status::invalid_argument(
+                "the new key needs a kid of its own",
+            ));
+        }
+        let old = self.retiring(&r.old_kid, r.overlap_seconds).await?;
+        let version = Change {
+            actor: &who,
+            action: "key.rotate",
+            target: format!("keys/{}", r.old_kid),
+            old_version: r.expected_version,
+            guards: vec![
+                guard(key_key(&r.old_kid), r.expected_version),
+                guard(key_key(&new.kid), 0),
+            ],
+            ops: vec![put(&new), put(&old)],
+        }
+        .commit(&*self.store)
+        .await?;
         Ok(Response::new(pb::RotateKeyResponse {
-            added: Some(added),
-            retiring: Some(retiring),
+            added: Some(to_pb(&new, version)),
+            retiring: Some(to_pb(&old, version)),
         }))
     }
 }

@@ -198,12 +198,25 @@ async fn policy_api_on_etcd() {
 }
 
 #[test]
-fn admin_tokens_compare_whole() {
-    let a = AdminAuth::new(vec![ADMIN.into(), "short".into()]);
-    assert!(a.ok(ADMIN.as_bytes()));
-    assert!(!a.ok(&ADMIN.as_bytes()[..10]));
-    assert!(!a.ok(b"short"), "tokens under 16 bytes are never accepted");
-    assert!(!a.ok(b""));
+fn admin_tokens_compare_whole_and_name_their_actor() {
+    let a = AdminAuth::new(vec![
+        ADMIN.into(),
+        "short".into(),
+        "alice:alice-token-0123456789".into(),
+    ]);
+    let who = a.ok(ADMIN.as_bytes()).unwrap();
+    assert!(who.0.starts_with("token-") && who.0.len() == 14, "{who:?}");
+    assert_eq!(a.ok(b"alice-token-0123456789").unwrap().0, "alice");
+    assert!(
+        a.ok(b"alice:alice-token-0123456789").is_none(),
+        "the name is not part of the token"
+    );
+    assert!(a.ok(&ADMIN.as_bytes()[..10]).is_none());
+    assert!(
+        a.ok(b"short").is_none(),
+        "tokens under 16 bytes are never accepted"
+    );
+    assert!(a.ok(b"").is_none());
 }
 
 #[tokio::test]
@@ -382,10 +395,7 @@ async fn keys_add_retire_and_rotate_with_overlap() {
     assert_eq!(rot.added.unwrap().kid, "k2");
     let retiring = rot.retiring.unwrap();
     let at = humantime::parse_rfc3339(&retiring.retire_at).unwrap();
-    let left = at
-        .duration_since(std::time::SystemTime::now())
-        .unwrap()
-        .as_secs();
+    let left = at.duration_since(SystemTime::now()).unwrap().as_secs();
     assert!((3500..=3600).contains(&left), "overlap {left}s");
 
     let stale = k
