@@ -47,9 +47,9 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
-    /// Operator commands: tokens, policy checks.
-    #[command(subcommand)]
-    Ctl(ctl::CtlCmd),
+    /// The operator CLI: policies, assets, keys, purges, audit and edges over the control
+    /// plane's gRPC API; token minting and policy checks locally.
+    Ctl(ctl::CtlArgs),
     /// Load tools: protocol benchmarks and plots.
     #[command(subcommand)]
     Load(LoadCmd),
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             config,
             check_config,
         } => run_control(&config, check_config),
-        Cmd::Ctl(cmd) => ctl::run(cmd),
+        Cmd::Ctl(args) => ctl::run(args),
         Cmd::Load(cmd) => {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),

@@ -222,4 +222,78 @@ async fn operator_configures_and_two_edges_enforce() {
         "key retirement enforced by both edges {:?} after Retire",
         t0.elapsed()
     );
+
+    // A purge through `ctl` reaches both edges' caches.
+    std::fs::write(d.join("open.yaml"), "id: open\nrule: {public: true}\n").unwrap();
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .arg("ctl")
+            .args([
+                "--endpoint",
+                &format!("http://127.0.0.1:{grpc}"),
+                "-o",
+                "json",
+            ])
+            .args(args)
+            .env("STREAMGATE_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    ctl(&[
+        "policy",
+        "apply",
+        "-f",
+        d.join("open.yaml").to_str().unwrap(),
+    ]);
+    ctl(&["asset", "bind", "demo", "open"]);
+    let seg = |e: &str| format!("{e}/v/demo/seg-1.m4s");
+    for e in &edges {
+        until(&c, &seg(e), None, 200).await;
+        let r = c.get(seg(e)).send().await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "HIT", "{e}");
+    }
+    let purge = ctl(&["purge", "--asset", "demo"]);
+    assert_eq!(purge["seq"], 1);
+    for e in &edges {
+        let t0 = Instant::now();
+        loop {
+            let r = c.get(seg(e)).send().await.unwrap();
+            if r.headers()["x-cache"] == "MISS" {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "purge never reached {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // Both edges report the revision they run.
+    let want = purge["revision"].as_i64().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let list = ctl(&["edges"]);
+        let edges = list["edges"].as_array().unwrap();
+        let ids: Vec<&str> = edges.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        if ids == ["e2e-0", "e2e-1"]
+            && edges
+                .iter()
+                .all(|e| e["revision"].as_i64().unwrap() >= want)
+        {
+            assert!(edges.iter().all(|e| e["stale"] == false), "{list}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "edges not reported: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

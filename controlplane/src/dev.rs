@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use streamgate_policy::Policy;
-use streamgate_store::{PREFIX, Store, StoreError};
+use streamgate_store::{Guard, Op, PREFIX, Store, StoreError};
 
 use crate::token::{SigningKey, TokenError};
 
@@ -70,9 +70,28 @@ pub fn demo_policy() -> Value {
     })
 }
 
-/// Creates `key` with `value` unless it exists. Returns whether it wrote.
-async fn create(store: &dyn Store, key: &str, value: &Value) -> Result<bool, StoreError> {
-    match store.put(key, value.to_string().into_bytes(), 0).await {
+/// Writes `key` if it is at `expected` (0: absent), audited as done by `streamgate-dev`.
+/// Returns whether it wrote (false: someone else's version is there; keep theirs).
+async fn write(
+    store: &dyn Store,
+    key: &str,
+    value: &Value,
+    expected: i64,
+    action: &str,
+) -> Result<bool, StoreError> {
+    let target = key.strip_prefix(PREFIX).unwrap_or(key);
+    let ops = vec![
+        Op::Put {
+            key: key.to_owned(),
+            value: value.to_string().into_bytes(),
+        },
+        crate::api::audit_op("streamgate-dev", action, target, expected),
+    ];
+    let guard = Guard {
+        key: key.to_owned(),
+        expected,
+    };
+    match store.txn(&[guard], ops).await {
         Ok(_) => Ok(true),
         Err(StoreError::Conflict { .. }) => Ok(false),
         Err(e) => Err(e),
@@ -129,19 +148,26 @@ pub async fn seed(
         Some(v) if serde_json::from_slice::<Value>(&v.value).ok().as_ref() == Some(&jwk) => {}
         current => {
             let version = current.map_or(0, |v| v.version);
-            store
-                .put(&key_key, jwk.to_string().into_bytes(), version)
-                .await?;
+            write(store, &key_key, &jwk, version, "key.add").await?;
         }
     }
     let policy = Policy::from_value(&demo_policy())
         .expect("the demo policy is valid")
         .to_value();
-    create(store, &format!("{PREFIX}policies/{DEMO_POLICY}"), &policy).await?;
-    create(
+    write(
+        store,
+        &format!("{PREFIX}policies/{DEMO_POLICY}"),
+        &policy,
+        0,
+        "policy.apply",
+    )
+    .await?;
+    write(
         store,
         &format!("{PREFIX}assets/{asset}"),
         &json!({"id": asset, "policy": DEMO_POLICY, "description": "the dev demo: a generated test pattern"}),
+        0,
+        "asset.register",
     )
     .await?;
 

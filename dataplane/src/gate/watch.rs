@@ -17,8 +17,9 @@
 //!   restarted edge serves what it enforced before.
 //!
 //! A publisher task, off the watch path, writes the last-known-good file and reports the
-//! applied revision to `/streamgate/v1/edges/<edge-id>` on every new snapshot and every
-//! 30 s, so the control plane can show which edges run which revision.
+//! applied revision to `/streamgate/v1/edges/<edge-id>` on every new snapshot, every
+//! applied purge and every 30 s, so the control plane can show which edges run which
+//! revision (and so whether a purge reached them all).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -135,6 +136,8 @@ struct Published {
     snapshot: Option<Arc<Snapshot>>,
     applied: i64,
     store: Option<Arc<dyn Store>>,
+    /// Bumped by each new snapshot and each purge: the events worth reporting at once.
+    epoch: u64,
 }
 
 /// The documents the snapshot is built from, by store key.
@@ -190,6 +193,7 @@ impl StateWatcher {
                 publish.send_modify(|p| {
                     p.snapshot = Some(snap);
                     p.applied = revision;
+                    p.epoch += 1;
                 });
             }
             Err(e) => {
@@ -240,9 +244,10 @@ impl StateWatcher {
         Ok(rev)
     }
 
-    /// Applies one watch batch; returns whether the snapshot changed.
-    fn apply(&self, docs: &mut Docs, batch: &Batch) -> bool {
-        let mut changed = false;
+    /// Applies one watch batch; returns whether the snapshot changed and whether a purge
+    /// was applied.
+    fn apply(&self, docs: &mut Docs, batch: &Batch) -> (bool, bool) {
+        let (mut changed, mut purged) = (false, false);
         for ev in &batch.events {
             match (kind(ev.key()), ev) {
                 (Kind::Policy | Kind::Asset | Kind::Key, Event::Put { key, value, .. }) => {
@@ -252,11 +257,14 @@ impl StateWatcher {
                 (Kind::Policy | Kind::Asset | Kind::Key, Event::Delete { key, .. }) => {
                     changed |= docs.docs.remove(key).is_some();
                 }
-                (Kind::Purge, Event::Put { key, value, .. }) => self.purge(key, value),
+                (Kind::Purge, Event::Put { key, value, .. }) => {
+                    self.purge(key, value);
+                    purged = true;
+                }
                 _ => {}
             }
         }
-        changed
+        (changed, purged)
     }
 }
 
@@ -289,6 +297,7 @@ impl BackgroundService for StateWatcher {
             snapshot: None,
             applied: 0,
             store: None,
+            epoch: 0,
         });
         let publisher = tokio::spawn(publisher(
             published,
@@ -349,10 +358,15 @@ impl BackgroundService for StateWatcher {
                     };
                     match item {
                         Some(Ok(batch)) => {
-                            if self.apply(&mut docs, &batch) {
+                            let (changed, purged) = self.apply(&mut docs, &batch);
+                            if changed {
                                 self.install(&docs, batch.revision, &publish);
-                            } else if batch.revision > applied {
-                                publish.send_modify(|p| p.applied = batch.revision);
+                            }
+                            if purged || (!changed && batch.revision > applied) {
+                                publish.send_modify(|p| {
+                                    p.applied = p.applied.max(batch.revision);
+                                    p.epoch += u64::from(purged);
+                                });
                             }
                             applied = applied.max(batch.revision);
                         }
@@ -413,7 +427,7 @@ async fn publisher(
         .unwrap_or_default();
     let mut written: i64 = -1;
     let mut reported_at = Instant::now() - HEARTBEAT;
-    let mut reported: i64 = -1;
+    let mut reported: u64 = u64::MAX;
     loop {
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
@@ -436,9 +450,9 @@ async fn publisher(
         }
         let snap_rev = p.snapshot.as_ref().map_or(0, |s| s.revision);
         if let Some(store) = &p.store
-            && (snap_rev != reported || reported_at.elapsed() >= HEARTBEAT)
+            && (p.epoch != reported || reported_at.elapsed() >= HEARTBEAT)
         {
-            reported = snap_rev;
+            reported = p.epoch;
             reported_at = Instant::now();
             let status = json!({
                 "id": edge_id,

@@ -1,6 +1,5 @@
-//! `streamgate ctl`: operator commands. Today: minting tokens with a key the operator holds,
-//! and checking policy and snapshot files locally. The gRPC-backed commands (policy apply,
-//! assets, keys, purge, audit) come with the control-plane API.
+//! The local `ctl` commands: minting tokens with a key the operator holds, and checking a
+//! policy file. They need no control plane.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,16 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
-
-#[derive(Subcommand)]
-pub(crate) enum CtlCmd {
-    /// Tokens.
-    #[command(subcommand)]
-    Token(TokenCmd),
-    /// Policies.
-    #[command(subcommand)]
-    Policy(PolicyCmd),
-}
 
 #[derive(Subcommand)]
 pub(crate) enum TokenCmd {
@@ -56,24 +45,7 @@ pub(crate) struct MintArgs {
     public_jwk: bool,
 }
 
-#[derive(Subcommand)]
-pub(crate) enum PolicyCmd {
-    /// Validate a policy document (YAML or JSON); list every error with its field path.
-    Check {
-        /// The policy file.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
-}
-
-pub(crate) fn run(cmd: CtlCmd) -> ExitCode {
-    match cmd {
-        CtlCmd::Token(TokenCmd::Mint(a)) => mint(a),
-        CtlCmd::Policy(PolicyCmd::Check { file }) => check_policy(&file),
-    }
-}
-
-fn mint(a: MintArgs) -> ExitCode {
+pub(crate) fn mint(a: MintArgs) -> ExitCode {
     let key = match streamgate_control::token::SigningKey::load(&a.key, &a.kid) {
         Ok(k) => k,
         Err(e) => {
@@ -122,7 +94,7 @@ fn mint(a: MintArgs) -> ExitCode {
     }
 }
 
-fn check_policy(file: &std::path::Path) -> ExitCode {
+pub(crate) fn check_policy(file: &std::path::Path) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
