@@ -1,8 +1,7 @@
 //! `streamgate control` as an operator runs it: config checked, the gRPC API served on the
 //! embedded store, and applied policies still there after a restart.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use streamgate_proto::control::v1 as pb;
 use tonic::Request;
@@ -11,25 +10,10 @@ const TOKEN: &str = "operator-token-0123456789";
 
 mod common;
 
-use common::{Proc, free_port};
+use common::{Proc, free_port, spawn_listening};
 
 fn start(cfg: &std::path::Path, port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args(["control", "--config"])
-        .arg(cfg)
-        .env("STREAMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "control plane did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proc(child)
+    spawn_listening(&["control", "--config"], cfg, port, "control plane")
 }
 
 async fn client(

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port};
+use common::{Proc, free_port, spawn_listening};
 use serde_json::Value;
 
 const TOKEN: &str = "ops:operator-token-0123456789";
@@ -34,21 +34,7 @@ impl Ctl {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-            .args(["control", "--config"])
-            .arg(&cfg)
-            .env("STREAMGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(15),
-                "control did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let control = spawn_listening(&["control", "--config"], &cfg, port, "control plane");
         // The operator's own token file holds only the token.
         let mine = dir.path().join("my-token");
         std::fs::write(&mine, "operator-token-0123456789\n").unwrap();
@@ -56,7 +42,7 @@ impl Ctl {
             endpoint: format!("http://127.0.0.1:{port}"),
             token_file: mine,
             dir,
-            _control: Proc(child),
+            _control: control,
         }
     }
 

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port};
+use common::{free_port, spawn_listening};
 use streamgate_proto::control::v1 as pb;
 use streamgate_store::testkit::start_etcd;
 use tonic::Request;
@@ -21,25 +21,6 @@ fn authed<T>(msg: T) -> Request<T> {
     r.metadata_mut()
         .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     r
-}
-
-fn spawn(args: &[&str], cfg: &std::path::Path, port: u16, what: &str) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args(args)
-        .arg(cfg)
-        .env("STREAMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "{what} did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proc(child)
 }
 
 fn mint(dir: &std::path::Path, extra: &[&str]) -> String {
@@ -90,7 +71,7 @@ async fn operator_configures_and_two_edges_enforce() {
         ),
     )
     .unwrap();
-    let _control = spawn(
+    let _control = spawn_listening(
         &["control", "--config"],
         &d.join("control.toml"),
         grpc,
@@ -122,7 +103,7 @@ async fn operator_configures_and_two_edges_enforce() {
             ),
         )
         .unwrap();
-        procs.push(spawn(&["edge", "--config"], &cfg, http, "edge"));
+        procs.push(spawn_listening(&["edge", "--config"], &cfg, http, "edge"));
         edges.push(format!("http://127.0.0.1:{http}"));
     }
 

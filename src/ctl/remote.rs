@@ -241,6 +241,20 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints a list: a JSON array, or a table with `header` and one row per item.
+fn listing<T>(
+    out: Output,
+    items: &[T],
+    to_json: impl Fn(&T) -> Value,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    match out {
+        Output::Json => print_json(&Value::Array(items.iter().map(to_json).collect())),
+        Output::Human => table(header, &items.iter().map(row).collect::<Vec<_>>()),
+    }
+}
+
 async fn current_policy(api: &mut Api, id: &str) -> Result<Option<pb::Policy>> {
     match api
         .policies
@@ -349,23 +363,20 @@ pub(crate) async fn run(g: &Global, cmd: CtlCmd) -> Result<ExitCode> {
                 .await?
                 .into_inner()
                 .policies;
-            match out {
-                Output::Json => print_json(&Value::Array(list.iter().map(policy_json).collect())),
-                Output::Human => {
-                    let rows: Vec<Vec<String>> = list
-                        .iter()
-                        .map(|p| {
-                            let d = doc_json(&p.document_json);
-                            vec![
-                                p.id.clone(),
-                                p.version.to_string(),
-                                d["description"].as_str().unwrap_or_default().to_owned(),
-                            ]
-                        })
-                        .collect();
-                    table(&["ID", "VERSION", "DESCRIPTION"], &rows);
-                }
-            }
+            listing(
+                out,
+                &list,
+                policy_json,
+                &["ID", "VERSION", "DESCRIPTION"],
+                |p| {
+                    let d = doc_json(&p.document_json);
+                    vec![
+                        p.id.clone(),
+                        p.version.to_string(),
+                        d["description"].as_str().unwrap_or_default().to_owned(),
+                    ]
+                },
+            );
         }
         CtlCmd::Policy(PolicyCmd::Diff { .. }) => {
             let (_, policy) = policy_input.expect("read above");
@@ -462,33 +473,25 @@ pub(crate) async fn run(g: &Global, cmd: CtlCmd) -> Result<ExitCode> {
                 .await?
                 .into_inner()
                 .entries;
-            match out {
-                Output::Json => print_json(&Value::Array(
-                    entries
-                        .iter()
-                        .map(|e| {
-                            json!({"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action,
-                                   "target": e.target, "old_version": e.old_version, "new_version": e.new_version})
-                        })
-                        .collect(),
-                )),
-                Output::Human => {
-                    let rows: Vec<Vec<String>> = entries
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.seq.to_string(),
-                                e.time.clone(),
-                                e.actor.clone(),
-                                e.action.clone(),
-                                e.target.clone(),
-                                format!("{} -> {}", e.old_version, e.new_version),
-                            ]
-                        })
-                        .collect();
-                    table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "VERSION"], &rows);
-                }
-            }
+            listing(
+                out,
+                &entries,
+                |e| {
+                    json!({"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action,
+                           "target": e.target, "old_version": e.old_version, "new_version": e.new_version})
+                },
+                &["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "VERSION"],
+                |e| {
+                    vec![
+                        e.seq.to_string(),
+                        e.time.clone(),
+                        e.actor.clone(),
+                        e.action.clone(),
+                        e.target.clone(),
+                        format!("{} -> {}", e.old_version, e.new_version),
+                    ]
+                },
+            );
         }
         CtlCmd::Edges => {
             let r = api.edges.list(pb::ListEdgesRequest {}).await?.into_inner();
@@ -575,23 +578,20 @@ async fn asset(api: &mut Api, out: Output, cmd: AssetCmd) -> Result<()> {
                 .await?
                 .into_inner()
                 .assets;
-            match out {
-                Output::Json => print_json(&Value::Array(list.iter().map(asset_json).collect())),
-                Output::Human => {
-                    let rows: Vec<Vec<String>> = list
-                        .iter()
-                        .map(|a| {
-                            vec![
-                                a.id.clone(),
-                                a.version.to_string(),
-                                a.policy_id.clone(),
-                                a.description.clone(),
-                            ]
-                        })
-                        .collect();
-                    table(&["ID", "VERSION", "POLICY", "DESCRIPTION"], &rows);
-                }
-            }
+            listing(
+                out,
+                &list,
+                asset_json,
+                &["ID", "VERSION", "POLICY", "DESCRIPTION"],
+                |a| {
+                    vec![
+                        a.id.clone(),
+                        a.version.to_string(),
+                        a.policy_id.clone(),
+                        a.description.clone(),
+                    ]
+                },
+            );
         }
         AssetCmd::Bind {
             id,
@@ -676,29 +676,26 @@ async fn key(api: &mut Api, out: Output, cmd: KeyCmd, input: Option<String>) -> 
                 .await?
                 .into_inner()
                 .keys;
-            match out {
-                Output::Json => print_json(&Value::Array(keys.iter().map(key_json).collect())),
-                Output::Human => {
-                    let rows: Vec<Vec<String>> = keys
-                        .iter()
-                        .map(|k| {
-                            let j = doc_json(&k.jwk_json);
-                            vec![
-                                k.kid.clone(),
-                                j["alg"].as_str().unwrap_or_default().to_owned(),
-                                k.version.to_string(),
-                                if k.retire_at.is_empty() {
-                                    "active".to_owned()
-                                } else {
-                                    format!("retires {}", k.retire_at)
-                                },
-                                j["issuer"].as_str().unwrap_or_default().to_owned(),
-                            ]
-                        })
-                        .collect();
-                    table(&["KID", "ALG", "VERSION", "STATE", "ISSUER"], &rows);
-                }
-            }
+            listing(
+                out,
+                &keys,
+                key_json,
+                &["KID", "ALG", "VERSION", "STATE", "ISSUER"],
+                |k| {
+                    let j = doc_json(&k.jwk_json);
+                    vec![
+                        k.kid.clone(),
+                        j["alg"].as_str().unwrap_or_default().to_owned(),
+                        k.version.to_string(),
+                        if k.retire_at.is_empty() {
+                            "active".to_owned()
+                        } else {
+                            format!("retires {}", k.retire_at)
+                        },
+                        j["issuer"].as_str().unwrap_or_default().to_owned(),
+                    ]
+                },
+            );
         }
         KeyCmd::Retire {
             kid,

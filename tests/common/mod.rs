@@ -21,3 +21,25 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Starts `streamgate <args> <cfg>` (output to stderr, logs at warn) and waits until it
+/// accepts TCP on `port`.
+pub fn spawn_listening(args: &[&str], cfg: &std::path::Path, port: u16, what: &str) -> Proc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(args)
+        .arg(cfg)
+        .env("STREAMGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    proc
+}
