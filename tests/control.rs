@@ -102,7 +102,10 @@ fn control_check_config_lists_every_error() {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(
         &cfg,
-        "[control]\nlisten = \"x\"\nstore = \"zookeeper\"\nbogus = 1\n",
+        format!(
+            "[control]\nlisten = \"x\"\nstore = \"zookeeper\"\nbogus = 1\ntls_cert = \"{}\"\ntls_key = \"/nonexistent.key\"\n",
+            dir.path().join("bad.toml").display()
+        ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
@@ -117,6 +120,8 @@ fn control_check_config_lists_every_error() {
         "control.store",
         "control.bogus",
         "control.admin_token_file",
+        "control.tls_cert",
+        "control.tls_key",
     ] {
         assert!(err.contains(p), "{p} missing:\n{err}");
     }

@@ -310,3 +310,143 @@ fn refusals_and_unreachable_endpoints_have_their_exit_codes() {
     assert_eq!(code(&out), 1);
     assert!(text(&out.stderr).contains("NOT_FOUND"));
 }
+
+/// A CA, and certificates it signed, written as PEM files into `dir`.
+fn pki(dir: &std::path::Path) -> (String, String, String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.display().to_string()
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["operator".into()]);
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("server.pem", server_cert),
+        write("server.key", server_key),
+        write("client.pem", client_cert),
+        write("client.key", client_key),
+    )
+}
+
+#[test]
+fn the_api_over_mtls_needs_the_ca_a_client_certificate_and_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, server_cert, server_key, client_cert, client_key) = pki(d);
+    // A client certificate from another CA must be refused.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_ca, _, _, stranger_cert, stranger_key) = pki(&other);
+    std::fs::write(d.join("admin-tokens"), format!("{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let cfg = d.join("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\n\
+             admin_token_file = \"{}\"\ntls_cert = \"{server_cert}\"\ntls_key = \"{server_key}\"\nclient_ca = \"{ca}\"\n",
+            d.join("state").display(),
+            d.join("admin-tokens").display()
+        ),
+    )
+    .unwrap();
+    let _control = spawn_listening(&["control", "--config"], &cfg, port, "control plane");
+    let ctl = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["ctl", "--endpoint", &format!("https://127.0.0.1:{port}")])
+            .args(extra)
+            .args(["policy", "list", "-o", "json"])
+            .env("STREAMGATE_TOKEN", "operator-token-0123456789")
+            .output()
+            .unwrap()
+    };
+    let ok = ctl(&["--ca", &ca, "--cert", &client_cert, "--key", &client_key]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(text(&ok.stdout).trim(), "[]");
+    // No client certificate, a stranger's, the wrong CA, or plaintext: refused.
+    for (why, args) in [
+        ("no client certificate", vec!["--ca", &ca]),
+        (
+            "a certificate from another CA",
+            vec![
+                "--ca",
+                &ca,
+                "--cert",
+                &stranger_cert,
+                "--key",
+                &stranger_key,
+            ],
+        ),
+        (
+            "a server the client does not trust",
+            vec![
+                "--ca",
+                &other_ca,
+                "--cert",
+                &client_cert,
+                "--key",
+                &client_key,
+            ],
+        ),
+    ] {
+        let out = ctl(&args);
+        assert!(!out.status.success(), "{why} was accepted");
+    }
+    let plain = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "ctl",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "policy",
+            "list",
+        ])
+        .env("STREAMGATE_TOKEN", "operator-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "plaintext was accepted");
+    // The certificate alone is not enough: the bearer token is still required.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["ctl", "--endpoint", &format!("https://127.0.0.1:{port}")])
+        .args([
+            "--ca",
+            &ca,
+            "--cert",
+            &client_cert,
+            "--key",
+            &client_key,
+            "policy",
+            "list",
+        ])
+        .env_remove("STREAMGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(text(&out.stderr).contains("UNAUTHENTICATED"));
+    // https without --ca is a local error.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "ctl",
+            "--endpoint",
+            &format!("https://127.0.0.1:{port}"),
+            "policy",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 64);
+}

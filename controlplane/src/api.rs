@@ -347,6 +347,17 @@ pub async fn serve(
     auth: AdminAuth,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, store, auth, None, shutdown).await
+}
+
+/// As [`serve`], over TLS when `tls` is set (mTLS when it names a client CA).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    auth: AdminAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>()
@@ -392,7 +403,11 @@ pub async fn serve(
     );
     let edges =
         pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(policies)

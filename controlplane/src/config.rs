@@ -30,6 +30,54 @@ pub struct ControlConfig {
     /// Admin bearer token lines (from `admin_token_file`, one per line): `token`, or
     /// `name:token` to name the operator in the audit log. Tokens are at least 16 bytes.
     pub admin_tokens: Vec<String>,
+    /// TLS for the gRPC API (and mTLS with `client_ca`); plaintext when unset.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM contents of the API's certificate chain, key, and optional client CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: Vec<u8>,
+    /// Private key (PEM).
+    pub key: Vec<u8>,
+    /// With it, clients must present a certificate this CA signed (mTLS), in addition to
+    /// the bearer token.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// Reads a PEM file at config `field`, checking it holds what it should.
+fn pem(errs: &mut Errors, field: &str, path: &str, want_key: bool) -> Vec<u8> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            errs.push(
+                format!("control.{field}"),
+                format!("cannot read {path}: {e}"),
+            );
+            return Vec::new();
+        }
+    };
+    let ok = if want_key {
+        matches!(
+            rustls_pemfile::private_key(&mut bytes.as_slice()),
+            Ok(Some(_))
+        )
+    } else {
+        rustls_pemfile::certs(&mut bytes.as_slice()).any(|c| c.is_ok())
+    };
+    if !ok {
+        let what = if want_key {
+            "a PEM private key"
+        } else {
+            "PEM certificates"
+        };
+        errs.push(
+            format!("control.{field}"),
+            format!("{path} holds no {what}"),
+        );
+    }
+    bytes
 }
 
 /// Sections of the shared file that belong to other components.
@@ -130,6 +178,26 @@ impl ControlConfig {
                 }
             },
         }
+        let cert = c.opt(errs, "tls_cert", string);
+        let key = c.opt(errs, "tls_key", string);
+        let client_ca = c.opt(errs, "client_ca", string);
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: pem(errs, "tls_cert", &cert, false),
+                key: pem(errs, "tls_key", &key, true),
+                client_ca: client_ca.map(|ca| pem(errs, "client_ca", &ca, false)),
+            }),
+            (None, None) => {
+                if client_ca.is_some() {
+                    errs.push("control.client_ca", "needs tls_cert and tls_key");
+                }
+                None
+            }
+            _ => {
+                errs.push("control.tls_cert", "tls_cert and tls_key go together");
+                None
+            }
+        };
         c.finish(errs);
         for s in OTHER_SECTIONS {
             let _ = root.table(errs, s);
@@ -139,6 +207,7 @@ impl ControlConfig {
             listen,
             store,
             admin_tokens,
+            tls,
         }
     }
 }

@@ -30,10 +30,19 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| RunError::Bind(cfg.listen, e))?;
-    api::serve(
+    let tls = cfg.tls.as_ref().map(|t| {
+        let mut c = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&t.cert, &t.key));
+        if let Some(ca) = &t.client_ca {
+            c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        c
+    });
+    api::serve_with(
         listener,
         store,
         api::AdminAuth::new(cfg.admin_tokens),
+        tls,
         shutdown,
     )
     .await

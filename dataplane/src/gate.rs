@@ -182,7 +182,14 @@ impl Gate {
                 Err(why) => TokenFacts::Invalid(*why),
             },
         };
-        let header = |name| f.headers.get(name).and_then(|v| v.to_str().ok());
+        // Header lookups hash the name; skip the two a policy without origin rules ignores.
+        let header = |name| {
+            if policy.uses_origin() {
+                f.headers.get(name).and_then(|v| v.to_str().ok())
+            } else {
+                None
+            }
+        };
         let facts = Facts {
             now,
             key: f.key,

@@ -200,15 +200,23 @@ impl Policy {
 
     /// Whether any branch of this policy can look at a token; tokens are verified only then.
     pub fn uses_token(&self) -> bool {
-        fn walk(r: &Rule) -> bool {
+        self.any_condition(&|c| matches!(c, Condition::Jwt(_)))
+    }
+
+    /// Whether any branch looks at the `Origin` or `Referer` header; they are read only then.
+    pub fn uses_origin(&self) -> bool {
+        self.any_condition(&|c| matches!(c, Condition::Origin(_)))
+    }
+
+    fn any_condition(&self, f: &dyn Fn(&Condition) -> bool) -> bool {
+        fn walk(r: &Rule, f: &dyn Fn(&Condition) -> bool) -> bool {
             match r {
-                Rule::AnyOf(rs) | Rule::AllOf(rs) => rs.iter().any(walk),
-                Rule::Not(r) => walk(r),
-                Rule::Cond(Condition::Jwt(_)) => true,
-                Rule::Cond(_) => false,
+                Rule::AnyOf(rs) | Rule::AllOf(rs) => rs.iter().any(|r| walk(r, f)),
+                Rule::Not(r) => walk(r, f),
+                Rule::Cond(c) => f(c),
             }
         }
-        walk(&self.rule)
+        walk(&self.rule, f)
     }
 }
 

@@ -46,6 +46,15 @@ pub(crate) struct Global {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Human)]
     output: Output,
+    /// The CA that signed the control plane's certificate (for an https:// endpoint).
+    #[arg(long, global = true, env = "STREAMGATE_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), when the control plane requires mTLS.
+    #[arg(long, global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// How results are printed.

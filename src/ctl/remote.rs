@@ -134,13 +134,45 @@ async fn connect(g: &Global) -> Result<Api> {
         })?),
         None => None,
     };
-    let channel = Channel::from_shared(g.endpoint.clone())
-        .map_err(|e| CtlError::Local(format!("--endpoint {:?}: {e}", g.endpoint)))?
+    let mut endpoint = Channel::from_shared(g.endpoint.clone())
+        .map_err(|e| CtlError::Local(format!("--endpoint {:?}: {e}", g.endpoint)))?;
+    if g.endpoint.starts_with("https://") {
+        let ca = g.ca.as_ref().ok_or_else(|| {
+            CtlError::Local(
+                "an https:// endpoint needs --ca (the CA that signed its certificate)".into(),
+            )
+        })?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read_bytes(ca)?));
+        if let (Some(cert), Some(key)) = (&g.cert, &g.key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read_bytes(cert)?,
+                read_bytes(key)?,
+            ));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| CtlError::Local(format!("TLS settings: {e}")))?;
+    } else if g.ca.is_some() || g.cert.is_some() {
+        return Err(CtlError::Local(
+            "--ca and --cert need an https:// endpoint".into(),
+        ));
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
-        .map_err(|e| CtlError::Unreachable(format!("{}: {e}", g.endpoint)))?;
+        .map_err(|e| {
+            // The transport error's source says what failed (refused, TLS handshake, ...).
+            let mut msg = format!("{}: {e}", g.endpoint);
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            CtlError::Unreachable(msg)
+        })?;
     let b = Bearer(bearer);
     let c = channel;
     Ok(Api {
@@ -160,6 +192,10 @@ async fn connect(g: &Global) -> Result<Api> {
         audit: pb::audit_service_client::AuditServiceClient::with_interceptor(c.clone(), b.clone()),
         edges: pb::edge_service_client::EdgeServiceClient::with_interceptor(c, b),
     })
+}
+
+fn read_bytes(p: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| CtlError::Local(format!("{}: {e}", p.display())))
 }
 
 fn read_file(p: &std::path::Path) -> Result<String> {
