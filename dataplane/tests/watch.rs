@@ -287,7 +287,7 @@ async fn etcd_down_for_30s_fails_no_valid_request_and_a_restarted_edge_serves_it
     assert_eq!(edge.metric("streamgate_edge_state_connected").await, 0.0);
     etcd.start();
     let up = Instant::now();
-    // Both edges reconnect (the backoff is capped at 10 s) and pick up a new change.
+    // Both edges reconnect (the backoff is capped at 5 s) and pick up a new change.
     put(&connect(&etcd).await, "policies/q", OPEN_Q).await;
     until_status(&other, 200, Duration::from_secs(30)).await;
     until_status(

@@ -8,7 +8,7 @@
 //!
 //! Failure handling:
 //! - The store unreachable or the stream broken: retry with full-jitter exponential
-//!   backoff (100 ms doubling to 10 s), resuming from the applied revision, while the gate
+//!   backoff (100 ms doubling to 5 s), resuming from the applied revision, while the gate
 //!   keeps enforcing the last snapshot.
 //! - A compaction past the applied revision: list the prefix once and resume from the new
 //!   revision, at once, with no backoff. Purges recorded in the gap are applied.
@@ -77,7 +77,7 @@ pub(crate) struct StateWatcher {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
