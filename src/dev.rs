@@ -139,6 +139,13 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         },
         ..EdgeConfig::default()
     };
+    let cfg = match wallet_sign_in(&args, cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: wallet sign-in key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let edge = match Edge::build_with_store(cfg, Some(Arc::clone(&control.store))) {
         Ok(e) => e,
         Err(e) => {
@@ -184,6 +191,9 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         args.control_port,
         state.admin_token_file.display()
     );
+    println!(
+        "Wallet sign-in: POST {http}/auth/challenge {{\"address\",\"chain\"}}, sign the message, POST {http}/auth/verify (docs/WALLET.md)"
+    );
     println!("Metrics: http://{host}:{}/metrics", args.admin_port);
     println!("Press Ctrl-C to stop.");
     println!();
@@ -201,6 +211,41 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Turns on wallet sign-in for dev: a session key under `keys/` (made once), the edge's
+/// own address as the sign-in domain, and the Ethereum mainnet, a local EVM node's chain
+/// (31337) and Solana devnet.
+fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeConfig> {
+    let key = args.data_dir.join("keys/wallet-session.der");
+    if !key.exists() {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .map_err(|_| std::io::Error::other("no system randomness"))?;
+        std::fs::create_dir_all(args.data_dir.join("keys"))?;
+        std::fs::write(&key, pkcs8.as_ref())?;
+    }
+    let host = match args.bind {
+        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    let domain = format!("{host}:{}", args.http_port);
+    cfg.auth = Some(streamgate_edge::config::AuthConfig {
+        session_key: key,
+        session_kid: "wallet-session".into(),
+        uri: format!("http://{domain}"),
+        domain,
+        chains: ["eip155:1", "eip155:31337", "solana:devnet"]
+            .iter()
+            .map(|c| streamgate_policy::address::ChainId::parse(c).expect("valid chain ids"))
+            .collect(),
+        statement: "Sign in to StreamGate dev.".into(),
+        nonce_ttl: std::time::Duration::from_secs(300),
+        session_ttl: std::time::Duration::from_secs(3600),
+    });
+    Ok(cfg)
 }
 
 /// Makes the demo asset under `origin_root/demo` unless it is already there.

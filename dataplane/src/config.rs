@@ -41,6 +41,8 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     /// Access control.
     pub gate: GateConfig,
+    /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
+    pub auth: Option<AuthConfig>,
     /// Origin storage.
     pub origin: OriginConfig,
 }
@@ -132,6 +134,28 @@ impl Default for CorsConfig {
     }
 }
 
+/// Wallet sign-in settings (`[edge.auth]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// PKCS#8 Ed25519 private key (PEM) that signs session tokens; every edge of a
+    /// deployment holds the same one, so any edge accepts any edge's session.
+    pub session_key: PathBuf,
+    /// The `kid` of session tokens.
+    pub session_kid: String,
+    /// The host[:port] named in sign-in messages; a message for another domain is refused.
+    pub domain: String,
+    /// The URI named in sign-in messages.
+    pub uri: String,
+    /// The chains wallets may sign in on.
+    pub chains: Vec<streamgate_policy::address::ChainId>,
+    /// The statement shown in the wallet.
+    pub statement: String,
+    /// How long a challenge's nonce is valid.
+    pub nonce_ttl: Duration,
+    /// How long a session token is valid.
+    pub session_ttl: Duration,
+}
+
 /// Access control settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
@@ -209,6 +233,7 @@ impl Default for EdgeConfig {
             cors: CorsConfig::default(),
             cache: CacheConfig::default(),
             gate: GateConfig::default(),
+            auth: None,
             origin: OriginConfig::Fs {
                 root: PathBuf::from("data/origin"),
             },
@@ -399,6 +424,47 @@ impl EdgeConfig {
         }
         k.finish(errs);
 
+        let mut a = e.table(errs, "auth");
+        let auth = match a.opt(errs, "session_key", path) {
+            None => None,
+            Some(session_key) => {
+                let domain = a.opt(errs, "domain", string).unwrap_or_else(|| {
+                    errs.push(
+                        "edge.auth.domain",
+                        "required with session_key: the host[:port] viewers sign in to",
+                    );
+                    String::new()
+                });
+                let uri = a
+                    .opt(errs, "uri", string)
+                    .unwrap_or_else(|| format!("https://{domain}"));
+                let chains = a.get(errs, "chains", vec!["eip155:1".to_owned()], strings);
+                let mut parsed = Vec::new();
+                for (i, c) in chains.iter().enumerate() {
+                    match streamgate_policy::address::ChainId::parse(c) {
+                        Ok(c) => parsed.push(c),
+                        Err(m) => errs.push(format!("edge.auth.chains[{i}]"), m),
+                    }
+                }
+                Some(AuthConfig {
+                    session_key,
+                    session_kid: a.get(errs, "session_kid", "wallet-session".to_owned(), string),
+                    domain,
+                    uri,
+                    chains: parsed,
+                    statement: a.get(
+                        errs,
+                        "statement",
+                        "Sign in to watch with this wallet.".to_owned(),
+                        string,
+                    ),
+                    nonce_ttl: a.get(errs, "nonce_ttl", Duration::from_secs(300), duration),
+                    session_ttl: a.get(errs, "session_ttl", Duration::from_secs(3600), duration),
+                })
+            }
+        };
+        a.finish(errs);
+
         let mut g = e.table(errs, "gate");
         let gate = GateConfig {
             snapshot: g.opt(errs, "snapshot", path),
@@ -463,6 +529,7 @@ impl EdgeConfig {
             cors,
             cache,
             gate,
+            auth,
             origin,
         }
     }

@@ -64,6 +64,8 @@ pub enum Decision {
 pub struct Gate {
     /// `None`: open edge. Loads are lock-free; a new revision is one atomic swap.
     state: ArcSwapOption<Snapshot>,
+    /// The key of this deployment's wallet session tokens, by `kid`, when sign-in is on.
+    session: Option<(String, jwt::VerifyingKey)>,
     guarded: bool,
     leeway: Duration,
 }
@@ -81,6 +83,7 @@ impl Gate {
     pub fn open() -> Self {
         Self {
             state: ArcSwapOption::empty(),
+            session: None,
             guarded: false,
             leeway: Duration::ZERO,
         }
@@ -90,6 +93,7 @@ impl Gate {
     pub fn guarded(snapshot: Snapshot, leeway: Duration) -> Self {
         Self {
             state: ArcSwapOption::from_pointee(snapshot),
+            session: None,
             guarded: true,
             leeway,
         }
@@ -100,9 +104,15 @@ impl Gate {
     pub fn waiting(leeway: Duration) -> Self {
         Self {
             state: ArcSwapOption::empty(),
+            session: None,
             guarded: true,
             leeway,
         }
+    }
+
+    /// Accepts tokens signed with the wallet session key `kid` (besides the snapshot's keys).
+    pub fn set_session_key(&mut self, key: (String, jwt::VerifyingKey)) {
+        self.session = Some(key);
     }
 
     /// Installs a new snapshot (a guarded gate only); requests see it from the next load.
@@ -174,7 +184,7 @@ impl Gate {
         };
         let verified = credential
             .as_ref()
-            .map(|(t, _)| snap.verify(t, now, self.leeway));
+            .map(|(t, _)| snap.verify(t, now, self.leeway, self.session.as_ref()));
         let token = match &verified {
             None => TokenFacts::Absent,
             Some(v) => match &v.result {

@@ -53,6 +53,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS certificate or key: {0}")]
     Tls(String),
+    /// The wallet sign-in key could not be loaded.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A handle that stops a running edge gracefully.
@@ -184,6 +187,11 @@ impl Edge {
             &cfg.cors,
             Arc::clone(&metrics),
         );
+        if let Some(a) = &cfg.auth {
+            let auth =
+                crate::auth::Auth::new(a.clone()).map_err(|e| StartError::Auth(e.to_string()))?;
+            pipeline.set_auth(Arc::new(auth));
+        }
         let mut addrs = vec![cfg.http_listen, cfg.admin_listen];
         let mut certs = None;
         let mut quic = None;

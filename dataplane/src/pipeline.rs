@@ -52,6 +52,7 @@ struct Fixed {
 /// The shared request pipeline.
 pub struct Pipeline {
     gate: Gate,
+    auth: Option<Arc<crate::auth::Auth>>,
     cache: Arc<Cache>,
     origin: Origin,
     metrics: Arc<Metrics>,
@@ -88,6 +89,7 @@ impl Pipeline {
         };
         Self {
             gate,
+            auth: None,
             cache: Arc::new(Cache::new(cache.max_bytes)),
             origin,
             metrics,
@@ -117,9 +119,39 @@ impl Pipeline {
         &self.metrics
     }
 
+    /// Turns on wallet sign-in (`/auth/challenge`, `/auth/verify`); the gate accepts its
+    /// session tokens.
+    pub fn set_auth(&mut self, auth: Arc<crate::auth::Auth>) {
+        self.gate.set_session_key(auth.verifying_key());
+        self.auth = Some(auth);
+    }
+
+    /// Whether the front must read this request's body (up to
+    /// [`crate::auth::MAX_BODY_BYTES`]) and pass it to [`Pipeline::handle_with_body`].
+    pub fn wants_body(&self, req: &Parts) -> bool {
+        req.method == Method::POST
+            && self.auth.is_some()
+            && crate::auth::Auth::handles(req.uri.path())
+    }
+
     /// Handles one request and records it in the metrics.
     pub async fn handle(&self, req: &Parts, conn: &Conn) -> Response<Body> {
-        let (mut resp, cache) = self.dispatch(req, conn).await;
+        self.handle_with_body(req, conn, None).await
+    }
+
+    /// As [`Pipeline::handle`], with the request body the front read (`None`: too large).
+    pub async fn handle_with_body(
+        &self,
+        req: &Parts,
+        conn: &Conn,
+        body: Option<Bytes>,
+    ) -> Response<Body> {
+        let (mut resp, cache) = match &self.auth {
+            Some(auth) if crate::auth::Auth::handles(req.uri.path()) => {
+                (self.sign_in(auth, req, body), CacheStatus::None)
+            }
+            _ => self.dispatch(req, conn).await,
+        };
         let h = resp.headers_mut();
         // x-cache says what the cache did; responses that never reached it carry none.
         if cache != CacheStatus::None {
@@ -398,6 +430,46 @@ impl Pipeline {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let body = if head { Body::Empty } else { Body::Full(body) };
         with_headers(status, h, body)
+    }
+
+    fn sign_in(
+        &self,
+        auth: &crate::auth::Auth,
+        req: &Parts,
+        body: Option<Bytes>,
+    ) -> Response<Body> {
+        match req.method {
+            Method::POST => match body {
+                Some(b) => auth.serve(req.uri.path(), &b, SystemTime::now()),
+                None => error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "sign-in requests are at most 16 KiB",
+                ),
+            },
+            Method::OPTIONS => {
+                let mut r = self.preflight(req);
+                let h = r.headers_mut();
+                h.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+                if h.contains_key(header::ACCESS_CONTROL_ALLOW_METHODS) {
+                    h.insert(
+                        header::ACCESS_CONTROL_ALLOW_METHODS,
+                        HeaderValue::from_static("POST, OPTIONS"),
+                    );
+                }
+                r
+            }
+            _ => {
+                let mut r = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use POST",
+                );
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+                r
+            }
+        }
     }
 
     fn preflight(&self, req: &Parts) -> Response<Body> {

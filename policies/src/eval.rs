@@ -73,11 +73,15 @@ pub enum Reason {
     NegatedRuleMatched,
     /// Something the decision needs could not be reached.
     DependencyUnavailable,
+    /// The policy needs a signed-in wallet and the token carries none.
+    WalletRequired,
+    /// The signed-in wallet is not allowed (or is denied).
+    WalletNotAllowed,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::NoCredential,
         Self::MalformedToken,
         Self::AlgorithmNotAllowed,
@@ -95,6 +99,8 @@ impl Reason {
         Self::OriginNotAllowed,
         Self::NegatedRuleMatched,
         Self::DependencyUnavailable,
+        Self::WalletRequired,
+        Self::WalletNotAllowed,
     ];
 
     /// The reason as it appears in JSON error bodies and metrics.
@@ -117,6 +123,8 @@ impl Reason {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::NegatedRuleMatched => "negated_rule_matched",
             Self::DependencyUnavailable => "dependency_unavailable",
+            Self::WalletRequired => "wallet_required",
+            Self::WalletNotAllowed => "wallet_not_allowed",
         }
     }
 
@@ -134,6 +142,7 @@ impl Reason {
                 | Self::WrongAudience
                 | Self::ClaimMismatch
                 | Self::ScopeMismatch
+                | Self::WalletRequired
         )
     }
 }
@@ -200,7 +209,7 @@ impl Policy {
 
     /// Whether any branch of this policy can look at a token; tokens are verified only then.
     pub fn uses_token(&self) -> bool {
-        self.any_condition(&|c| matches!(c, Condition::Jwt(_)))
+        self.any_condition(&|c| matches!(c, Condition::Jwt(_) | Condition::Wallet(_)))
     }
 
     /// Whether any branch looks at the `Origin` or `Referer` header; they are read only then.
@@ -314,7 +323,33 @@ fn cond(c: &Condition, f: &Facts<'_>) -> Outcome {
             TokenFacts::Invalid(why) => Outcome::False(why),
             TokenFacts::Valid(claims) => jwt(j, claims, f.key),
         },
+        Condition::Wallet(w) => match f.token {
+            TokenFacts::Absent => Outcome::False(Reason::NoCredential),
+            TokenFacts::Invalid(why) => Outcome::False(why),
+            TokenFacts::Valid(claims) => wallet(w, claims),
+        },
     }
+}
+
+/// The session token's wallet (`sg_wallet`, CAIP-10) against the lists.
+fn wallet(w: &WalletCondition, claims: &Claims) -> Outcome {
+    if claims.get("iss").and_then(Value::as_str) != Some(w.issuer.as_str()) {
+        return Outcome::False(Reason::WalletRequired);
+    }
+    let Some(account) = claims
+        .get("sg_wallet")
+        .and_then(Value::as_str)
+        .and_then(|a| crate::address::Account::parse(a).ok())
+    else {
+        return Outcome::False(Reason::WalletRequired);
+    };
+    if w.deny.iter().any(|d| d.covers(&account)) {
+        return Outcome::False(Reason::WalletNotAllowed);
+    }
+    bool_outcome(
+        w.allow.is_empty() || w.allow.iter().any(|a| a.covers(&account)),
+        Reason::WalletNotAllowed,
+    )
 }
 
 /// IPv4-mapped IPv6 addresses are compared as IPv4.

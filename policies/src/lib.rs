@@ -7,6 +7,7 @@
 //! machine-readable [`Reason`] out. Nothing here does I/O or reads the clock.
 #![forbid(unsafe_code)]
 
+pub mod address;
 mod eval;
 mod key;
 mod model;
@@ -16,6 +17,6 @@ pub use eval::{Decision, Facts, Reason, TokenFacts};
 pub use key::{Alg, KeyDoc, KeyMaterial};
 pub use model::{
     Claims, Condition, FailMode, IpCondition, JwtCondition, OriginCondition, Policy, PolicyId,
-    Rule, TimeWindow,
+    Rule, TimeWindow, WALLET_ISSUER, WalletCondition,
 };
 pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, PolicyError, PolicyErrors};

@@ -86,6 +86,24 @@ pub enum Condition {
     Ip(IpCondition),
     /// The `Origin` (or, without it, the `Referer`) is allowed.
     Origin(OriginCondition),
+    /// A wallet signed in (a session token from `/auth/verify`) and is allowed.
+    Wallet(WalletCondition),
+}
+
+/// The issuer of the edges' wallet session tokens, unless a policy names another.
+pub const WALLET_ISSUER: &str = "streamgate-wallet";
+
+/// Requirements on a signed-in wallet: the token's `sg_wallet` claim (a CAIP-10 account)
+/// from a session token of `issuer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletCondition {
+    /// The session tokens' issuer.
+    pub issuer: String,
+    /// If non-empty, the wallet must be one of these (CAIP-10, or a bare address for any
+    /// chain of its namespace).
+    pub allow: Vec<crate::address::Account>,
+    /// The wallet must be none of these.
+    pub deny: Vec<crate::address::Account>,
 }
 
 /// Verified token claims (already checked for signature, `exp` and `nbf`).

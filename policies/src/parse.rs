@@ -170,6 +170,16 @@ fn rule_value(r: &Rule) -> Value {
                 Value::from(o.allow.clone()),
             )])),
         ),
+        Rule::Cond(Condition::Wallet(w)) => {
+            let list = |v: &[crate::address::Account]| {
+                Value::from(v.iter().map(ToString::to_string).collect::<Vec<_>>())
+            };
+            let mut m = Map::new();
+            m.insert("issuer".into(), w.issuer.clone().into());
+            m.insert("allow".into(), list(&w.allow));
+            m.insert("deny".into(), list(&w.deny));
+            one("wallet", Value::Object(m))
+        }
     }
 }
 
@@ -273,7 +283,7 @@ fn document(cx: &mut Ctx, v: &Value) -> Option<Policy> {
 }
 
 const RULE_KEYS: &[&str] = &[
-    "any_of", "all_of", "not", "public", "jwt", "time", "ip", "origin",
+    "any_of", "all_of", "not", "public", "jwt", "time", "ip", "origin", "wallet",
 ];
 
 fn rule(cx: &mut Ctx, path: &str, v: &Value, depth: usize) -> Option<Rule> {
@@ -331,6 +341,7 @@ fn rule(cx: &mut Ctx, path: &str, v: &Value, depth: usize) -> Option<Rule> {
             "time" => time(cx, &p, v).map(|t| Rule::Cond(Condition::Time(t))),
             "ip" => ip(cx, &p, v).map(|c| Rule::Cond(Condition::Ip(c))),
             "origin" => origin(cx, &p, v).map(|o| Rule::Cond(Condition::Origin(o))),
+            "wallet" => wallet(cx, &p, v).map(|w| Rule::Cond(Condition::Wallet(w))),
             _ => {
                 cx.err(
                     &p,
@@ -489,6 +500,38 @@ fn origin(cx: &mut Ctx, path: &str, v: &Value) -> Option<OriginCondition> {
         }
     }
     Some(OriginCondition { allow })
+}
+
+fn wallet(cx: &mut Ctx, path: &str, v: &Value) -> Option<WalletCondition> {
+    let m = object(cx, path, v)?;
+    unknown_keys(cx, path, m, &["issuer", "allow", "deny"]);
+    let accounts = |cx: &mut Ctx, key: &str| {
+        let p = join(path, key);
+        let list = m.get(key).map(|v| strings(cx, &p, v)).unwrap_or_default();
+        let mut out = Vec::with_capacity(list.len());
+        for (i, a) in list.iter().enumerate() {
+            match crate::address::Account::parse(a) {
+                Ok(acc) => out.push(acc),
+                Err(e) => cx.err(&format!("{p}[{i}]"), e),
+            }
+        }
+        out
+    };
+    let allow = accounts(cx, "allow");
+    let deny = accounts(cx, "deny");
+    let issuer = match m.get("issuer") {
+        None => WALLET_ISSUER.to_owned(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => {
+            cx.err(&join(path, "issuer"), "a non-empty string");
+            String::new()
+        }
+    };
+    Some(WalletCondition {
+        issuer,
+        allow,
+        deny,
+    })
 }
 
 #[cfg(test)]

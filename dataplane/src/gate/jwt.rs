@@ -151,6 +151,7 @@ fn unix(v: Option<&Value>) -> Result<Option<SystemTime>, Reason> {
 pub fn verify(
     token: &str,
     keys: &KeySet,
+    session: Option<(&str, &VerifyingKey)>,
     now: SystemTime,
     leeway: Duration,
 ) -> Result<Verified, Reason> {
@@ -178,7 +179,11 @@ pub fn verify(
         .get("kid")
         .and_then(Value::as_str)
         .ok_or(Reason::UnknownKey)?;
-    let key = keys.get(kid).ok_or(Reason::UnknownKey)?;
+    // The edge's own wallet-session key comes first, so no stored key can shadow it.
+    let key = match session {
+        Some((skid, skey)) if skid == kid => skey,
+        _ => keys.get(kid).ok_or(Reason::UnknownKey)?,
+    };
     if key.retire_at.is_some_and(|t| now >= t) {
         return Err(Reason::UnknownKey);
     }

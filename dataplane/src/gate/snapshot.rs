@@ -179,11 +179,13 @@ impl Snapshot {
         token: &str,
         now: std::time::SystemTime,
         leeway: Duration,
+        session: Option<&(String, VerifyingKey)>,
     ) -> Arc<CachedVerify> {
         if let Some(hit) = self.verified.get(token) {
             return hit;
         }
-        let result = super::jwt::verify(token, &self.keys, now, leeway);
+        let session = session.map(|(kid, key)| (kid.as_str(), key));
+        let result = super::jwt::verify(token, &self.keys, session, now, leeway);
         let ttl = match &result {
             Ok(v) => (v.expires + leeway)
                 .duration_since(now)

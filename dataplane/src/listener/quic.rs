@@ -251,7 +251,39 @@ async fn respond(
         tls: true,
         client,
     };
-    let (head, body) = pipeline.handle(&parts, &conn).await.into_parts();
+    let resp = if pipeline.wants_body(&parts) {
+        let mut buf = bytes::BytesMut::new();
+        let mut body = Some(());
+        loop {
+            match stream.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    use bytes::Buf;
+                    if buf.len() + chunk.remaining() > crate::auth::MAX_BODY_BYTES {
+                        body = None;
+                        break;
+                    }
+                    while chunk.has_remaining() {
+                        let c = chunk.chunk();
+                        buf.extend_from_slice(c);
+                        let n = c.len();
+                        chunk.advance(n);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "HTTP/3 request body failed");
+                    body = None;
+                    break;
+                }
+            }
+        }
+        pipeline
+            .handle_with_body(&parts, &conn, body.map(|()| buf.freeze()))
+            .await
+    } else {
+        pipeline.handle(&parts, &conn).await
+    };
+    let (head, body) = resp.into_parts();
     if let Err(e) = stream
         .send_response(http::Response::from_parts(head, ()))
         .await

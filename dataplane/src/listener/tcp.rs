@@ -64,7 +64,14 @@ impl HttpServerApp for TcpFront {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
         };
-        let resp = self.pipeline.handle(session.req_header(), &conn).await;
+        let resp = if self.pipeline.wants_body(session.req_header()) {
+            let body = read_body(&mut session).await;
+            self.pipeline
+                .handle_with_body(session.req_header(), &conn, body)
+                .await
+        } else {
+            self.pipeline.handle(session.req_header(), &conn).await
+        };
         let (parts, body) = resp.into_parts();
         let header = Box::new(ResponseHeader::from(parts));
         if let Err(e) = session.write_response_header(header).await {
@@ -103,5 +110,26 @@ impl HttpServerApp for TcpFront {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+}
+
+/// Reads a request body of at most [`crate::auth::MAX_BODY_BYTES`]; `None` when larger (or
+/// broken).
+async fn read_body(session: &mut ServerSession) -> Option<bytes::Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > crate::auth::MAX_BODY_BYTES {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(buf.freeze()),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading request body failed");
+                return None;
+            }
+        }
     }
 }

@@ -193,3 +193,89 @@ fn only_unconditional_policies_may_be_shared_by_downstream_caches() {
     assert!(!p("id: a\nrule: {jwt: {audience: x}}\n").always_allows());
     assert!(!p("id: a\nrule: {not: {ip: {deny: [10.0.0.0/8]}}}\n").always_allows());
 }
+
+#[test]
+fn wallet_condition_checks_the_session_wallet() {
+    let p = policy(
+        "id: holders\nrule:\n  wallet:\n    allow: [\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\", \"solana:mainnet:11111111111111111111111111111111\"]\n    deny: [\"eip155:137:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"]\n",
+    );
+    let session =
+        |wallet: &str, iss: &str| claims(serde_json::json!({"iss": iss, "sg_wallet": wallet}));
+    let decide = |c: &Claims| p.evaluate(&facts("a/x", TokenFacts::Valid(c)));
+    let ok = session(
+        "eip155:1:0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+        WALLET_ISSUER,
+    );
+    assert_eq!(decide(&ok), Decision::Allow);
+    let denied = session(
+        "eip155:137:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        WALLET_ISSUER,
+    );
+    assert!(matches!(
+        decide(&denied),
+        Decision::Deny {
+            status: 403,
+            reason: Reason::WalletNotAllowed
+        }
+    ));
+    let other = session(
+        "eip155:1:0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+        WALLET_ISSUER,
+    );
+    assert!(matches!(
+        decide(&other),
+        Decision::Deny {
+            reason: Reason::WalletNotAllowed,
+            ..
+        }
+    ));
+    let sol = session(
+        "solana:mainnet:11111111111111111111111111111111",
+        WALLET_ISSUER,
+    );
+    assert_eq!(decide(&sol), Decision::Allow);
+    // A token from another issuer, or without a wallet, is not a wallet session.
+    let forged = session(
+        "eip155:1:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "someone-else",
+    );
+    assert!(matches!(
+        decide(&forged),
+        Decision::Deny {
+            reason: Reason::WalletRequired,
+            ..
+        }
+    ));
+    let plain = claims(serde_json::json!({"iss": WALLET_ISSUER}));
+    assert!(matches!(
+        decide(&plain),
+        Decision::Deny {
+            reason: Reason::WalletRequired,
+            ..
+        }
+    ));
+    assert!(matches!(
+        p.evaluate(&facts("a/x", TokenFacts::Absent)),
+        Decision::Deny { status: 401, .. }
+    ));
+    assert!(p.uses_token());
+}
+
+#[test]
+fn wallet_addresses_are_validated_with_paths() {
+    let errs = Policy::parse(
+        "id: w\nrule:\n  wallet:\n    allow: [\"0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\", \"eip155:01:0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed\", \"solana:mainnet:not-base58-0OIl\"]\n    bogus: 1\n",
+    )
+    .unwrap_err();
+    let text: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+    let all = text.join("\n");
+    for p in [
+        "rule.wallet.allow[0]",
+        "rule.wallet.allow[1]",
+        "rule.wallet.allow[2]",
+        "rule.wallet.bogus",
+    ] {
+        assert!(all.contains(p), "{p} missing in {all}");
+    }
+    assert!(all.contains("checksum"), "{all}");
+}

@@ -60,7 +60,7 @@ fn valid_ed25519_token() {
         json!({"alg": "EdDSA", "kid": "a", "typ": "JWT"}),
         claims(NOW + 60),
     );
-    let v = verify(&t, &set, now(), Duration::ZERO).unwrap();
+    let v = verify(&t, &set, None, now(), Duration::ZERO).unwrap();
     assert_eq!(v.claims["sub"], "viewer");
     assert_eq!(v.expires, UNIX_EPOCH + Duration::from_secs(NOW + 60));
 }
@@ -72,13 +72,20 @@ fn refusals() {
     let set = keys(&[k.doc("a")]);
     let h = json!({"alg": "EdDSA", "kid": "a"});
     let leeway = Duration::from_secs(30);
-    let check = |t: &str| verify(t, &set, now(), leeway).unwrap_err();
+    let check = |t: &str| verify(t, &set, None, now(), leeway).unwrap_err();
     assert_eq!(
         check(&k.sign(h.clone(), claims(NOW - 31))),
         Reason::TokenExpired
     );
     assert!(
-        verify(&k.sign(h.clone(), claims(NOW - 29)), &set, now(), leeway).is_ok(),
+        verify(
+            &k.sign(h.clone(), claims(NOW - 29)),
+            &set,
+            None,
+            now(),
+            leeway
+        )
+        .is_ok(),
         "inside leeway"
     );
     let mut nbf = claims(NOW + 600);
@@ -149,19 +156,19 @@ fn retired_keys_and_issuer_binding() {
     c["iss"] = json!("https://auth");
     let t = k.sign(json!({"alg": "EdDSA", "kid": "a"}), c.clone());
     assert_eq!(
-        verify(&t, &set, now(), Duration::ZERO).unwrap_err(),
+        verify(&t, &set, None, now(), Duration::ZERO).unwrap_err(),
         Reason::UnknownKey
     );
     doc.retire_at = Some(now() + Duration::from_secs(60));
     let set = keys(&[doc]);
     assert!(
-        verify(&t, &set, now(), Duration::ZERO).is_ok(),
+        verify(&t, &set, None, now(), Duration::ZERO).is_ok(),
         "inside the overlap"
     );
     c["iss"] = json!("https://evil");
     let t = k.sign(json!({"alg": "EdDSA", "kid": "a"}), c);
     assert_eq!(
-        verify(&t, &set, now(), Duration::ZERO).unwrap_err(),
+        verify(&t, &set, None, now(), Duration::ZERO).unwrap_err(),
         Reason::WrongIssuer
     );
 }
@@ -186,7 +193,7 @@ fn hs256_by_reference() {
         "{msg}.{}",
         b64(ring::hmac::sign(&key, msg.as_bytes()).as_ref())
     );
-    assert!(verify(&t, &set, now(), Duration::ZERO).is_ok());
+    assert!(verify(&t, &set, None, now(), Duration::ZERO).is_ok());
     std::fs::write(&secret, b"short").unwrap();
     let doc = KeyDoc::from_value(&json!({"kid": "h", "alg": "HS256",
         "secret_ref": format!("file:{}", secret.display())}))

@@ -1,0 +1,364 @@
+//! Wallet sign-in at the edge: `POST /auth/challenge` and `POST /auth/verify`.
+//!
+//! 1. Challenge: `{"address", "chain"}` → a sign-in message (EIP-4361 for `eip155:*`, the
+//!    same shape for `solana:*`) with a nonce, and its expiry.
+//! 2. The wallet signs the message: EIP-191 `personal_sign` (secp256k1) on EVM chains,
+//!    ed25519 `signMessage` on Solana.
+//! 3. Verify: `{"message", "signature"}` → a session token: a short-lived EdDSA JWT whose
+//!    subject and `sg_wallet` claim are the CAIP-10 account, signed with the session key
+//!    that every edge holds, so any edge accepts it. Policies test it with `wallet`.
+//!
+//! Nonces are stateless: `issued-at ‖ random ‖ HMAC(key, issued-at ‖ random ‖ account)`,
+//! so any edge can check them without shared state; each is accepted once per edge (a set
+//! of used nonces kept until they expire). The HMAC key is derived from the session key.
+
+pub mod siwe;
+pub mod wallet;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+use streamgate_policy::address::{Account, ChainId, Namespace};
+use streamgate_policy::{KeyDoc, WALLET_ISSUER};
+
+use crate::body::Body;
+use crate::config::AuthConfig;
+use crate::gate::jwt::VerifyingKey;
+
+/// Request bodies larger than this are refused (413).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Allowed clock skew on a message's `Issued At`.
+const SKEW: Duration = Duration::from_secs(60);
+
+/// The sign-in service of one edge.
+pub struct Auth {
+    cfg: AuthConfig,
+    key: Ed25519KeyPair,
+    nonce_key: ring::hmac::Key,
+    used: moka::sync::Cache<String, ()>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("domain", &self.cfg.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why sign-in could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("edge.auth.session_key {path}: {message}")]
+pub struct AuthSetupError {
+    path: String,
+    message: String,
+}
+
+/// A refusal: status, machine-readable reason, and a sentence for people.
+struct Refusal(StatusCode, &'static str, String);
+
+fn bad(reason: &'static str, msg: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, reason, msg.into())
+}
+
+fn denied(reason: &'static str, msg: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::UNAUTHORIZED, reason, msg.into())
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::Full(Bytes::from(v.to_string())))
+        .expect("static headers are valid")
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Auth {
+    /// Loads the session key (PKCS#8 Ed25519, PEM or DER) named by `cfg`.
+    pub fn new(cfg: AuthConfig) -> Result<Self, AuthSetupError> {
+        let fail = |message: String| AuthSetupError {
+            path: cfg.session_key.display().to_string(),
+            message,
+        };
+        let bytes = std::fs::read(&cfg.session_key).map_err(|e| fail(e.to_string()))?;
+        let der = match rustls_pemfile::private_key(&mut bytes.as_slice()) {
+            Ok(Some(k)) => k.secret_der().to_vec(),
+            _ => bytes,
+        };
+        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|_| fail("not a PKCS#8 Ed25519 private key".into()))?;
+        let nonce_key = ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            ring::digest::digest(
+                &ring::digest::SHA256,
+                &[b"streamgate wallet nonce\0".as_slice(), &der].concat(),
+            )
+            .as_ref(),
+        );
+        let used = moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(cfg.nonce_ttl + SKEW)
+            .build();
+        Ok(Self {
+            cfg,
+            key,
+            nonce_key,
+            used,
+        })
+    }
+
+    /// The key that verifies session tokens, with its `kid`, for the gate.
+    pub fn verifying_key(&self) -> (String, VerifyingKey) {
+        let x = URL_SAFE_NO_PAD.encode(self.key.public_key().as_ref());
+        let doc = KeyDoc::from_value(&json!({
+            "kid": self.cfg.session_kid, "alg": "EdDSA", "crv": "Ed25519", "x": x,
+            "issuer": WALLET_ISSUER,
+        }))
+        .expect("a generated Ed25519 key entry is valid");
+        let key = VerifyingKey::new(&doc).expect("no secret to resolve");
+        (self.cfg.session_kid.clone(), key)
+    }
+
+    /// Whether `path` is one of the sign-in endpoints.
+    pub fn handles(path: &str) -> bool {
+        path == "/auth/challenge" || path == "/auth/verify"
+    }
+
+    /// Serves `POST /auth/challenge` and `POST /auth/verify`.
+    pub fn serve(&self, path: &str, body: &[u8], now: SystemTime) -> Response<Body> {
+        let result = match path {
+            "/auth/challenge" => self.challenge(body, now),
+            _ => self.verify(body, now),
+        };
+        match result {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(Refusal(status, reason, message)) => json_response(
+                status,
+                &json!({"error": "sign_in_refused", "reason": reason, "message": message}),
+            ),
+        }
+    }
+
+    fn chain(&self, chain: &str) -> Result<ChainId, Refusal> {
+        let c = ChainId::parse(chain).map_err(|e| bad("bad_chain", e))?;
+        if !self.cfg.chains.iter().any(|a| a == &c) {
+            return Err(bad(
+                "unsupported_chain",
+                format!("{chain} is not one of this edge's chains"),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn nonce_mac(&self, head: &[u8; 16], account: &str) -> [u8; 16] {
+        let tag = ring::hmac::sign(
+            &self.nonce_key,
+            &[head.as_slice(), account.as_bytes()].concat(),
+        );
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&tag.as_ref()[..16]);
+        out
+    }
+
+    fn make_nonce(&self, account: &str, now: SystemTime) -> String {
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&unix(now).to_be_bytes());
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut head[8..]);
+        let mac = self.nonce_mac(&head, account);
+        head.iter()
+            .chain(mac.iter())
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Checks that `nonce` was made by an edge with this key for `account`, recently.
+    fn check_nonce(&self, nonce: &str, account: &str, now: SystemTime) -> Result<(), Refusal> {
+        let raw: Option<Vec<u8>> = (nonce.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(&nonce[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        let raw =
+            raw.ok_or_else(|| denied("bad_nonce", "the nonce was not issued by this service"))?;
+        let head: [u8; 16] = raw[..16].try_into().expect("16 bytes");
+        let mac = self.nonce_mac(&head, account);
+        // Compared without an early exit, so timing says nothing about the tag.
+        let diff = mac
+            .iter()
+            .zip(&raw[16..])
+            .fold(0u8, |d, (a, b)| d | (a ^ b));
+        if diff != 0 {
+            return Err(denied(
+                "bad_nonce",
+                "the nonce was not issued by this service for this account",
+            ));
+        }
+        let issued = UNIX_EPOCH
+            + Duration::from_secs(u64::from_be_bytes(head[..8].try_into().expect("8 bytes")));
+        if now > issued + self.cfg.nonce_ttl || issued > now + SKEW {
+            return Err(denied(
+                "nonce_expired",
+                "the nonce has expired; ask for a new challenge",
+            ));
+        }
+        Ok(())
+    }
+
+    fn challenge(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+        let req: Value = serde_json::from_slice(body)
+            .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
+        let (Some(address), Some(chain)) = (req["address"].as_str(), req["chain"].as_str()) else {
+            return Err(bad(
+                "malformed_request",
+                "needs \"address\" and \"chain\" strings",
+            ));
+        };
+        let chain = self.chain(chain)?;
+        let account =
+            Account::parse(&format!("{chain}:{address}")).map_err(|e| bad("bad_address", e))?;
+        let nonce = self.make_nonce(&account.to_string(), now);
+        let expires = now + self.cfg.nonce_ttl;
+        let message = siwe::Message {
+            domain: self.cfg.domain.clone(),
+            account_kind: match chain.namespace {
+                Namespace::Eip155 => "Ethereum",
+                Namespace::Solana => "Solana",
+            },
+            address: account.address.clone(),
+            statement: Some(self.cfg.statement.clone()),
+            uri: self.cfg.uri.clone(),
+            version: "1".into(),
+            chain_id: chain.reference.clone(),
+            nonce: nonce.clone(),
+            issued_at: rfc3339(now),
+            expiration_time: Some(rfc3339(expires)),
+            not_before: None,
+            request_id: None,
+            resources: Vec::new(),
+        };
+        Ok(json!({"message": message.to_text(), "nonce": nonce, "expires_at": rfc3339(expires)}))
+    }
+
+    fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+        let req: Value = serde_json::from_slice(body)
+            .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
+        let (Some(text), Some(signature)) = (req["message"].as_str(), req["signature"].as_str())
+        else {
+            return Err(bad(
+                "malformed_request",
+                "needs \"message\" and \"signature\" strings",
+            ));
+        };
+        let m = siwe::Message::parse(text).map_err(|e| bad("malformed_message", e))?;
+        let ns = if m.account_kind == "Solana" {
+            "solana"
+        } else {
+            "eip155"
+        };
+        let chain = self.chain(&format!("{ns}:{}", m.chain_id))?;
+        let account =
+            Account::parse(&format!("{chain}:{}", m.address)).map_err(|e| bad("bad_address", e))?;
+        if m.address != account.address {
+            return Err(bad(
+                "bad_address",
+                "the address must be in its canonical (EIP-55) form",
+            ));
+        }
+        if m.domain != self.cfg.domain {
+            return Err(denied(
+                "wrong_domain",
+                format!(
+                    "the message is for {:?}, this is {:?}",
+                    m.domain, self.cfg.domain
+                ),
+            ));
+        }
+        if m.uri != self.cfg.uri {
+            return Err(denied(
+                "wrong_uri",
+                format!("the message is for {:?}", m.uri),
+            ));
+        }
+        if siwe::time(&m.issued_at) > now + SKEW {
+            return Err(denied("not_yet_valid", "Issued At is in the future"));
+        }
+        if let Some(t) = &m.expiration_time
+            && siwe::time(t) <= now
+        {
+            return Err(denied("message_expired", "the message has expired"));
+        }
+        if let Some(t) = &m.not_before
+            && siwe::time(t) > now + SKEW
+        {
+            return Err(denied("not_yet_valid", "Not Before is in the future"));
+        }
+        self.check_nonce(&m.nonce, &account.to_string(), now)?;
+        let ok = match chain.namespace {
+            Namespace::Eip155 => {
+                wallet::evm_personal_sign_signer(text.as_bytes(), signature)
+                    .map_err(|e| bad("malformed_signature", e))?
+                    == account.address
+            }
+            Namespace::Solana => {
+                wallet::solana_verify(&account.address, text.as_bytes(), signature)
+                    .map_err(|e| bad("malformed_signature", e))?
+            }
+        };
+        if !ok {
+            return Err(denied(
+                "bad_signature",
+                "the signature is not the account's",
+            ));
+        }
+        // Single use on this edge: the first verify wins.
+        let mut fresh = false;
+        self.used.entry(m.nonce.clone()).or_insert_with(|| {
+            fresh = true;
+        });
+        if !fresh {
+            return Err(denied("nonce_replayed", "this sign-in was already used"));
+        }
+        let expires = now + self.cfg.session_ttl;
+        let token = self.sign(&json!({
+            "iss": WALLET_ISSUER,
+            "sub": account.to_string(),
+            "aud": "streamgate",
+            "iat": unix(now),
+            "exp": unix(expires),
+            "sg_wallet": account.to_string(),
+        }));
+        Ok(json!({"token": token, "expires_at": rfc3339(expires), "account": account.to_string()}))
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": self.cfg.session_kid});
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self.key.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+}
+
+/// Makes `Auth` shareable across listeners.
+pub type SharedAuth = Arc<Auth>;

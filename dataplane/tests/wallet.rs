@@ -1,0 +1,291 @@
+//! Wallet sign-in end to end: the real edge, challenges signed by independent libraries
+//! (eth-account for EIP-191, PyNaCl for Solana, in `tests/clients/wallet_sign.py`), session
+//! tokens used against a `wallet` policy, and every refusal the issue names.
+
+mod support;
+
+use serde_json::{Value, json};
+use streamgate_edge::EdgeConfig;
+use streamgate_edge::config::{AuthConfig, GateConfig};
+use streamgate_origin::OriginConfig;
+use support::{TestEdge, run_client, write};
+
+const KEY1: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+const KEY2: &str = "0x8da4ef21b864d2cc526dbdb2a120bd2874c36c9d0a1fb7f8c63d7f7a8b41de8f";
+const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+fn sign(jobs: Value) -> Vec<String> {
+    run_client("eth_account", "wallet_sign.py", &json!({ "jobs": jobs }))["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let r = c.post(url).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallets_sign_in_and_policies_see_them() {
+    let addrs = sign(json!([
+        {"op": "address", "kind": "evm", "key": KEY1},
+        {"op": "address", "kind": "evm", "key": KEY2},
+        {"op": "address", "kind": "solana", "seed": SEED},
+    ]));
+    let (holder, stranger, sol) = (&addrs[0], &addrs[1], &addrs[2]);
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    std::fs::write(dir.path().join("session.der"), pkcs8.as_ref()).unwrap();
+    let snapshot = json!({
+        "revision": 1,
+        "policies": [{"id": "holders", "rule": {"wallet": {"allow": [holder, format!("solana:mainnet:{sol}")]}}}],
+        "assets": [{"id": "demo", "policy": "holders"}],
+        "keys": [],
+    });
+    std::fs::write(dir.path().join("snap.json"), snapshot.to_string()).unwrap();
+    let edge = TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
+        gate: GateConfig {
+            snapshot: Some(dir.path().join("snap.json")),
+            ..GateConfig::default()
+        },
+        auth: Some(AuthConfig {
+            session_key: dir.path().join("session.der"),
+            session_kid: "wallet-session".into(),
+            domain: "watch.test".into(),
+            uri: "https://watch.test".into(),
+            chains: ["eip155:1", "solana:mainnet"]
+                .iter()
+                .map(|c| streamgate_policy::address::ChainId::parse(c).unwrap())
+                .collect(),
+            statement: "Sign in to watch.".into(),
+            nonce_ttl: std::time::Duration::from_secs(300),
+            session_ttl: std::time::Duration::from_secs(600),
+        }),
+        ..EdgeConfig::default()
+    });
+    let c = reqwest::Client::new();
+    let challenge = edge.url("/auth/challenge");
+    let verify = edge.url("/auth/verify");
+    let video = edge.url("/v/demo/master.m3u8");
+
+    // An EVM wallet: challenge (lower-case address in, EIP-55 out), personal_sign, verify.
+    let (s, ch) = post(
+        &c,
+        challenge.clone(),
+        json!({"address": holder.to_lowercase(), "chain": "eip155:1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ch}");
+    let message = ch["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("watch.test wants you to sign in with your Ethereum account:\n"));
+    assert!(message.contains(&format!("\n{holder}\n")), "{message}");
+    assert!(
+        message.contains("\nChain ID: 1\n")
+            && message.contains(&format!("Nonce: {}", ch["nonce"].as_str().unwrap()))
+    );
+    let sig =
+        sign(json!([{"op": "sign", "kind": "evm", "key": KEY1, "message": message}])).remove(0);
+    let (s, session) = post(
+        &c,
+        verify.clone(),
+        json!({"message": message, "signature": sig}),
+    )
+    .await;
+    assert_eq!(s, 200, "{session}");
+    assert_eq!(session["account"], format!("eip155:1:{holder}"));
+    let token = session["token"].as_str().unwrap().to_owned();
+    let r = c.get(&video).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private")
+    );
+    assert_eq!(c.get(&video).send().await.unwrap().status(), 401);
+
+    // The same signed message again: the nonce is single-use.
+    let (s, body) = post(
+        &c,
+        verify.clone(),
+        json!({"message": message, "signature": sig}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["reason"].as_str().unwrap()),
+        (401, "nonce_replayed")
+    );
+
+    // A wallet that signs in fine but is not on the policy's list: 403.
+    let (_, ch2) = post(
+        &c,
+        challenge.clone(),
+        json!({"address": stranger, "chain": "eip155:1"}),
+    )
+    .await;
+    let m2 = ch2["message"].as_str().unwrap().to_owned();
+    let sig2 = sign(json!([{"op": "sign", "kind": "evm", "key": KEY2, "message": m2}])).remove(0);
+    let (s, sess2) = post(
+        &c,
+        verify.clone(),
+        json!({"message": m2, "signature": sig2}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let r = c
+        .get(&video)
+        .bearer_auth(sess2["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["reason"],
+        "wallet_not_allowed"
+    );
+
+    // Refusals, each with its reason. Every tampered message is signed by the real key.
+    let fresh = |c: reqwest::Client| {
+        let challenge = challenge.clone();
+        let holder = holder.clone();
+        async move {
+            post(
+                &c,
+                challenge,
+                json!({"address": holder, "chain": "eip155:1"}),
+            )
+            .await
+            .1["message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let signed = |m: &str, key: &str| json!({"message": m, "signature": sign(json!([{"op": "sign", "kind": "evm", "key": key, "message": m}])).remove(0)});
+    let m = fresh(c.clone()).await;
+    let wrong_domain = m.replacen("watch.test wants", "evil.test wants", 1);
+    let expired = {
+        let at = m.find("Expiration Time: ").unwrap();
+        format!("{}Expiration Time: 2020-01-01T00:00:00Z", &m[..at])
+    };
+    let other_nonce = {
+        let at = m.find("Nonce: ").unwrap() + 7;
+        format!("{}{}{}", &m[..at], "0".repeat(64), &m[at + 64..])
+    };
+    for (body, status, reason) in [
+        (signed(&wrong_domain, KEY1), 401, "wrong_domain"),
+        (signed(&expired, KEY1), 401, "message_expired"),
+        (signed(&other_nonce, KEY1), 401, "bad_nonce"),
+        (signed(&m, KEY2), 401, "bad_signature"),
+        (
+            json!({"message": m, "signature": "0x1234"}),
+            400,
+            "malformed_signature",
+        ),
+        (
+            json!({"message": "hello", "signature": "0x00"}),
+            400,
+            "malformed_message",
+        ),
+        (json!({"message": m}), 400, "malformed_request"),
+    ] {
+        let (s, b) = post(&c, verify.clone(), body).await;
+        assert_eq!((s, b["reason"].as_str().unwrap()), (status, reason), "{b}");
+    }
+    // Every letter's case flipped: still mixed case, so the EIP-55 checksum must fail.
+    let mixed_bad: String = "0x"
+        .chars()
+        .chain(holder[2..].chars().map(|ch| {
+            if ch.is_ascii_uppercase() {
+                ch.to_ascii_lowercase()
+            } else {
+                ch.to_ascii_uppercase()
+            }
+        }))
+        .collect();
+    for (body, reason) in [
+        (
+            json!({"address": "0xZZ", "chain": "eip155:1"}),
+            "bad_address",
+        ),
+        (
+            json!({"address": mixed_bad, "chain": "eip155:1"}),
+            "bad_address",
+        ),
+        (
+            json!({"address": holder, "chain": "eip155:137"}),
+            "unsupported_chain",
+        ),
+        (
+            json!({"address": holder, "chain": "bitcoin:1"}),
+            "bad_chain",
+        ),
+        (json!({"address": holder}), "malformed_request"),
+    ] {
+        let (s, b) = post(&c, challenge.clone(), body.clone()).await;
+        assert_eq!(
+            (s, b["reason"].as_str().unwrap_or_else(|| panic!("{b}"))),
+            (400, reason),
+            "{body} -> {b}"
+        );
+    }
+    let huge = c
+        .post(&verify)
+        .body(vec![b'x'; 20 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(c.get(&verify).send().await.unwrap().status(), 405);
+
+    // Solana: ed25519 signMessage over the same message shape.
+    let (s, chs) = post(
+        &c,
+        challenge.clone(),
+        json!({"address": sol, "chain": "solana:mainnet"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{chs}");
+    let ms = chs["message"].as_str().unwrap().to_owned();
+    assert!(ms.starts_with("watch.test wants you to sign in with your Solana account:\n"));
+    let ssig =
+        sign(json!([{"op": "sign", "kind": "solana", "seed": SEED, "message": ms}])).remove(0);
+    let (s, ssess) = post(
+        &c,
+        verify.clone(),
+        json!({"message": ms, "signature": ssig}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ssess}");
+    let r = c
+        .get(&video)
+        .bearer_auth(ssess["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A Solana signature over a different message does not verify.
+    let (_, chs2) = post(
+        &c,
+        challenge.clone(),
+        json!({"address": sol, "chain": "solana:mainnet"}),
+    )
+    .await;
+    let (s, b) = post(
+        &c,
+        verify.clone(),
+        json!({"message": chs2["message"], "signature": ssig}),
+    )
+    .await;
+    assert_eq!((s, b["reason"].as_str().unwrap()), (401, "bad_signature"));
+}
