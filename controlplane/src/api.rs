@@ -41,16 +41,18 @@ pub(crate) fn actor<T>(req: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
 }
 
-/// The audit entry written with a change, under `audit/<unix nanos>-<random>`.
+/// The audit entry written with a change, under `audit/<unix nanos:020>-<4 random hex>`:
+/// keys sort by time, and the random part keeps two control planes from colliding.
 pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
-    let nanos = SystemTime::now()
+    let now = SystemTime::now();
+    let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
     let mut salt = [0u8; 2];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
     let entry = json!({
-        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "time": humantime::format_rfc3339_millis(now).to_string(),
         "actor": actor,
         "action": action,
         "target": target,
@@ -259,8 +261,10 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
     }
 }
 
-/// Splits an admin token line into (actor name, token): `name:token` names the operator;
-/// a bare token is named `token-<first 8 hex digits of its SHA-256>`.
+/// Splits an admin token line into (actor name, token): `name:token` names the operator
+/// when the name is 1 to 64 of `A-Z a-z 0-9 - _ . @` (otherwise the whole line is the
+/// token); a bare token is named `token-<first 8 hex digits of its SHA-256>`, so the audit
+/// log tells tokens apart without holding them.
 pub fn split_token_line(line: &str) -> (String, &str) {
     if let Some((name, token)) = line.split_once(':')
         && !name.is_empty()
@@ -339,8 +343,8 @@ impl tonic::service::Interceptor for AdminAuth {
     }
 }
 
-/// Serves the control API on `listener` until `shutdown` completes: `PolicyService`
-/// (authenticated), `grpc.health.v1` and reflection (open).
+/// Serves the control API on `listener` until `shutdown` completes: the six services
+/// (authenticated by `auth`, each reported SERVING), `grpc.health.v1` and reflection (open).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,

@@ -28,7 +28,8 @@ pub struct ControlConfig {
     /// The state store.
     pub store: StoreConfig,
     /// Admin bearer token lines (from `admin_token_file`, one per line): `token`, or
-    /// `name:token` to name the operator in the audit log. Tokens are at least 16 bytes.
+    /// `name:token` to name the operator in the audit log (see
+    /// [`crate::api::split_token_line`]). Tokens are at least 16 bytes.
     pub admin_tokens: Vec<String>,
     /// TLS for the gRPC API (and mTLS with `client_ca`); plaintext when unset.
     pub tls: Option<TlsFiles>,

@@ -1,9 +1,11 @@
 //! StreamGate's control plane.
 //!
-//! Operators manage policies, assets and keys here; edges enforce what it publishes. This
-//! crate holds token minting ([`token`]) and the development state that `streamgate dev`
-//! publishes to its edge ([`dev`]), and the versioned state store ([`store`]) with an etcd
-//! and an embedded implementation. The gRPC API builds on these.
+//! Operators manage policies, assets, keys and purges here; edges enforce what it
+//! publishes by watching the same store. [`api`] is the gRPC API (`PolicyService` with
+//! Watch, `AssetService`, `KeyService`, `PurgeService`, `AuditService`, `EdgeService`)
+//! behind [`api::AdminAuth`]; every mutation commits with its audit entry in one store
+//! transaction. [`store`] is the versioned state store (etcd or embedded), [`config`] the
+//! `[control]` section, [`token`] token minting, and [`dev`] what `streamgate dev` seeds.
 #![forbid(unsafe_code)]
 
 pub mod api;

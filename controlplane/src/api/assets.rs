@@ -13,21 +13,27 @@ fn asset_key(id: &str) -> String {
     format!("{PREFIX}assets/{id}")
 }
 
-/// An asset id is one path segment of `a-z`, `0-9`, `.`, `_`, `-`: it is the first segment of
-/// every URL under `/v/`.
-fn valid_id(id: &str) -> Result<(), Status> {
-    let ok = !id.is_empty()
+/// An asset id is one path segment of `a-z`, `0-9`, `.`, `_`, `-` (at most 128, not `.` or
+/// `..`): it is the first segment of every URL under `/v/` and of every object key.
+pub(super) fn is_asset_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= 128
         && id != "."
         && id != ".."
         && id
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
-    if ok {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+/// What [`is_asset_id`] asks for, for error messages.
+pub(super) const ASSET_ID_RULE: &str = "1 to 128 characters of a-z, 0-9, '.', '_', '-'";
+
+fn valid_id(id: &str) -> Result<(), Status> {
+    if is_asset_id(id) {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "asset id {id:?}: 1 to 128 characters of a-z, 0-9, '.', '_', '-'"
+            "asset id {id:?}: {ASSET_ID_RULE}"
         )))
     }
 }

@@ -1,5 +1,9 @@
 //! `PolicyService.Watch`: the current policies (when asked from revision 0), then every
-//! change, from the store's own watch. The stream ends when the client goes away.
+//! change, from the store's own watch.
+//!
+//! A spawned task forwards store batches into a bounded channel. It stops as soon as the
+//! client goes away, even while no policy changes (it waits on the channel closing as well
+//! as on the store), so an abandoned watch does not hold a store watch open.
 
 use std::sync::Arc;
 
@@ -15,7 +19,9 @@ use crate::store::{Event, Store, StoreError};
 /// The stream type of `Watch`.
 pub type PolicyEvents = ReceiverStream<Result<pb::PolicyEvent, Status>>;
 
-fn event(prefix: &str, e: Event) -> pb::PolicyEvent {
+/// The event for one change; `revision` is the change's own revision, except in the initial
+/// state, where every event carries the revision of the listing.
+fn event(prefix: &str, e: Event, revision: i64) -> pb::PolicyEvent {
     match e {
         Event::Put {
             key,
@@ -24,15 +30,16 @@ fn event(prefix: &str, e: Event) -> pb::PolicyEvent {
         } => pb::PolicyEvent {
             kind: pb::policy_event::Kind::Put as i32,
             policy: Some(super::to_pb(key[prefix.len()..].to_owned(), value, version)),
-            revision: version,
+            revision,
         },
-        Event::Delete { key, version } => pb::PolicyEvent {
+        Event::Delete { key, .. } => pb::PolicyEvent {
             kind: pb::policy_event::Kind::Delete as i32,
+            // Only the id: the document is gone.
             policy: Some(pb::Policy {
                 id: key[prefix.len()..].to_owned(),
                 ..pb::Policy::default()
             }),
-            revision: version,
+            revision,
         },
     }
 }
@@ -54,26 +61,32 @@ pub(crate) async fn policy_events(
     store: Arc<dyn Store>,
     from: i64,
 ) -> Result<PolicyEvents, Status> {
+    if from < 0 {
+        return Err(Status::invalid_argument(
+            "from_revision: 0 (the current state, then changes) or a store revision",
+        ));
+    }
     let prefix = policy_key("");
     let (tx, rx) = mpsc::channel(64);
     let mut initial = Vec::new();
-    let after = if from <= 0 {
+    let after = if from == 0 {
         let (items, rev) = store.list(&prefix).await.map_err(status)?;
         for (key, v) in items {
-            initial.push(event(
-                &prefix,
-                Event::Put {
-                    key,
-                    value: v.value,
-                    version: v.version,
-                },
-            ));
+            let put = Event::Put {
+                key,
+                value: v.value,
+                version: v.version,
+            };
+            // At the listing's revision: a client that resumes from the last revision it
+            // saw then misses nothing and replays nothing.
+            initial.push(event(&prefix, put, rev));
         }
         rev
     } else {
         from
     };
-    // Fail the call itself when the history is gone, rather than an empty stream.
+    // Fail the call itself when the history is gone, rather than an empty stream (etcd
+    // reports it on the stream instead; that becomes the stream's one error).
     let mut changes = store.watch(&prefix, after).await.map_err(compacted)?;
     tokio::spawn(async move {
         for e in initial {
@@ -81,17 +94,29 @@ pub(crate) async fn policy_events(
                 return;
             }
         }
-        while let Some(item) = changes.next().await {
+        loop {
+            let item = tokio::select! {
+                () = tx.closed() => return,
+                item = changes.next() => item,
+            };
             match item {
-                Ok(batch) => {
+                Some(Ok(batch)) => {
                     for e in batch.events {
-                        if tx.send(Ok(event(&prefix, e))).await.is_err() {
+                        let revision = e.version();
+                        if tx.send(Ok(event(&prefix, e, revision))).await.is_err() {
                             return;
                         }
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     let _ = tx.send(Err(compacted(e))).await;
+                    return;
+                }
+                None => {
+                    // A watch has no natural end: tell the client to resume.
+                    let end =
+                        Status::unavailable("the store watch ended; resume from the last revision");
+                    let _ = tx.send(Err(end)).await;
                     return;
                 }
             }
