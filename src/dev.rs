@@ -153,12 +153,7 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let host = match args.bind {
-        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(a) => format!("[{a}]"),
-        a => a.to_string(),
-    };
+    let host = url_host(args.bind);
     let http = format!("http://{host}:{}", args.http_port);
     let https = format!("https://{host}:{}", args.tls_port);
     let token = &state.viewer_token;
@@ -225,12 +220,7 @@ fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeCo
         std::fs::create_dir_all(args.data_dir.join("keys"))?;
         std::fs::write(&key, pkcs8.as_ref())?;
     }
-    let host = match args.bind {
-        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
-        IpAddr::V6(a) => format!("[{a}]"),
-        a => a.to_string(),
-    };
+    let host = url_host(args.bind);
     let domain = format!("{host}:{}", args.http_port);
     cfg.auth = Some(streamgate_edge::config::AuthConfig {
         session_key: key,
@@ -246,6 +236,16 @@ fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeCo
         session_ttl: std::time::Duration::from_secs(3600),
     });
     Ok(cfg)
+}
+
+/// How clients reach `bind`: loopback for the unspecified address, brackets for IPv6.
+fn url_host(bind: IpAddr) -> String {
+    match bind {
+        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    }
 }
 
 /// Makes the demo asset under `origin_root/demo` unless it is already there.
