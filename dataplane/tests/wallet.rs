@@ -248,6 +248,54 @@ async fn wallets_sign_in_and_policies_see_them() {
     assert_eq!(huge.status(), 413);
     assert_eq!(c.get(&verify).send().await.unwrap().status(), 405);
 
+    // EIP-712: the challenge's typed data, signed with eth_signTypedData_v4 semantics.
+    let (_, cht) = post(
+        &c,
+        challenge.clone(),
+        json!({"address": holder, "chain": "eip155:1"}),
+    )
+    .await;
+    let typed = cht["typed_data"].clone();
+    assert_eq!(typed["message"]["nonce"], cht["nonce"]);
+    assert_eq!(typed["domain"]["chainId"], 1);
+    let tsig = sign(json!([{"op": "sign_typed", "kind": "evm", "key": KEY1, "typed_data": typed}]))
+        .remove(0);
+    // The typed signature is not a personal_sign of the text.
+    let (s, b) = post(
+        &c,
+        verify.clone(),
+        json!({"message": cht["message"], "signature": tsig}),
+    )
+    .await;
+    assert_eq!((s, b["reason"].as_str().unwrap()), (401, "bad_signature"));
+    // Typed data with another nonce than the message's does not verify either.
+    let mut forged = typed.clone();
+    forged["message"]["nonce"] = json!("0".repeat(64));
+    let fsig =
+        sign(json!([{"op": "sign_typed", "kind": "evm", "key": KEY1, "typed_data": forged}]))
+            .remove(0);
+    let (s, b) = post(
+        &c,
+        verify.clone(),
+        json!({"message": cht["message"], "signature": fsig, "signature_type": "eip712"}),
+    )
+    .await;
+    assert_eq!((s, b["reason"].as_str().unwrap()), (401, "bad_signature"));
+    let (s, tsess) = post(
+        &c,
+        verify.clone(),
+        json!({"message": cht["message"], "signature": tsig, "signature_type": "eip712"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{tsess}");
+    let r = c
+        .get(&video)
+        .bearer_auth(tsess["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // Solana: ed25519 signMessage over the same message shape.
     let (s, chs) = post(
         &c,

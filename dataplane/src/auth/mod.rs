@@ -2,8 +2,9 @@
 //!
 //! 1. Challenge: `{"address", "chain"}` → a sign-in message (EIP-4361 for `eip155:*`, the
 //!    same shape for `solana:*`) with a nonce, and its expiry.
-//! 2. The wallet signs the message: EIP-191 `personal_sign` (secp256k1) on EVM chains,
-//!    ed25519 `signMessage` on Solana.
+//! 2. The wallet signs the message: EIP-191 `personal_sign` (secp256k1) on EVM chains, or
+//!    the same fields as EIP-712 typed data (`typed_data` in the challenge, then
+//!    `"signature_type": "eip712"`), or ed25519 `signMessage` on Solana.
 //! 3. Verify: `{"message", "signature"}` → a session token: a short-lived EdDSA JWT whose
 //!    subject and `sg_wallet` claim are the CAIP-10 account, signed with the session key
 //!    that every edge holds, so any edge accepts it. Policies test it with `wallet`.
@@ -254,7 +255,21 @@ impl Auth {
             request_id: None,
             resources: Vec::new(),
         };
-        Ok(json!({"message": message.to_text(), "nonce": nonce, "expires_at": rfc3339(expires)}))
+        let mut out =
+            json!({"message": message.to_text(), "nonce": nonce, "expires_at": rfc3339(expires)});
+        if let (Some(chain_id), Ok(wallet)) = (
+            chain.evm_id(),
+            streamgate_policy::address::parse_evm(&account.address),
+        ) {
+            // The same sign-in as EIP-712 typed data, for wallets that sign that instead.
+            out["typed_data"] = wallet::TypedSignIn {
+                chain_id,
+                message: &message,
+                wallet,
+            }
+            .to_json();
+        }
+        Ok(out)
     }
 
     fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
@@ -311,7 +326,30 @@ impl Auth {
             return Err(denied("not_yet_valid", "Not Before is in the future"));
         }
         self.check_nonce(&m.nonce, &account.to_string(), now)?;
+        let typed = match req["signature_type"].as_str() {
+            None | Some("personal_sign") => false,
+            Some("eip712") => true,
+            Some(other) => {
+                return Err(bad(
+                    "malformed_request",
+                    format!("signature_type {other:?}: personal_sign or eip712"),
+                ));
+            }
+        };
         let ok = match chain.namespace {
+            Namespace::Eip155 if typed => {
+                let wallet = streamgate_policy::address::parse_evm(&account.address)
+                    .map_err(|e| bad("bad_address", e))?;
+                let digest = wallet::TypedSignIn {
+                    chain_id: chain.evm_id().unwrap_or(0),
+                    message: &m,
+                    wallet,
+                }
+                .digest();
+                wallet::evm_signer_of_digest(&digest, signature)
+                    .map_err(|e| bad("malformed_signature", e))?
+                    == account.address
+            }
             Namespace::Eip155 => {
                 wallet::evm_personal_sign_signer(text.as_bytes(), signature)
                     .map_err(|e| bad("malformed_signature", e))?

@@ -13,6 +13,11 @@ pub fn personal_sign_hash(message: &[u8]) -> [u8; 32] {
 /// The EIP-55 address of the key that made `signature` (`0x` + 130 hex digits: r ‖ s ‖ v,
 /// v 27/28 or 0/1) over `personal_sign(message)`.
 pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<String, String> {
+    evm_signer_of_digest(&personal_sign_hash(message), signature)
+}
+
+/// Parses `0x` + 130 hex digits into r ‖ s and a recovery id (v 27/28 or 0/1).
+fn rsv(signature: &str) -> Result<(Signature, RecoveryId), String> {
     let hex = signature
         .strip_prefix("0x")
         .ok_or("an EVM signature is 0x and 130 hex digits")?;
@@ -33,13 +38,99 @@ pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<Strin
     if sig.normalize_s().is_some() {
         return Err("the signature's s is in the upper half (EIP-2)".into());
     }
-    let recid = RecoveryId::from_byte(v).ok_or("bad recovery id")?;
-    let key = VerifyingKey::recover_from_prehash(&personal_sign_hash(message), &sig, recid)
+    Ok((sig, RecoveryId::from_byte(v).ok_or("bad recovery id")?))
+}
+
+/// The EIP-55 address of the key that signed the 32-byte `digest`.
+pub fn evm_signer_of_digest(digest: &[u8; 32], signature: &str) -> Result<String, String> {
+    let (sig, recid) = rsv(signature)?;
+    let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
         .map_err(|_| "no key recovers from this signature".to_owned())?;
     let point = key.to_encoded_point(false);
     let hash = keccak256(&point.as_bytes()[1..]);
     let addr: [u8; 20] = hash[12..].try_into().expect("20 bytes");
     Ok(eip55(&addr))
+}
+
+/// The EIP-712 sign-in: the fields of a sign-in message as typed data, so wallets that
+/// prefer `eth_signTypedData_v4` show them as fields. Domain `{name: "StreamGate",
+/// version: "1", chainId}`; primary type `SignIn(string domain,address wallet,string uri,
+/// string version,string nonce,string issuedAt,string expirationTime)`.
+pub struct TypedSignIn<'a> {
+    /// The EVM chain id.
+    pub chain_id: u64,
+    /// The fields, from the sign-in message.
+    pub message: &'a super::siwe::Message,
+    /// The wallet address (20 bytes).
+    pub wallet: [u8; 20],
+}
+
+const DOMAIN_TYPE: &str = "EIP712Domain(string name,string version,uint256 chainId)";
+const SIGN_IN_TYPE: &str = "SignIn(string domain,address wallet,string uri,string version,string nonce,string issuedAt,string expirationTime)";
+
+impl TypedSignIn<'_> {
+    /// The digest a wallet signs: keccak256(0x19 0x01 ‖ domainSeparator ‖ hashStruct).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut chain = [0u8; 32];
+        chain[24..].copy_from_slice(&self.chain_id.to_be_bytes());
+        let domain = keccak256(
+            &[
+                keccak256(DOMAIN_TYPE.as_bytes()),
+                keccak256(b"StreamGate"),
+                keccak256(b"1"),
+                chain,
+            ]
+            .concat(),
+        );
+        let m = self.message;
+        let mut wallet = [0u8; 32];
+        wallet[12..].copy_from_slice(&self.wallet);
+        let s = |t: &str| keccak256(t.as_bytes());
+        let hash_struct = keccak256(
+            &[
+                keccak256(SIGN_IN_TYPE.as_bytes()),
+                s(&m.domain),
+                wallet,
+                s(&m.uri),
+                s(&m.version),
+                s(&m.nonce),
+                s(&m.issued_at),
+                s(m.expiration_time.as_deref().unwrap_or("")),
+            ]
+            .concat(),
+        );
+        keccak256(&[&[0x19u8, 0x01][..], &domain, &hash_struct].concat())
+    }
+
+    /// The typed data as `eth_signTypedData_v4` takes it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = self.message;
+        serde_json::json!({
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                ],
+                "SignIn": [
+                    {"name": "domain", "type": "string"},
+                    {"name": "wallet", "type": "address"},
+                    {"name": "uri", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "nonce", "type": "string"},
+                    {"name": "issuedAt", "type": "string"},
+                    {"name": "expirationTime", "type": "string"},
+                ],
+            },
+            "primaryType": "SignIn",
+            "domain": {"name": "StreamGate", "version": "1", "chainId": self.chain_id},
+            "message": {
+                "domain": m.domain, "wallet": eip55(&self.wallet), "uri": m.uri,
+                "version": m.version, "nonce": m.nonce, "issuedAt": m.issued_at,
+                "expirationTime": m.expiration_time.as_deref().unwrap_or(""),
+            },
+        })
+    }
 }
 
 /// Whether `signature` (base58, 64 bytes) is `address`'s ed25519 signature of `message`.

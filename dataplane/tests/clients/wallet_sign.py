@@ -8,6 +8,7 @@ Reads {"jobs": [...]} on stdin; each job is one of
   {"op": "address", "kind": "solana", "seed": "<32-byte hex>"}
   {"op": "sign", "kind": "evm", "key": ..., "message": "..."}
   {"op": "sign", "kind": "solana", "seed": ..., "message": "..."}
+  {"op": "sign_typed", "kind": "evm", "key": ..., "typed_data": {...}}   (EIP-712 v4)
 and prints {"results": [...]}: the address (EIP-55 / base58) or the signature
 (0x-hex r||s||v / base58).
 """
@@ -25,6 +26,9 @@ def run(job):
         acct = Account.from_key(job["key"])
         if job["op"] == "address":
             return acct.address
+        if job["op"] == "sign_typed":
+            signed = acct.sign_typed_data(full_message=job["typed_data"])
+            return "0x" + bytes(signed.signature).hex()
         signed = acct.sign_message(encode_defunct(text=job["message"]))
         return "0x" + bytes(signed.signature).hex()
     key = nacl.signing.SigningKey(bytes.fromhex(job["seed"]))
