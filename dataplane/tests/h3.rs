@@ -380,7 +380,16 @@ async fn h3_graceful_shutdown_lets_in_flight_requests_finish() {
     // The request is in flight (the origin takes a second) when the shutdown starts.
     let inflight =
         tokio::task::spawn_blocking(move || h3(port, vec![get("/v/demo/seg.m4s", &[])], json!({})));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Start the shutdown only once the request has reached the origin (the client's
+    // start-up time varies), so it is truly in flight.
+    let t0 = std::time::Instant::now();
+    while origin.reads("demo/seg.m4s") == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the HTTP/3 request never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stopper = tokio::task::spawn_blocking(move || drop(edge));
     let run = inflight.await.unwrap();
     let r = run.responses[0]
