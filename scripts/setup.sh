@@ -27,14 +27,19 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python test peers live in a virtualenv outside the clone: moto's S3-compatible server
-# (S3 origin tests) and aioquic (an independent HTTP/3 client).
+# (S3 origin tests), aioquic (an independent HTTP/3 client), PyJWT, and eth-account (an
+# independent EIP-191/EIP-712 signer for the Web3-gating tests).
 venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, jwt' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, jwt, eth_account' 2>/dev/null; then
   echo "setup: installing the Python test peers into $venv"
   have python3 || { echo "setup: python3 is missing" >&2; exit 1; }
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2' 'pyjwt[crypto]>=2.8,<3'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2' 'pyjwt[crypto]>=2.8,<3' \
+    'eth-account>=0.13,<0.14'
 fi
+
+# The local EVM chain (hardhat node) and contract tooling, in a Node cache outside the clone.
+"$(dirname "$0")/setup-chain.sh"
 
 if ! have cargo; then
   echo "setup: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
