@@ -38,6 +38,9 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, 
     'eth-account>=0.13,<0.14' 'pynacl>=1.5,<2' 'base58>=2.1,<3'
 fi
 
+# The local EVM chain (hardhat node) and contract tooling, in a Node cache outside the clone.
+"$(dirname "$0")/setup-chain.sh"
+
 if ! have cargo; then
   echo "setup: cargo is missing; install Rust with rustup (https://rustup.rs)" >&2
   exit 1
