@@ -193,8 +193,9 @@ impl Gate {
             },
         };
         // Header lookups hash the name; skip the two a policy without origin rules ignores.
+        let reads_origin = policy.uses_origin();
         let header = |name| {
-            if policy.uses_origin() {
+            if reads_origin {
                 f.headers.get(name).and_then(|v| v.to_str().ok())
             } else {
                 None

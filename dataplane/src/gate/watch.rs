@@ -92,15 +92,15 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Which part of the state a key belongs to.
-enum Kind<'k> {
+enum Kind {
     Policy,
     Asset,
     Key,
     Purge,
-    Other(#[allow(dead_code)] &'k str),
+    Other,
 }
 
-fn kind(key: &str) -> Kind<'_> {
+fn kind(key: &str) -> Kind {
     let rest = key.strip_prefix(PREFIX).unwrap_or(key);
     if rest.starts_with("policies/") {
         Kind::Policy
@@ -111,7 +111,7 @@ fn kind(key: &str) -> Kind<'_> {
     } else if rest.starts_with("purges/") {
         Kind::Purge
     } else {
-        Kind::Other(rest)
+        Kind::Other
     }
 }
 
@@ -163,7 +163,7 @@ impl Docs {
                 Kind::Policy => (&mut policies, "id"),
                 Kind::Asset => (&mut assets, "id"),
                 Kind::Key => (&mut keys, "kid"),
-                Kind::Purge | Kind::Other(_) => continue,
+                Kind::Purge | Kind::Other => continue,
             };
             if v.get(field).and_then(Value::as_str) == Some(name) {
                 list.push(v.clone());
@@ -230,7 +230,7 @@ impl StateWatcher {
             match kind(k) {
                 Kind::Policy | Kind::Asset | Kind::Key => fresh.set(k, &v.value),
                 Kind::Purge if since > 0 && v.version > since => self.purge(k, &v.value),
-                Kind::Purge | Kind::Other(_) => {}
+                Kind::Purge | Kind::Other => {}
             }
         }
         *docs = fresh;
