@@ -113,6 +113,64 @@ impl<'v> Fields<'v> {
         }
     }
 
+    /// A table of sub-tables named by the operator (`[edge.chains."eip155:1"]`): each name
+    /// with its fields. Absent reads as empty; a non-table entry is an error.
+    pub fn named_tables(&mut self, errs: &mut Errors, key: &'static str) -> Vec<(String, Self)> {
+        let path = self.field_path(key);
+        let Some(v) = self.raw(key) else {
+            return Vec::new();
+        };
+        let toml::Value::Table(t) = v else {
+            errs.push(&path, "expected a table of tables");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, v) in t {
+            let sub = format!("{path}.{name:?}");
+            match v {
+                toml::Value::Table(inner) => out.push((
+                    name.clone(),
+                    Fields {
+                        path: sub,
+                        table: Some(inner),
+                        seen: BTreeSet::new(),
+                    },
+                )),
+                _ => errs.push(sub, "expected a table"),
+            }
+        }
+        out
+    }
+
+    /// A list of tables (`endpoints = [{ url = "..." }, ...]`). Absent reads as empty.
+    pub fn table_list(&mut self, errs: &mut Errors, key: &'static str) -> Vec<Self> {
+        let path = self.field_path(key);
+        let Some(v) = self.raw(key) else {
+            return Vec::new();
+        };
+        let toml::Value::Array(items) = v else {
+            errs.push(&path, "expected a list of tables");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, v) in items.iter().enumerate() {
+            match v {
+                toml::Value::Table(inner) => out.push(Fields {
+                    path: format!("{path}[{i}]"),
+                    table: Some(inner),
+                    seen: BTreeSet::new(),
+                }),
+                _ => errs.push(format!("{path}[{i}]"), "expected a table"),
+            }
+        }
+        out
+    }
+
+    /// This table's path, for messages about it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Reads `key` with `parse`, or `default` when absent. Errors are recorded and yield `default`.
     pub fn get<T>(
         &mut self,

@@ -43,6 +43,9 @@ pub struct EdgeConfig {
     pub gate: GateConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
+    /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
+    /// conditions and ERC-1271 sign-in.
+    pub chains: Vec<crate::chain::ChainConfig>,
     /// Origin storage.
     pub origin: OriginConfig,
 }
@@ -234,6 +237,7 @@ impl Default for EdgeConfig {
             cache: CacheConfig::default(),
             gate: GateConfig::default(),
             auth: None,
+            chains: Vec::new(),
             origin: OriginConfig::Fs {
                 root: PathBuf::from("data/origin"),
             },
@@ -465,6 +469,8 @@ impl EdgeConfig {
         };
         a.finish(errs);
 
+        let chains = crate::chain::config::read(&mut e, errs);
+
         let mut g = e.table(errs, "gate");
         let gate = GateConfig {
             snapshot: g.opt(errs, "snapshot", path),
@@ -530,6 +536,7 @@ impl EdgeConfig {
             cache,
             gate,
             auth,
+            chains,
             origin,
         }
     }

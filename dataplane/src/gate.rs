@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use http::HeaderMap;
 use http::header::{ORIGIN, REFERER};
-use streamgate_policy::{Decision as PolicyDecision, Facts, TokenFacts};
+use streamgate_policy::{Decision as PolicyDecision, Facts, NftOracle, Policy, TokenFacts};
+
+use crate::chain::Chains;
 
 pub use snapshot::{Snapshot, SnapshotError};
 
@@ -68,6 +70,8 @@ pub struct Gate {
     session: Option<(String, jwt::VerifyingKey)>,
     guarded: bool,
     leeway: Duration,
+    /// The chain registry, for `nft` conditions.
+    chains: Option<Arc<Chains>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -86,6 +90,7 @@ impl Gate {
             session: None,
             guarded: false,
             leeway: Duration::ZERO,
+            chains: None,
         }
     }
 
@@ -96,6 +101,7 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            chains: None,
         }
     }
 
@@ -107,6 +113,7 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            chains: None,
         }
     }
 
@@ -115,10 +122,32 @@ impl Gate {
         self.session = Some(key);
     }
 
+    /// Answers `nft` conditions with these chains; the snapshot in force tells them what
+    /// to follow.
+    pub fn set_chains(&mut self, chains: Arc<Chains>) {
+        if let Some(s) = self.state.load().as_ref() {
+            chains.set_live(s.policies.values().map(|p| &**p));
+        }
+        self.chains = Some(chains);
+    }
+
+    /// The chain registry, if any.
+    pub fn chains(&self) -> Option<&Arc<Chains>> {
+        self.chains.as_ref()
+    }
+
+    fn follow(&self, snapshot: &Snapshot) {
+        if let Some(c) = &self.chains {
+            c.set_live(snapshot.policies.values().map(|p| &**p));
+        }
+    }
+
     /// Installs a new snapshot (a guarded gate only); requests see it from the next load.
     pub fn install(&self, snapshot: impl Into<Arc<Snapshot>>) {
         if self.guarded {
-            self.state.store(Some(snapshot.into()));
+            let snapshot = snapshot.into();
+            self.follow(&snapshot);
+            self.state.store(Some(snapshot));
         }
     }
 
@@ -128,10 +157,15 @@ impl Gate {
         if !self.guarded {
             return false;
         }
+        let snapshot = snapshot.into();
         let prev = self
             .state
-            .compare_and_swap(&None::<Arc<Snapshot>>, Some(snapshot.into()));
-        prev.is_none()
+            .compare_and_swap(&None::<Arc<Snapshot>>, Some(Arc::clone(&snapshot)));
+        let installed = prev.is_none();
+        if installed {
+            self.follow(&snapshot);
+        }
+        installed
     }
 
     /// The snapshot in force.
@@ -149,11 +183,21 @@ impl Gate {
         self.state.load().as_ref().map(|s| s.revision)
     }
 
-    /// Decides whether the request may be served, at time `now`.
-    pub fn check(&self, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
+    /// Decides whether the request may be served, at time `now`. Answers from the
+    /// caches; only a policy whose verdict hangs on an NFT the ownership cache does not
+    /// know awaits a chain lookup.
+    pub async fn check(&self, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
+        match self.first_pass(f, now) {
+            Ok(d) => d,
+            Err(lookup) => self.second_pass(f, now, lookup).await,
+        }
+    }
+
+    /// The decision from what is known now, or what a lookup needs.
+    fn first_pass(&self, f: &RequestFacts<'_>, now: SystemTime) -> Result<Decision, NeedsLookup> {
         let guard = self.state.load();
         let Some(snap) = guard.as_ref() else {
-            return if self.guarded {
+            return Ok(if self.guarded {
                 Decision::Deny {
                     status: 503,
                     reason: "no_policy_snapshot",
@@ -163,19 +207,19 @@ impl Gate {
                     query_token: false,
                     shared: true,
                 }
-            };
+            });
         };
         let Some(binding) = snap.assets.get(f.asset) else {
-            return Decision::Deny {
+            return Ok(Decision::Deny {
                 status: 404,
                 reason: "unknown_asset",
-            };
+            });
         };
         let Some(policy) = binding.as_ref().and_then(|p| snap.policies.get(p)) else {
-            return Decision::Deny {
+            return Ok(Decision::Deny {
                 status: 403,
                 reason: "asset_has_no_policy",
-            };
+            });
         };
         let credential = if policy.uses_token() {
             credential::find(f.headers, f.query)
@@ -185,43 +229,101 @@ impl Gate {
         let verified = credential
             .as_ref()
             .map(|(t, _)| snap.verify(t, now, self.leeway, self.session.as_ref()));
-        let token = match &verified {
-            None => TokenFacts::Absent,
-            Some(v) => match &v.result {
-                Ok(ok) => TokenFacts::Valid(&ok.claims),
-                Err(why) => TokenFacts::Invalid(*why),
-            },
-        };
-        // Header lookups hash the name; skip the two a policy without origin rules ignores.
-        let reads_origin = policy.uses_origin();
-        let header = |name| {
-            if reads_origin {
-                f.headers.get(name).and_then(|v| v.to_str().ok())
-            } else {
-                None
-            }
-        };
-        let facts = Facts {
+        let query_token = matches!(credential, Some((_, credential::Source::Query)));
+        let oracle = self.chains.as_deref().map(|c| c.oracle(None));
+        let facts = facts(
+            policy,
+            f,
             now,
-            key: f.key,
-            client_ip: f.client,
-            origin: header(ORIGIN),
-            referer: header(REFERER),
-            token,
-        };
+            verified.as_deref(),
+            oracle.as_ref().map(|o| o as &dyn NftOracle),
+        );
         match policy.evaluate(&facts) {
-            PolicyDecision::Allow => Decision::Allow {
-                query_token: matches!(credential, Some((_, credential::Source::Query))),
-                shared: policy.always_allows(),
+            PolicyDecision::Pending => match verified {
+                Some(verified) => Err(NeedsLookup {
+                    policy: Arc::clone(policy),
+                    verified,
+                    query_token,
+                }),
+                None => Ok(verdict(policy, PolicyDecision::Pending, query_token)),
             },
-            PolicyDecision::Deny { status, reason } => Decision::Deny {
-                status,
-                reason: reason.as_str(),
-            },
-            PolicyDecision::Unavailable { reason } => Decision::Deny {
-                status: 503,
-                reason: reason.as_str(),
-            },
+            d => Ok(verdict(policy, d, query_token)),
         }
+    }
+
+    /// Looks up what the first pass lacked, then decides with the answers.
+    async fn second_pass(&self, f: &RequestFacts<'_>, now: SystemTime, l: NeedsLookup) -> Decision {
+        let (Some(chains), Ok(v)) = (self.chains.as_deref(), &l.verified.result) else {
+            return verdict(&l.policy, PolicyDecision::Pending, l.query_token);
+        };
+        let answers = chains.resolve(&l.policy, &v.claims).await;
+        let oracle = chains.oracle(Some(&answers));
+        let facts = facts(&l.policy, f, now, Some(&l.verified), Some(&oracle));
+        verdict(&l.policy, l.policy.evaluate(&facts), l.query_token)
+    }
+}
+
+/// What a decision waiting for a chain lookup holds on to.
+struct NeedsLookup {
+    policy: Arc<Policy>,
+    verified: Arc<snapshot::CachedVerify>,
+    query_token: bool,
+}
+
+/// The facts of a request for `policy`.
+fn facts<'a>(
+    policy: &Policy,
+    f: &'a RequestFacts<'_>,
+    now: SystemTime,
+    verified: Option<&'a snapshot::CachedVerify>,
+    nft: Option<&'a dyn NftOracle>,
+) -> Facts<'a> {
+    let token = match verified {
+        None => TokenFacts::Absent,
+        Some(v) => match &v.result {
+            Ok(ok) => TokenFacts::Valid(&ok.claims),
+            Err(why) => TokenFacts::Invalid(*why),
+        },
+    };
+    // Header lookups hash the name; skip the two a policy without origin rules ignores.
+    let reads_origin = policy.uses_origin();
+    let header = |name| {
+        if reads_origin {
+            f.headers.get(name).and_then(|v| v.to_str().ok())
+        } else {
+            None
+        }
+    };
+    Facts {
+        now,
+        key: f.key,
+        client_ip: f.client,
+        origin: header(ORIGIN),
+        referer: header(REFERER),
+        token,
+        nft,
+    }
+}
+
+/// The gate's verdict from the policy's.
+fn verdict(policy: &Policy, d: PolicyDecision, query_token: bool) -> Decision {
+    match d {
+        PolicyDecision::Allow => Decision::Allow {
+            query_token,
+            shared: policy.always_allows(),
+        },
+        PolicyDecision::Deny { status, reason } => Decision::Deny {
+            status,
+            reason: reason.as_str(),
+        },
+        PolicyDecision::Unavailable { reason } => Decision::Deny {
+            status: 503,
+            reason: reason.as_str(),
+        },
+        // Still unknown after a lookup (or nothing to look up with): unavailable.
+        PolicyDecision::Pending => Decision::Deny {
+            status: 503,
+            reason: streamgate_policy::Reason::DependencyUnavailable.as_str(),
+        },
     }
 }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod chain;
 pub mod config;
 pub mod gate;
 pub mod listener;

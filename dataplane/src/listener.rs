@@ -167,7 +167,7 @@ impl Edge {
             None if !cfg.gate.etcd.is_empty() => Some(Source::Etcd(cfg.gate.etcd.clone())),
             None => None,
         };
-        let gate = match (&source, &cfg.gate.snapshot) {
+        let mut gate = match (&source, &cfg.gate.snapshot) {
             // Watching: start empty (503, not ready) until the store or the
             // last-known-good file provides a snapshot.
             (Some(_), _) => Gate::waiting(cfg.gate.leeway),
@@ -180,6 +180,11 @@ impl Edge {
         if let Some(rev) = gate.revision() {
             metrics.policy_revision.set(rev);
         }
+        let chains = (!cfg.chains.is_empty())
+            .then(|| Arc::new(crate::chain::Chains::new(&cfg.chains, metrics.registry())));
+        if let Some(c) = &chains {
+            gate.set_chains(Arc::clone(c));
+        }
         let mut pipeline = Pipeline::new(
             gate,
             origin,
@@ -188,8 +193,11 @@ impl Edge {
             Arc::clone(&metrics),
         );
         if let Some(a) = &cfg.auth {
-            let auth =
+            let mut auth =
                 crate::auth::Auth::new(a.clone()).map_err(|e| StartError::Auth(e.to_string()))?;
+            if let Some(c) = &chains {
+                auth.set_chains(Arc::clone(c));
+            }
             pipeline.set_auth(Arc::new(auth));
         }
         let mut addrs = vec![cfg.http_listen, cfg.admin_listen];
@@ -309,6 +317,22 @@ impl Edge {
             let mut reloader = background_service("snapshot-reload", reloader);
             reloader.threads = Some(1);
             server.add_service(reloader);
+        }
+
+        if let Some(chains) = self.pipeline.gate().chains() {
+            // The cursor sits next to the last-known-good snapshot, where there is one.
+            let cursor_file = self.cfg.gate.snapshot.as_ref().map(|p| {
+                let mut name = p.file_name().unwrap_or_default().to_os_string();
+                name.push(".chains.json");
+                p.with_file_name(name)
+            });
+            let indexer = crate::chain::index::Indexer {
+                chains: Arc::clone(chains),
+                cursor_file,
+            };
+            let mut indexer = background_service("chain-index", indexer);
+            indexer.threads = Some(1);
+            server.add_service(indexer);
         }
 
         let admin = Admin {

@@ -392,6 +392,11 @@ impl Metrics {
         self.origin_reads[OriginResult::Ok as usize].get()
     }
 
+    /// The registry, for components that register their own metrics (the chain clients).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);

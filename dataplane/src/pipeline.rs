@@ -148,7 +148,7 @@ impl Pipeline {
     ) -> Response<Body> {
         let (mut resp, cache) = match &self.auth {
             Some(auth) if crate::auth::Auth::handles(req.uri.path()) => {
-                (self.sign_in(auth, req, body), CacheStatus::None)
+                (self.sign_in(auth, req, body).await, CacheStatus::None)
             }
             _ => self.dispatch(req, conn).await,
         };
@@ -207,7 +207,7 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
-        let (query_token, shared) = match self.gate.check(&facts, SystemTime::now()) {
+        let (query_token, shared) = match self.gate.check(&facts, SystemTime::now()).await {
             Decision::Allow {
                 query_token,
                 shared,
@@ -432,7 +432,7 @@ impl Pipeline {
         with_headers(status, h, body)
     }
 
-    fn sign_in(
+    async fn sign_in(
         &self,
         auth: &crate::auth::Auth,
         req: &Parts,
@@ -440,7 +440,7 @@ impl Pipeline {
     ) -> Response<Body> {
         match req.method {
             Method::POST => match body {
-                Some(b) => auth.serve(req.uri.path(), &b, SystemTime::now()),
+                Some(b) => auth.serve(req.uri.path(), &b, SystemTime::now()).await,
                 None => error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",

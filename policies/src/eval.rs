@@ -33,6 +33,8 @@ pub struct Facts<'a> {
     pub referer: Option<&'a str>,
     /// The token, if any.
     pub token: TokenFacts<'a>,
+    /// What is known of wallets' NFTs; `None` makes every `nft` condition unavailable.
+    pub nft: Option<&'a dyn NftOracle>,
 }
 
 /// Why a request was refused (or which dependency was unavailable).
@@ -77,11 +79,13 @@ pub enum Reason {
     WalletRequired,
     /// The signed-in wallet is not allowed (or is denied).
     WalletNotAllowed,
+    /// The signed-in wallet does not hold the NFT the policy asks for.
+    NftNotHeld,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::NoCredential,
         Self::MalformedToken,
         Self::AlgorithmNotAllowed,
@@ -101,6 +105,7 @@ impl Reason {
         Self::DependencyUnavailable,
         Self::WalletRequired,
         Self::WalletNotAllowed,
+        Self::NftNotHeld,
     ];
 
     /// The reason as it appears in JSON error bodies and metrics.
@@ -125,6 +130,7 @@ impl Reason {
             Self::DependencyUnavailable => "dependency_unavailable",
             Self::WalletRequired => "wallet_required",
             Self::WalletNotAllowed => "wallet_not_allowed",
+            Self::NftNotHeld => "nft_not_held",
         }
     }
 
@@ -164,6 +170,9 @@ pub enum Decision {
         /// Why.
         reason: Reason,
     },
+    /// The verdict depends on an `nft` condition the oracle answered
+    /// [`Holding::Pending`]: look it up, then evaluate again.
+    Pending,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +180,8 @@ enum Outcome {
     True,
     False(Reason),
     Unknown(Reason),
+    /// Needs a lookup first; outranks `Unknown` (the lookup may make it true).
+    Pending,
 }
 
 impl Policy {
@@ -190,7 +201,23 @@ impl Policy {
                 FailMode::Closed => Decision::Unavailable { reason },
                 FailMode::Open => Decision::Allow,
             },
+            Outcome::Pending => Decision::Pending,
         }
+    }
+
+    /// The `nft` conditions anywhere in the rule, in document order.
+    pub fn nft_conditions(&self) -> Vec<&NftCondition> {
+        fn walk<'p>(r: &'p Rule, out: &mut Vec<&'p NftCondition>) {
+            match r {
+                Rule::AnyOf(rs) | Rule::AllOf(rs) => rs.iter().for_each(|r| walk(r, out)),
+                Rule::Not(r) => walk(r, out),
+                Rule::Cond(Condition::Nft(n)) => out.push(n),
+                Rule::Cond(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.rule, &mut out);
+        out
     }
 
     /// Whether this policy allows every request whatever its facts (`public`, or rules that
@@ -209,7 +236,12 @@ impl Policy {
 
     /// Whether any branch of this policy can look at a token; tokens are verified only then.
     pub fn uses_token(&self) -> bool {
-        self.any_condition(&|c| matches!(c, Condition::Jwt(_) | Condition::Wallet(_)))
+        self.any_condition(&|c| {
+            matches!(
+                c,
+                Condition::Jwt(_) | Condition::Wallet(_) | Condition::Nft(_)
+            )
+        })
     }
 
     /// Whether any branch looks at the `Origin` or `Referer` header; they are read only then.
@@ -233,45 +265,61 @@ fn eval(rule: &Rule, f: &Facts<'_>) -> Outcome {
     match rule {
         Rule::AnyOf(rs) => {
             let mut unknown = None;
+            let mut pending = false;
             let mut first_false = None;
             let mut credential_false = None;
+            let mut wallet_false = None;
             for r in rs {
                 match eval(r, f) {
                     Outcome::True => return Outcome::True,
+                    Outcome::Pending => pending = true,
                     Outcome::Unknown(why) => unknown = unknown.or(Some(why)),
                     Outcome::False(why) => {
                         first_false = first_false.or(Some(why));
+                        if matches!(why, Reason::WalletNotAllowed | Reason::NftNotHeld) {
+                            wallet_false = wallet_false.or(Some(why));
+                        }
                         if why.is_credential() {
                             credential_false = credential_false.or(Some(why));
                         }
                     }
                 }
             }
+            if pending {
+                return Outcome::Pending;
+            }
             if let Some(why) = unknown {
                 return Outcome::Unknown(why);
             }
-            // The most useful answer to a viewer is about their credential.
+            // The most useful answer to a viewer is about their credential; for a
+            // signed-in wallet, what the wallet lacks.
             Outcome::False(
-                credential_false
+                wallet_false
+                    .or(credential_false)
                     .or(first_false)
                     .unwrap_or(Reason::NegatedRuleMatched),
             )
         }
         Rule::AllOf(rs) => {
             let mut unknown = None;
+            let mut pending = false;
             for r in rs {
                 match eval(r, f) {
                     Outcome::True => {}
                     Outcome::False(why) => return Outcome::False(why),
+                    Outcome::Pending => pending = true,
                     Outcome::Unknown(why) => unknown = unknown.or(Some(why)),
                 }
+            }
+            if pending {
+                return Outcome::Pending;
             }
             unknown.map_or(Outcome::True, Outcome::Unknown)
         }
         Rule::Not(r) => match eval(r, f) {
             Outcome::True => Outcome::False(Reason::NegatedRuleMatched),
             Outcome::False(_) => Outcome::True,
-            u @ Outcome::Unknown(_) => u,
+            u @ (Outcome::Unknown(_) | Outcome::Pending) => u,
         },
         Rule::Cond(c) => cond(c, f),
     }
@@ -328,20 +376,44 @@ fn cond(c: &Condition, f: &Facts<'_>) -> Outcome {
             TokenFacts::Invalid(why) => Outcome::False(why),
             TokenFacts::Valid(claims) => wallet(w, claims),
         },
+        Condition::Nft(n) => match f.token {
+            TokenFacts::Absent => Outcome::False(Reason::NoCredential),
+            TokenFacts::Invalid(why) => Outcome::False(why),
+            TokenFacts::Valid(claims) => match session_wallet(claims, &n.issuer) {
+                Err(why) => Outcome::False(why),
+                Ok(account) if account.namespace != n.chain.namespace => {
+                    Outcome::False(Reason::NftNotHeld)
+                }
+                Ok(account) => match f.nft.map(|o| o.holds(n, &account)) {
+                    Some(Holding::Yes) => Outcome::True,
+                    Some(Holding::No) => Outcome::False(Reason::NftNotHeld),
+                    Some(Holding::Pending) => Outcome::Pending,
+                    Some(Holding::Unavailable) | None => {
+                        Outcome::Unknown(Reason::DependencyUnavailable)
+                    }
+                },
+            },
+        },
     }
+}
+
+/// The wallet of a session token from `issuer` (`sg_wallet`, CAIP-10).
+pub fn session_wallet(claims: &Claims, issuer: &str) -> Result<crate::address::Account, Reason> {
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(Reason::WalletRequired);
+    }
+    claims
+        .get("sg_wallet")
+        .and_then(Value::as_str)
+        .and_then(|a| crate::address::Account::parse(a).ok())
+        .ok_or(Reason::WalletRequired)
 }
 
 /// The session token's wallet (`sg_wallet`, CAIP-10) against the lists.
 fn wallet(w: &WalletCondition, claims: &Claims) -> Outcome {
-    if claims.get("iss").and_then(Value::as_str) != Some(w.issuer.as_str()) {
-        return Outcome::False(Reason::WalletRequired);
-    }
-    let Some(account) = claims
-        .get("sg_wallet")
-        .and_then(Value::as_str)
-        .and_then(|a| crate::address::Account::parse(a).ok())
-    else {
-        return Outcome::False(Reason::WalletRequired);
+    let account = match session_wallet(claims, &w.issuer) {
+        Ok(a) => a,
+        Err(why) => return Outcome::False(why),
     };
     if w.deny.iter().any(|d| d.covers(&account)) {
         return Outcome::False(Reason::WalletNotAllowed);

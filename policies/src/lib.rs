@@ -13,10 +13,14 @@ mod key;
 mod model;
 mod parse;
 
-pub use eval::{Decision, Facts, Reason, TokenFacts};
+pub use eval::{Decision, Facts, Reason, TokenFacts, session_wallet};
 pub use key::{Alg, KeyDoc, KeyMaterial};
 pub use model::{
-    Claims, Condition, FailMode, IpCondition, JwtCondition, OriginCondition, Policy, PolicyId,
-    Rule, TimeWindow, WALLET_ISSUER, WalletCondition,
+    Claims, Condition, FailMode, Holding, IpCondition, JwtCondition, NftCondition, NftOracle,
+    NftStandard, NftTarget, OriginCondition, Policy, PolicyId, Rule, TimeWindow, TokenId,
+    WALLET_ISSUER, WalletCondition,
 };
-pub use parse::{MAX_DEPTH, MAX_DOCUMENT_BYTES, PolicyError, PolicyErrors};
+pub use parse::{
+    MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_TOKEN_IDS, PolicyError, PolicyErrors, parse_token_id,
+    token_id_text,
+};

@@ -88,6 +88,84 @@ pub enum Condition {
     Origin(OriginCondition),
     /// A wallet signed in (a session token from `/auth/verify`) and is allowed.
     Wallet(WalletCondition),
+    /// The signed-in wallet holds an NFT (checked on chain by the edge).
+    Nft(NftCondition),
+}
+
+/// A token standard an `nft` condition can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NftStandard {
+    /// ERC-721 on an EVM chain: any token of the contract, or one of the listed ids.
+    Erc721,
+    /// ERC-1155 on an EVM chain: a balance of at least `min_balance` of one listed id.
+    Erc1155,
+    /// A Metaplex NFT on Solana: a mint of a verified collection, or one named mint.
+    Metaplex,
+}
+
+impl NftStandard {
+    /// The name in policy documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Erc721 => "erc721",
+            Self::Erc1155 => "erc1155",
+            Self::Metaplex => "metaplex",
+        }
+    }
+}
+
+/// What an `nft` condition points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NftTarget {
+    /// An ERC-721 or ERC-1155 contract (20 bytes).
+    Contract([u8; 20]),
+    /// A Metaplex verified collection (its collection mint, 32 bytes).
+    Collection([u8; 32]),
+    /// One Metaplex mint (32 bytes).
+    Mint([u8; 32]),
+}
+
+/// A token id: a 256-bit unsigned integer, big-endian.
+pub type TokenId = [u8; 32];
+
+/// Requirements on the signed-in wallet's NFTs. The wallet comes from a session token of
+/// `issuer`, as for [`WalletCondition`]; its namespace must be the chain's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NftCondition {
+    /// The chain (CAIP-2).
+    pub chain: crate::address::ChainId,
+    /// The standard.
+    pub standard: NftStandard,
+    /// The contract, collection or mint.
+    pub target: NftTarget,
+    /// ERC-721: if non-empty, the wallet must own `min_balance` of these ids (else any
+    /// token of the contract counts). ERC-1155: the ids, one of which must reach the
+    /// balance. Empty for Metaplex.
+    pub token_ids: Vec<TokenId>,
+    /// The least number of tokens (1 unless the policy says otherwise).
+    pub min_balance: u64,
+    /// The session tokens' issuer.
+    pub issuer: String,
+}
+
+/// What the edge knows of a wallet's holding, for [`crate::Facts::nft`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// The wallet meets the condition.
+    Yes,
+    /// It does not.
+    No,
+    /// No chain endpoint could answer.
+    Unavailable,
+    /// Not known yet: the edge must look it up and ask again.
+    Pending,
+}
+
+/// Answers `nft` conditions for the evaluator (the edge's ownership cache). It must not do
+/// I/O: what it does not know it reports as [`Holding::Pending`].
+pub trait NftOracle: std::fmt::Debug {
+    /// Whether `owner` meets `cond`.
+    fn holds(&self, cond: &NftCondition, owner: &crate::address::Account) -> Holding;
 }
 
 /// The issuer of the edges' wallet session tokens, unless a policy names another.

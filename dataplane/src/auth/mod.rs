@@ -44,6 +44,7 @@ pub struct Auth {
     key: Ed25519KeyPair,
     nonce_key: ring::hmac::Key,
     used: moka::sync::Cache<String, ()>,
+    chains: Option<Arc<crate::chain::Chains>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -121,7 +122,13 @@ impl Auth {
             key,
             nonce_key,
             used,
+            chains: None,
         })
+    }
+
+    /// Checks ERC-1271 contract-wallet signatures on the chains these clients reach.
+    pub fn set_chains(&mut self, chains: Arc<crate::chain::Chains>) {
+        self.chains = Some(chains);
     }
 
     /// The key that verifies session tokens, with its `kid`, for the gate.
@@ -142,10 +149,10 @@ impl Auth {
     }
 
     /// Serves `POST /auth/challenge` and `POST /auth/verify`.
-    pub fn serve(&self, path: &str, body: &[u8], now: SystemTime) -> Response<Body> {
+    pub async fn serve(&self, path: &str, body: &[u8], now: SystemTime) -> Response<Body> {
         let result = match path {
             "/auth/challenge" => self.challenge(body, now),
-            _ => self.verify(body, now),
+            _ => self.verify(body, now).await,
         };
         match result {
             Ok(v) => json_response(StatusCode::OK, &v),
@@ -272,7 +279,7 @@ impl Auth {
         Ok(out)
     }
 
-    fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
         let (Some(text), Some(signature)) = (req["message"].as_str(), req["signature"].as_str())
@@ -337,23 +344,21 @@ impl Auth {
             }
         };
         let ok = match chain.namespace {
-            Namespace::Eip155 if typed => {
+            Namespace::Eip155 => {
                 let wallet = streamgate_policy::address::parse_evm(&account.address)
                     .map_err(|e| bad("bad_address", e))?;
-                let digest = wallet::TypedSignIn {
-                    chain_id: chain.evm_id().unwrap_or(0),
-                    message: &m,
-                    wallet,
-                }
-                .digest();
-                wallet::evm_signer_of_digest(&digest, signature)
-                    .map_err(|e| bad("malformed_signature", e))?
-                    == account.address
-            }
-            Namespace::Eip155 => {
-                wallet::evm_personal_sign_signer(text.as_bytes(), signature)
-                    .map_err(|e| bad("malformed_signature", e))?
-                    == account.address
+                let digest = if typed {
+                    wallet::TypedSignIn {
+                        chain_id: chain.evm_id().unwrap_or(0),
+                        message: &m,
+                        wallet,
+                    }
+                    .digest()
+                } else {
+                    wallet::personal_sign_hash(text.as_bytes())
+                };
+                self.evm_signature_ok(&chain, wallet, &account.address, digest, signature)
+                    .await?
             }
             Namespace::Solana => {
                 wallet::solana_verify(&account.address, text.as_bytes(), signature)
@@ -384,6 +389,45 @@ impl Auth {
             "sg_wallet": account.to_string(),
         }));
         Ok(json!({"token": token, "expires_at": rfc3339(expires), "account": account.to_string()}))
+    }
+
+    /// An EOA's signature recovers to the address. Otherwise, where this edge reaches the
+    /// chain, the address may be a contract wallet: ERC-1271 `isValidSignature(digest,
+    /// signature)` through `eth_call` decides (any signature length up to the limit).
+    async fn evm_signature_ok(
+        &self,
+        chain: &ChainId,
+        wallet: [u8; 20],
+        address: &str,
+        digest: [u8; 32],
+        signature: &str,
+    ) -> Result<bool, Refusal> {
+        let recovered = wallet::evm_signer_of_digest(&digest, signature);
+        if recovered.as_deref() == Ok(address) {
+            return Ok(true);
+        }
+        let Some(rpc) = self
+            .chains
+            .as_ref()
+            .and_then(|c| c.get(chain))
+            .map(|c| &c.rpc)
+        else {
+            return match recovered {
+                Ok(_) => Ok(false),
+                Err(e) => Err(bad("malformed_signature", e)),
+            };
+        };
+        let raw = wallet::signature_bytes(signature).map_err(|e| bad("malformed_signature", e))?;
+        crate::chain::evm::is_valid_signature(rpc, wallet, digest, &raw)
+            .await
+            .map_err(|why| {
+                tracing::warn!(chain = %chain, error = %why, "ERC-1271 check failed: no RPC endpoint answered");
+                Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "chain_unavailable",
+                    format!("cannot reach {chain} to check a contract wallet's signature"),
+                )
+            })
     }
 
     fn sign(&self, claims: &Value) -> String {

@@ -16,6 +16,30 @@ pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<Strin
     evm_signer_of_digest(&personal_sign_hash(message), signature)
 }
 
+/// The longest signature accepted (ERC-1271 wallets such as multisigs sign with several
+/// keys): 2 KiB.
+pub const MAX_SIGNATURE_BYTES: usize = 2048;
+
+/// Decodes a `0x`-hex signature of any length up to [`MAX_SIGNATURE_BYTES`].
+pub fn signature_bytes(signature: &str) -> Result<Vec<u8>, String> {
+    let hex = signature
+        .strip_prefix("0x")
+        .ok_or("an EVM signature is 0x-prefixed hex")?;
+    if hex.len() > 2 * MAX_SIGNATURE_BYTES {
+        return Err(format!(
+            "the signature is {} bytes; at most {MAX_SIGNATURE_BYTES} are accepted",
+            hex.len() / 2
+        ));
+    }
+    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("an EVM signature is 0x and an even number of hex digits".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// Parses `0x` + 130 hex digits into r ‖ s and a recovery id (v 27/28 or 0/1).
 fn rsv(signature: &str) -> Result<(Signature, RecoveryId), String> {
     let hex = signature

@@ -98,3 +98,81 @@ proptest::proptest! {
         let _ = Policy::parse(&s);
     }
 }
+
+#[test]
+fn nft_conditions_parse_and_round_trip() {
+    let yaml = r#"
+id: holders
+rule:
+  any_of:
+    - nft:
+        chain: eip155:137
+        standard: erc721
+        contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3"
+        token_ids: [1, "115792089237316195423570985008687907853269984665640564039457584007913129639935", "0xff"]
+        min_balance: 2
+    - nft: { chain: eip155:1, standard: erc1155, contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3", token_ids: [7], min_balance: 3 }
+    - nft: { chain: solana:mainnet, standard: metaplex, collection: "J1S9H3QjnRtBbbuD4HjPV6RpRhwuk4zKbxsnCHuTgh9w" }
+    - nft: { chain: solana:devnet, standard: metaplex, mint: "11111111111111111111111111111111" }
+"#;
+    let p = Policy::parse(yaml).unwrap();
+    let n = p.nft_conditions();
+    assert_eq!(n.len(), 4);
+    assert_eq!(n[0].standard, NftStandard::Erc721);
+    assert_eq!(n[0].token_ids.len(), 3);
+    assert_eq!(n[0].token_ids[2][31], 0xff);
+    assert_eq!(n[0].token_ids[1], [0xff; 32]);
+    assert_eq!(n[0].min_balance, 2);
+    assert_eq!(n[1].min_balance, 3);
+    assert!(matches!(n[2].target, NftTarget::Collection(_)));
+    assert_eq!(n[3].target, NftTarget::Mint([0; 32]));
+    // The canonical form checksums the contract and writes ids in decimal.
+    let v = p.to_value();
+    let text = v.to_string();
+    assert!(text.contains("0x5FbDB2315678afecb367f032d93F642f64180aa3"), "{text}");
+    assert!(text.contains("\"255\""), "{text}");
+    assert_eq!(Policy::from_value(&v).unwrap(), p);
+    assert!(p.uses_token());
+}
+
+#[test]
+fn nft_condition_errors_name_their_fields() {
+    let yaml = r#"
+id: bad
+rule:
+  any_of:
+    - nft: { chain: eip155:1, standard: erc721, contract: "0x5FbDB2315678afecb367f032d93F642f64180aA3" }
+    - nft: { chain: solana:mainnet, standard: erc1155, contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3" }
+    - nft: { chain: eip155:1, standard: erc1155, contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3" }
+    - nft: { chain: solana:mainnet, standard: metaplex, collection: "0OIl" }
+    - nft: { chain: "eip155:01", standard: erc20, contract: x }
+    - nft: { chain: eip155:1, standard: erc721, contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3", token_ids: [-1, "1e3", "115792089237316195423570985008687907853269984665640564039457584007913129639936"], min_balance: 0 }
+    - nft: { chain: eip155:1, standard: erc721, contract: "0x5fbdb2315678afecb367f032d93f642f64180aa3", mint: "11111111111111111111111111111111" }
+"#;
+    let errs = Policy::parse(yaml).unwrap_err().to_string();
+    for want in [
+        "rule.any_of[0].nft.contract",
+        "EIP-55",
+        "rule.any_of[1].nft.chain",
+        "rule.any_of[2].nft.token_ids",
+        "rule.any_of[3].nft.collection",
+        "rule.any_of[4].nft.chain",
+        "rule.any_of[4].nft.standard",
+        "rule.any_of[5].nft.token_ids[0]",
+        "rule.any_of[5].nft.token_ids[1]",
+        "rule.any_of[5].nft.token_ids[2]",
+        "256 bits",
+        "rule.any_of[5].nft.min_balance",
+        "rule.any_of[6].nft: an erc721",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn token_ids_round_trip_through_decimal(bytes in proptest::array::uniform32(0u8..)) {
+        let text = token_id_text(&bytes);
+        proptest::prop_assert_eq!(parse_token_id(&Value::String(text)).unwrap(), bytes);
+    }
+}

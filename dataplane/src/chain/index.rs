@@ -1,0 +1,135 @@
+//! The revocation indexer: for each EVM chain, polls `eth_getLogs` for the Transfer,
+//! TransferSingle and TransferBatch logs of the contracts live policies name, once they are
+//! `confirmations` blocks deep, and evicts the cached answers of the wallets involved
+//! ([`super::Chain::moved`]). Where it got to is saved in a cursor file, so a restarted edge
+//! resumes from there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use streamgate_policy::address::Namespace;
+
+use super::{Chain, Chains, evm};
+
+/// The background service that runs one poller per EVM chain.
+pub struct Indexer {
+    /// The chains.
+    pub chains: Arc<Chains>,
+    /// Where the last applied block of each chain is saved (JSON), if anywhere.
+    pub cursor_file: Option<PathBuf>,
+}
+
+fn load_cursors(path: Option<&PathBuf>) -> BTreeMap<String, u64> {
+    path.and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_cursor(path: &PathBuf, chain: &str, block: u64) {
+    // One file for every chain: read, update, write atomically.
+    let mut all = load_cursors(Some(path));
+    all.insert(chain.to_owned(), block);
+    let tmp = path.with_extension("tmp");
+    let res = serde_json::to_vec_pretty(&all)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        tracing::warn!(file = %path.display(), error = %e, "cannot save the chain index cursor");
+    }
+}
+
+/// One poll: applies the movements of the blocks after `cursor` that are deep enough.
+/// Returns the new cursor.
+pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>, String> {
+    let contracts = chain.live_contracts();
+    let head = evm::block_number(&chain.rpc).await?;
+    let safe = head.saturating_sub(chain.cfg.confirmations);
+    let Some(last) = cursor else {
+        // First poll: answers cached from now on reflect the chain as of `head`, so only
+        // movements after the blocks already deep enough can make them stale.
+        return Ok(Some(safe));
+    };
+    if contracts.is_empty() {
+        // Nothing to follow: skip ahead (answers about a contract a new policy names are
+        // looked up after it appears).
+        return Ok(Some(safe.max(last)));
+    }
+    if safe <= last {
+        return Ok(Some(last));
+    }
+    let mut from = last + 1;
+    while from <= safe {
+        let to = safe.min(from + chain.cfg.max_log_range - 1);
+        let moves = evm::movements(&chain.rpc, &contracts, from, to).await?;
+        let mut evicted = 0;
+        for m in &moves {
+            evicted += chain.moved(m.contract, m.from, m.to);
+        }
+        if !moves.is_empty() {
+            tracing::info!(
+                chain = %chain.cfg.id, from, to, movements = moves.len(), evicted,
+                "token movements applied"
+            );
+        }
+        chain.index_block.set(to as i64);
+        from = to + 1;
+    }
+    Ok(Some(safe))
+}
+
+#[async_trait]
+impl BackgroundService for Indexer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = Vec::new();
+        let saved = load_cursors(self.cursor_file.as_ref());
+        for chain in self.chains.all() {
+            if chain.cfg.id.namespace != Namespace::Eip155 {
+                continue;
+            }
+            let chain = Arc::clone(chain);
+            let id = chain.cfg.id.to_string();
+            let mut cursor = saved.get(&id).copied();
+            let file = self.cursor_file.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(chain.cfg.poll_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut failures = 0u32;
+                loop {
+                    tick.tick().await;
+                    match poll_once(&chain, cursor).await {
+                        Ok(next) => {
+                            if failures > 0 {
+                                tracing::info!(chain = %id, "Transfer log polling recovered");
+                            }
+                            failures = 0;
+                            if next != cursor
+                                && let (Some(f), Some(b)) = (&file, next)
+                            {
+                                save_cursor(f, &id, b);
+                            }
+                            cursor = next;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!(chain = %id, error = %e, failures,
+                                    "Transfer log polling failed; cached answers live until their TTL");
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        let _ = shutdown.changed().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
