@@ -193,7 +193,11 @@ fn rule_value(r: &Rule) -> Value {
             if !n.token_ids.is_empty() {
                 m.insert(
                     "token_ids".into(),
-                    n.token_ids.iter().map(token_id_text).collect::<Vec<_>>().into(),
+                    n.token_ids
+                        .iter()
+                        .map(token_id_text)
+                        .collect::<Vec<_>>()
+                        .into(),
                 );
             }
             m.insert("min_balance".into(), n.min_balance.into());
@@ -251,7 +255,9 @@ pub fn parse_token_id(v: &Value) -> Result<TokenId, String> {
         return Ok(out);
     }
     if text.is_empty() || text.len() > 78 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{text:?} is not a token id (decimal digits or 0x hex)"));
+        return Err(format!(
+            "{text:?} is not a token id (decimal digits or 0x hex)"
+        ));
     }
     for d in text.bytes() {
         // out = out * 10 + d, failing on overflow past 2^256.
@@ -639,7 +645,10 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
     );
     let chain = match m.get("chain") {
         None => {
-            cx.err(&join(path, "chain"), "required (a CAIP-2 id such as eip155:1)");
+            cx.err(
+                &join(path, "chain"),
+                "required (a CAIP-2 id such as eip155:1)",
+            );
             None
         }
         Some(v) => string(cx, &join(path, "chain"), v).and_then(|s| {
@@ -650,7 +659,10 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
     };
     let standard = match m.get("standard").map(|v| (v, v.as_str())) {
         None => {
-            cx.err(&join(path, "standard"), "required: erc721, erc1155 or metaplex");
+            cx.err(
+                &join(path, "standard"),
+                "required: erc721, erc1155 or metaplex",
+            );
             None
         }
         Some((_, Some("erc721"))) => Some(NftStandard::Erc721),
@@ -677,7 +689,11 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
                 format!(
                     "{} tokens live on {} chains, not {c}",
                     s.as_str(),
-                    if want == Namespace::Solana { "solana" } else { "eip155" }
+                    if want == Namespace::Solana {
+                        "solana"
+                    } else {
+                        "eip155"
+                    }
                 ),
             );
         }
@@ -712,11 +728,17 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
             })
         }
         (Some(NftStandard::Metaplex), _) => {
-            cx.err(path, "a metaplex condition names exactly one of collection, mint");
+            cx.err(
+                path,
+                "a metaplex condition names exactly one of collection, mint",
+            );
             None
         }
         (Some(_), _) => {
-            cx.err(path, "an erc721 or erc1155 condition names its contract (and only that)");
+            cx.err(
+                path,
+                "an erc721 or erc1155 condition names its contract (and only that)",
+            );
             None
         }
         (None, _) => None,
@@ -738,11 +760,17 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
             _ => cx.err(&p, "expected a list of token ids"),
         }
         if standard == Some(NftStandard::Metaplex) {
-            cx.err(&p, "metaplex conditions take no token ids (name a mint instead)");
+            cx.err(
+                &p,
+                "metaplex conditions take no token ids (name a mint instead)",
+            );
         }
     }
     if standard == Some(NftStandard::Erc1155) && token_ids.is_empty() {
-        cx.err(&join(path, "token_ids"), "erc1155 needs at least one token id");
+        cx.err(
+            &join(path, "token_ids"),
+            "erc1155 needs at least one token id",
+        );
     }
     let min_balance = match m.get("min_balance") {
         None => 1,
@@ -755,7 +783,10 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
         },
     };
     if standard == Some(NftStandard::Metaplex) && min_balance != 1 {
-        cx.err(&join(path, "min_balance"), "a metaplex NFT has a supply of 1");
+        cx.err(
+            &join(path, "min_balance"),
+            "a metaplex NFT has a supply of 1",
+        );
     }
     if standard == Some(NftStandard::Erc721)
         && !token_ids.is_empty()

@@ -23,8 +23,8 @@ use crate::config::reader::{self, Errors, Fields};
 
 /// Multicall3's address, the same on every chain it is deployed to.
 pub const MULTICALL3: [u8; 20] = [
-    0xca, 0x11, 0xbd, 0xe0, 0x59, 0x77, 0xb3, 0x63, 0x11, 0x67, 0x02, 0x88, 0x62, 0xbe, 0x2a,
-    0x17, 0x39, 0x76, 0xca, 0x11,
+    0xca, 0x11, 0xbd, 0xe0, 0x59, 0x77, 0xb3, 0x63, 0x11, 0x67, 0x02, 0x88, 0x62, 0xbe, 0x2a, 0x17,
+    0x39, 0x76, 0xca, 0x11,
 ];
 
 /// A value that must not be printed: `Debug` shows `<redacted>`.
@@ -128,7 +128,10 @@ pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
                 (None, Some(f), None) => match std::fs::read_to_string(&f) {
                     Ok(s) => Some(s.trim().to_owned()),
                     Err(err) => {
-                        errs.push(format!("{ep_path}.url_file"), format!("{}: {err}", f.display()));
+                        errs.push(
+                            format!("{ep_path}.url_file"),
+                            format!("{}: {err}", f.display()),
+                        );
                         None
                     }
                 },
@@ -154,7 +157,10 @@ pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
                     })
                 }
                 Some(_) => {
-                    errs.push(&ep_path, "the URL is not an http:// or https:// URL with a host");
+                    errs.push(
+                        &ep_path,
+                        "the URL is not an http:// or https:// URL with a host",
+                    );
                     None
                 }
                 None => None,
@@ -173,7 +179,10 @@ pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
             }
         }
         if endpoints.is_empty() {
-            errs.push(format!("{cpath}.endpoints"), "at least one endpoint is needed");
+            errs.push(
+                format!("{cpath}.endpoints"),
+                "at least one endpoint is needed",
+            );
         }
         for (i, a) in endpoints.iter().enumerate() {
             if endpoints[..i].iter().any(|b| b.name == a.name) {
@@ -188,7 +197,10 @@ pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
         let multicall3 = match c.opt(errs, "multicall3", string) {
             None => d.multicall3,
             Some(_) if id.namespace == Namespace::Solana => {
-                errs.push(format!("{cpath}.multicall3"), "only EVM chains have Multicall3");
+                errs.push(
+                    format!("{cpath}.multicall3"),
+                    "only EVM chains have Multicall3",
+                );
                 d.multicall3
             }
             Some(s) => streamgate_policy::address::parse_evm(&s).unwrap_or_else(|m| {
@@ -209,7 +221,12 @@ pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
             breaker_cooldown: c.get(errs, "breaker_cooldown", d.breaker_cooldown, duration),
             positive_ttl,
             negative_ttl,
-            cache_entries: c.get(errs, "cache_entries", d.cache_entries, int_in(1, 100_000_000)),
+            cache_entries: c.get(
+                errs,
+                "cache_entries",
+                d.cache_entries,
+                int_in(1, 100_000_000),
+            ),
             confirmations: c.get(errs, "confirmations", d.confirmations, int_in(0, 1000)),
             poll_interval: c.get(errs, "poll_interval", d.poll_interval, duration),
             max_log_range: c.get(errs, "max_log_range", d.max_log_range, int_in(1, 1_000_000)),

@@ -193,7 +193,9 @@ async fn aggregate3(
     let data = match eth_call(rpc, &read).await? {
         Ok(d) => d,
         // aggregate3 with allowFailure never reverts; a revert means no Multicall3 there.
-        Err(()) => return Err("the Multicall3 call reverted (is it deployed on this chain?)".into()),
+        Err(()) => {
+            return Err("the Multicall3 call reverted (is it deployed on this chain?)".into());
+        }
     };
     let results = IMulticall3::aggregate3Call::abi_decode_returns(&data)
         .map_err(|e| format!("Multicall3 returned undecodable data: {e}"))?;
@@ -237,13 +239,17 @@ pub async fn is_valid_signature(
 
 /// The latest block number.
 pub async fn block_number(rpc: &Rpc) -> Result<u64, String> {
-    let v = rpc.call("eth_blockNumber", json!([])).await.map_err(|e| e.to_string())?;
+    let v = rpc
+        .call("eth_blockNumber", json!([]))
+        .await
+        .map_err(|e| e.to_string())?;
     quantity(&v)
 }
 
 fn quantity(v: &Value) -> Result<u64, String> {
     let s = v.as_str().ok_or("a quantity is a hex string")?;
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("bad quantity {s:?}: {e}"))
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("bad quantity {s:?}: {e}"))
 }
 
 /// A token movement: `from` and `to` of a Transfer, TransferSingle or TransferBatch log.
@@ -277,7 +283,10 @@ pub async fn movements(
         "address": contracts.iter().map(|c| Address::from(*c).to_string()).collect::<Vec<_>>(),
         "topics": [topics.iter().map(|t| t.to_string()).collect::<Vec<_>>()],
     }]);
-    let v = rpc.call("eth_getLogs", params).await.map_err(|e| e.to_string())?;
+    let v = rpc
+        .call("eth_getLogs", params)
+        .await
+        .map_err(|e| e.to_string())?;
     let logs = v.as_array().ok_or("eth_getLogs did not return a list")?;
     let mut out = Vec::with_capacity(logs.len());
     for log in logs {
@@ -311,7 +320,11 @@ pub async fn movements(
             contract,
             from,
             to,
-            block: log.get("blockNumber").map(quantity).transpose()?.unwrap_or_default(),
+            block: log
+                .get("blockNumber")
+                .map(quantity)
+                .transpose()?
+                .unwrap_or_default(),
         });
     }
     Ok(out)

@@ -106,7 +106,9 @@ pub struct Chain {
 
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chain").field("id", &self.cfg.id).finish_non_exhaustive()
+        f.debug_struct("Chain")
+            .field("id", &self.cfg.id)
+            .finish_non_exhaustive()
     }
 }
 

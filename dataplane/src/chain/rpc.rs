@@ -385,7 +385,11 @@ impl Rpc {
             return Err(format!("HTTP {status}"));
         }
         let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|err| err.without_url().to_string())? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|err| err.without_url().to_string())?
+        {
             if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(format!("response over {MAX_RESPONSE_BYTES} bytes"));
             }

@@ -89,7 +89,8 @@ impl Borsh<'_> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
     fn key(&mut self) -> Option<[u8; 32]> {
         self.take(32).map(|b| b.try_into().expect("32 bytes"))
@@ -244,7 +245,9 @@ async fn holds(rpc: &Rpc, cond: &NftCondition, owner: &[u8; 32]) -> Result<Holdi
                 let found = list.iter().zip(chunk).any(|(a, mint)| {
                     account_data(a, METADATA_PROGRAM)
                         .and_then(|d| decode_metadata(&d))
-                        .is_some_and(|m| m.mint == *mint && m.collection == Some((true, collection)))
+                        .is_some_and(|m| {
+                            m.mint == *mint && m.collection == Some((true, collection))
+                        })
                 });
                 if found {
                     return Ok(Holding::Yes);

@@ -315,7 +315,8 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     let p = policy(HOLDERS);
     let cond = p.nft_conditions()[0].clone();
     let who = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
-    let session = claims(serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": format!("eip155:1:{who}")}));
+    let session =
+        claims(serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": format!("eip155:1:{who}")}));
     let with = |o: &Oracle| {
         let mut f = facts("demo/x", TokenFacts::Valid(&session));
         let o: &dyn NftOracle = o;
@@ -331,12 +332,17 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     o.answers[0].2 = Holding::No;
     assert_eq!(
         with(&o),
-        Decision::Deny { status: 403, reason: Reason::NftNotHeld }
+        Decision::Deny {
+            status: 403,
+            reason: Reason::NftNotHeld
+        }
     );
     o.answers[0].2 = Holding::Unavailable;
     assert_eq!(
         with(&o),
-        Decision::Unavailable { reason: Reason::DependencyUnavailable }
+        Decision::Unavailable {
+            reason: Reason::DependencyUnavailable
+        }
     );
     // Fail open allows when every endpoint is down, and only then.
     let open = policy(&HOLDERS.replace("fail_closed", "fail_open"));
@@ -349,12 +355,17 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     f.nft = Some(&o);
     assert_eq!(
         open.evaluate(&f),
-        Decision::Deny { status: 403, reason: Reason::NftNotHeld }
+        Decision::Deny {
+            status: 403,
+            reason: Reason::NftNotHeld
+        }
     );
     // No oracle at all: unavailable, not allowed.
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&session))),
-        Decision::Unavailable { reason: Reason::DependencyUnavailable }
+        Decision::Unavailable {
+            reason: Reason::DependencyUnavailable
+        }
     );
 }
 
@@ -369,16 +380,23 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     assert_eq!(p.evaluate(&f), Decision::Allow);
     assert!(o.asked.borrow().is_empty());
     // A token that is not a wallet session: wallet_required (the credential reason wins).
-    let other = claims(serde_json::json!({"iss": "someone-else", "sg_wallet": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}));
+    let other = claims(
+        serde_json::json!({"iss": "someone-else", "sg_wallet": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}),
+    );
     let mut f = facts("demo/x", TokenFacts::Valid(&other));
     f.nft = Some(&o);
     assert_eq!(
         p.evaluate(&f),
-        Decision::Deny { status: 403, reason: Reason::WrongIssuer }
+        Decision::Deny {
+            status: 403,
+            reason: Reason::WrongIssuer
+        }
     );
     assert!(o.asked.borrow().is_empty());
     // A Solana wallet cannot hold an EVM token: refused without a lookup.
-    let sol = claims(serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": "solana:devnet:11111111111111111111111111111111"}));
+    let sol = claims(
+        serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": "solana:devnet:11111111111111111111111111111111"}),
+    );
     let mut f = facts("demo/x", TokenFacts::Valid(&sol));
     f.nft = Some(&o);
     assert!(matches!(p.evaluate(&f), Decision::Deny { status: 403, .. }));
@@ -386,22 +404,32 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     // No credential: 401.
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Absent)),
-        Decision::Deny { status: 401, reason: Reason::NoCredential }
+        Decision::Deny {
+            status: 401,
+            reason: Reason::NoCredential
+        }
     );
     // Pending outranks a false branch inside all_of only when nothing is false.
     let both = policy(
         "id: both\nrule:\n  all_of:\n    - ip: { allow: [192.0.2.0/24] }\n    - nft: { chain: eip155:1, standard: erc1155, contract: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\", token_ids: [7], min_balance: 3 }\n",
     );
-    let session = claims(serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": "eip155:1:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}));
+    let session = claims(
+        serde_json::json!({"iss": WALLET_ISSUER, "sg_wallet": "eip155:1:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"}),
+    );
     let mut f = facts("demo/x", TokenFacts::Valid(&session));
     f.nft = Some(&o);
     assert_eq!(
         both.evaluate(&f),
-        Decision::Deny { status: 403, reason: Reason::IpNotAllowed }
+        Decision::Deny {
+            status: 403,
+            reason: Reason::IpNotAllowed
+        }
     );
     f.client_ip = Some("192.0.2.9".parse().unwrap());
     assert_eq!(both.evaluate(&f), Decision::Pending);
     // not(nft) stays pending too.
-    let not = policy("id: n\nrule:\n  not:\n    nft: { chain: eip155:1, standard: erc721, contract: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\" }\n");
+    let not = policy(
+        "id: n\nrule:\n  not:\n    nft: { chain: eip155:1, standard: erc721, contract: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\" }\n",
+    );
     assert_eq!(not.evaluate(&f), Decision::Pending);
 }

@@ -129,7 +129,10 @@ rule:
     // The canonical form checksums the contract and writes ids in decimal.
     let v = p.to_value();
     let text = v.to_string();
-    assert!(text.contains("0x5FbDB2315678afecb367f032d93F642f64180aa3"), "{text}");
+    assert!(
+        text.contains("0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+        "{text}"
+    );
     assert!(text.contains("\"255\""), "{text}");
     assert_eq!(Policy::from_value(&v).unwrap(), p);
     assert!(p.uses_token());
