@@ -63,6 +63,9 @@ enum LoadCmd {
     Plot(streamgate_load::PlotArgs),
     /// Time until every edge enforces a policy change made through the control plane.
     Propagation(streamgate_load::propagation::PropagationArgs),
+    /// What NFT gating costs on the edge's gate against a chain: warm and cold decisions,
+    /// RPC calls per viewer, time to revoke (see loadtests/bench_web3.py).
+    Nft(streamgate_load::nft::NftArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,12 @@ fn main() -> ExitCode {
                     .build()
                     .map_err(anyhow::Error::from)
                     .and_then(|rt| rt.block_on(streamgate_load::propagation::run(args))),
+                LoadCmd::Nft(args) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(streamgate_load::nft::run(args))),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,
