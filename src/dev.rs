@@ -45,6 +45,10 @@ pub(crate) struct DevArgs {
     /// Keep state in this etcd (e.g. `http://127.0.0.1:2379`) instead of the embedded store.
     #[arg(long)]
     etcd: Option<String>,
+    /// A local EVM node's JSON-RPC URL (chain eip155:31337, e.g. `http://127.0.0.1:8545`
+    /// from `scripts/dev-chain.sh`): `nft` policies on that chain and ERC-1271 sign-in.
+    #[arg(long)]
+    chain_rpc: Option<String>,
 }
 
 /// The control plane's side of dev: its runtime, the store, and the seeded state.
@@ -189,6 +193,9 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     println!(
         "Wallet sign-in: POST {http}/auth/challenge {{\"address\",\"chain\"}}, sign the message, POST {http}/auth/verify (docs/WALLET.md)"
     );
+    if let Some(url) = &args.chain_rpc {
+        println!("NFT gating: chain eip155:31337 at {url} (docs/WEB3.md)");
+    }
     println!("Metrics: http://{host}:{}/metrics", args.admin_port);
     println!("Press Ctrl-C to stop.");
     println!();
@@ -235,6 +242,26 @@ fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeCo
         nonce_ttl: std::time::Duration::from_secs(300),
         session_ttl: std::time::Duration::from_secs(3600),
     });
+    if let Some(url) = &args.chain_rpc {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(std::io::Error::other(format!(
+                "--chain-rpc {url:?}: an http:// or https:// URL, e.g. http://127.0.0.1:8545"
+            )));
+        }
+        let mut chain = streamgate_edge::chain::ChainConfig::new(
+            streamgate_policy::address::ChainId::parse("eip155:31337").expect("a valid chain id"),
+        );
+        chain.endpoints = vec![streamgate_edge::chain::config::EndpointConfig {
+            name: "local".into(),
+            url: streamgate_edge::chain::config::Secret(url.clone()),
+            priority: 0,
+            weight: 1,
+        }];
+        // A local node mines on demand: revoke as soon as a Transfer is in a block.
+        chain.confirmations = 0;
+        chain.poll_interval = std::time::Duration::from_millis(500);
+        cfg.chains = vec![chain];
+    }
     Ok(cfg)
 }
 

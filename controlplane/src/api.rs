@@ -115,12 +115,23 @@ fn status(e: StoreError) -> Status {
 /// `PolicyService` over a [`Store`].
 pub struct PolicyApi {
     store: Arc<dyn Store>,
+    chains: Vec<streamgate_policy::address::ChainId>,
 }
 
 impl PolicyApi {
     /// Serves policies kept in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            chains: Vec::new(),
+        }
+    }
+
+    /// Refuses policies whose `nft` conditions name chains outside `chains` (the
+    /// deployment's chain registry); an empty list checks nothing.
+    pub fn with_chains(mut self, chains: Vec<streamgate_policy::address::ChainId>) -> Self {
+        self.chains = chains;
+        self
     }
 }
 
@@ -145,6 +156,17 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             let list: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
             Status::invalid_argument(format!("{} error(s): {}", list.len(), list.join("; ")))
         })?;
+        if !self.chains.is_empty() {
+            let errs = policy.check_chains(&self.chains);
+            if !errs.is_empty() {
+                let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                return Err(Status::invalid_argument(format!(
+                    "{} error(s): {}",
+                    list.len(),
+                    list.join("; ")
+                )));
+            }
+        }
         let id = policy.id.as_str().to_owned();
         let value = serde_json::to_vec(&policy.to_value()).expect("JSON");
         let key = policy_key(&id);
@@ -351,7 +373,7 @@ pub async fn serve(
     auth: AdminAuth,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, store, auth, None, shutdown).await
+    serve_with(listener, store, auth, None, Vec::new(), shutdown).await
 }
 
 /// As [`serve`], over TLS when `tls` is set (mTLS when it names a client CA).
@@ -360,6 +382,7 @@ pub async fn serve_with(
     store: Arc<dyn Store>,
     auth: AdminAuth,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    chains: Vec<streamgate_policy::address::ChainId>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -386,7 +409,7 @@ pub async fn serve_with(
         .build_v1()
         .expect("descriptor set is valid");
     let policies = pb::policy_service_server::PolicyServiceServer::with_interceptor(
-        PolicyApi::new(Arc::clone(&store)),
+        PolicyApi::new(Arc::clone(&store)).with_chains(chains),
         auth.clone(),
     );
     let assets = pb::asset_service_server::AssetServiceServer::with_interceptor(

@@ -33,6 +33,9 @@ pub struct ControlConfig {
     pub admin_tokens: Vec<String>,
     /// TLS for the gRPC API (and mTLS with `client_ca`); plaintext when unset.
     pub tls: Option<TlsFiles>,
+    /// The chains the edges have RPC endpoints for. When set, a policy whose `nft`
+    /// condition names another chain is refused at apply.
+    pub chains: Vec<streamgate_policy::address::ChainId>,
 }
 
 /// PEM contents of the API's certificate chain, key, and optional client CA.
@@ -199,6 +202,17 @@ impl ControlConfig {
                 None
             }
         };
+        let mut chains = Vec::new();
+        for (i, id) in c
+            .get(errs, "chains", Vec::new(), strings)
+            .iter()
+            .enumerate()
+        {
+            match streamgate_policy::address::ChainId::parse(id) {
+                Ok(id) => chains.push(id),
+                Err(m) => errs.push(format!("control.chains[{i}]"), m),
+            }
+        }
         c.finish(errs);
         for s in OTHER_SECTIONS {
             let _ = root.table(errs, s);
@@ -209,6 +223,7 @@ impl ControlConfig {
             store,
             admin_tokens,
             tls,
+            chains,
         }
     }
 }

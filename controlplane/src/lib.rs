@@ -45,6 +45,7 @@ pub async fn run(
         store,
         api::AdminAuth::new(cfg.admin_tokens),
         tls,
+        cfg.chains,
         shutdown,
     )
     .await

@@ -119,7 +119,9 @@ impl SolanaRpcStub {
         let (a, c, dn) = (accounts.clone(), calls.clone(), down.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let (a, c, dn) = (a.clone(), c.clone(), dn.clone());
                 tokio::spawn(async move {
                     // Keep-alive HTTP/1.1: one JSON body per request, Content-Length framed.
@@ -323,7 +325,11 @@ async fn metaplex_collections_and_mints_gate_solana_wallets() {
 
     let dir = tempfile::tempdir().unwrap();
     for asset in ["members", "single"] {
-        write(dir.path(), &format!("origin/{asset}/master.m3u8"), b"#EXTM3U\n");
+        write(
+            dir.path(),
+            &format!("origin/{asset}/master.m3u8"),
+            b"#EXTM3U\n",
+        );
     }
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
@@ -375,10 +381,26 @@ async fn metaplex_collections_and_mints_gate_solana_wallets() {
     let tb = sign_in(&c, &edge, &b_addr, SEED_B).await;
     let tc = sign_in(&c, &edge, &c_addr, SEED_C).await;
 
-    assert_eq!(status(&c, &edge, "members", &ta).await, 200, "verified member");
-    assert_eq!(status(&c, &edge, "members", &tb).await, 403, "unverified collection");
-    assert_eq!(status(&c, &edge, "members", &tc).await, 403, "fungible, no metadata");
-    assert_eq!(status(&c, &edge, "single", &tb).await, 200, "holds the mint");
+    assert_eq!(
+        status(&c, &edge, "members", &ta).await,
+        200,
+        "verified member"
+    );
+    assert_eq!(
+        status(&c, &edge, "members", &tb).await,
+        403,
+        "unverified collection"
+    );
+    assert_eq!(
+        status(&c, &edge, "members", &tc).await,
+        403,
+        "fungible, no metadata"
+    );
+    assert_eq!(
+        status(&c, &edge, "single", &tb).await,
+        200,
+        "holds the mint"
+    );
     assert_eq!(status(&c, &edge, "single", &ta).await, 403);
 
     // Known viewers cost no RPC call while their answers are cached.
@@ -401,7 +423,10 @@ async fn metaplex_collections_and_mints_gate_solana_wallets() {
     assert!(revoked <= Duration::from_millis(1300), "{revoked:?}");
     let t0 = Instant::now();
     while status(&c, &edge, "members", &tc).await != 200 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the new holder never got in");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the new holder never got in"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

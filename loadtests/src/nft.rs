@@ -93,7 +93,10 @@ impl Signer {
             "kid": "bench", "alg": "EdDSA", "crv": "Ed25519", "x": x, "issuer": WALLET_ISSUER,
         }))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(("bench".into(), VerifyingKey::new(&doc).map_err(|e| anyhow::anyhow!("{e}"))?))
+        Ok((
+            "bench".into(),
+            VerifyingKey::new(&doc).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
     }
 
     /// A wallet session token for `account` (CAIP-10), as `/auth/verify` issues them.
@@ -143,7 +146,12 @@ fn allowed(d: Decision) -> bool {
     matches!(d, Decision::Allow { .. })
 }
 
-async fn rpc(http: &reqwest::Client, url: &str, method: &str, params: Value) -> anyhow::Result<Value> {
+async fn rpc(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<Value> {
     let v: Value = http
         .post(url)
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -185,13 +193,16 @@ pub async fn run(args: NftArgs) -> anyhow::Result<()> {
     }];
     cfg.confirmations = args.confirmations;
     cfg.poll_interval = args.poll_interval;
-    cfg.multicall3 = streamgate_policy::address::parse_evm(&args.multicall3).map_err(anyhow::Error::msg)?;
+    cfg.multicall3 =
+        streamgate_policy::address::parse_evm(&args.multicall3).map_err(anyhow::Error::msg)?;
     let registry = prometheus::Registry::new();
     let chains = Arc::new(Chains::new(&[cfg], &registry));
     let signer = Signer::new()?;
     let nft = |extra: Value| {
         let mut n = json!({"chain": args.chain, "standard": "erc721", "contract": args.erc721});
-        n.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        n.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
         json!({"nft": n})
     };
     let snapshot = Snapshot::from_value(
@@ -223,7 +234,11 @@ pub async fn run(args: NftArgs) -> anyhow::Result<()> {
 
     // 1. Warm decisions.
     if !allowed(check(&gate, "holders", &holder).await) {
-        bail!("{} does not hold a token of {}: run loadtests/bench_web3.py", args.holder, args.erc721);
+        bail!(
+            "{} does not hold a token of {}: run loadtests/bench_web3.py",
+            args.holder,
+            args.erc721
+        );
     }
     let mut rounds = Vec::new();
     for round in 0..5 {
@@ -268,7 +283,13 @@ pub async fn run(args: NftArgs) -> anyhow::Result<()> {
         cold_two.record(t0.elapsed().as_micros() as u64)?;
         let data = format!("0x70a08231{}", word_addr(&wallet));
         let t0 = Instant::now();
-        rpc(&http, &args.rpc, "eth_call", json!([{"to": args.erc721, "data": data}, "latest"])).await?;
+        rpc(
+            &http,
+            &args.rpc,
+            "eth_call",
+            json!([{"to": args.erc721, "data": data}, "latest"]),
+        )
+        .await?;
         raw.record(t0.elapsed().as_micros() as u64)?;
     }
     let cold_calls = rpc_calls(&registry) - calls_before;
@@ -317,13 +338,25 @@ pub async fn run(args: NftArgs) -> anyhow::Result<()> {
             (&args.other, &args.holder, &other, &holder),
         ] {
             // Both answers are cached before the move.
-            if !allowed(check(&gate, "holders", from_h).await) || allowed(check(&gate, "holders", to_h).await) {
+            if !allowed(check(&gate, "holders", from_h).await)
+                || allowed(check(&gate, "holders", to_h).await)
+            {
                 bail!("unexpected state before a transfer");
             }
-            let data = format!("0x23b872dd{}{}{:064x}", word_addr(from), word_addr(to), args.token);
-            rpc(&http, &args.rpc, "eth_sendTransaction", json!([{"from": from, "to": args.erc721, "data": data}]))
-                .await
-                .context("transfer")?;
+            let data = format!(
+                "0x23b872dd{}{}{:064x}",
+                word_addr(from),
+                word_addr(to),
+                args.token
+            );
+            rpc(
+                &http,
+                &args.rpc,
+                "eth_sendTransaction",
+                json!([{"from": from, "to": args.erc721, "data": data}]),
+            )
+            .await
+            .context("transfer")?;
             let t0 = Instant::now();
             let (mut revoked, mut granted) = (None, None);
             while revoked.is_none() || granted.is_none() {
@@ -393,6 +426,11 @@ fn rpc_calls(registry: &prometheus::Registry) -> u64 {
         .gather()
         .iter()
         .filter(|f| f.name() == "streamgate_edge_rpc_calls_total")
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).collect::<Vec<_>>())
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value() as u64)
+                .collect::<Vec<_>>()
+        })
         .sum()
 }

@@ -205,6 +205,49 @@ impl Policy {
         }
     }
 
+    /// Checks that every `nft` condition names one of `known` chains (the deployment's
+    /// chain registry); each one that does not is an error at its field path.
+    pub fn check_chains(&self, known: &[crate::address::ChainId]) -> Vec<crate::PolicyError> {
+        fn walk(
+            r: &Rule,
+            path: String,
+            known: &[crate::address::ChainId],
+            out: &mut Vec<crate::PolicyError>,
+        ) {
+            match r {
+                Rule::AnyOf(rs) | Rule::AllOf(rs) => {
+                    let k = if matches!(r, Rule::AnyOf(_)) {
+                        "any_of"
+                    } else {
+                        "all_of"
+                    };
+                    for (i, r) in rs.iter().enumerate() {
+                        walk(r, format!("{path}.{k}[{i}]"), known, out);
+                    }
+                }
+                Rule::Not(r) => walk(r, format!("{path}.not"), known, out),
+                Rule::Cond(Condition::Nft(n)) if !known.contains(&n.chain) => {
+                    out.push(crate::PolicyError {
+                        path: format!("{path}.nft.chain"),
+                        message: format!(
+                            "{} is not in the chain registry ({})",
+                            n.chain,
+                            known
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+                Rule::Cond(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.rule, "rule".into(), known, &mut out);
+        out
+    }
+
     /// The `nft` conditions anywhere in the rule, in document order.
     pub fn nft_conditions(&self) -> Vec<&NftCondition> {
         fn walk<'p>(r: &'p Rule, out: &mut Vec<&'p NftCondition>) {

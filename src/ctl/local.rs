@@ -94,7 +94,7 @@ pub(crate) fn mint(a: MintArgs) -> ExitCode {
     }
 }
 
-pub(crate) fn check_policy(file: &std::path::Path) -> ExitCode {
+pub(crate) fn check_policy(file: &std::path::Path, chains: &[String]) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -102,7 +102,29 @@ pub(crate) fn check_policy(file: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match streamgate_policy::Policy::parse(&text) {
+    let mut known = Vec::new();
+    for c in chains {
+        match streamgate_policy::address::ChainId::parse(c) {
+            Ok(c) => known.push(c),
+            Err(e) => {
+                eprintln!("error: --chains: {e}");
+                return ExitCode::from(64);
+            }
+        }
+    }
+    let parsed = streamgate_policy::Policy::parse(&text).and_then(|p| {
+        let errs = if known.is_empty() {
+            Vec::new()
+        } else {
+            p.check_chains(&known)
+        };
+        if errs.is_empty() {
+            Ok(p)
+        } else {
+            Err(streamgate_policy::PolicyErrors(errs))
+        }
+    });
+    match parsed {
         Ok(p) => {
             println!("{}: ok (policy {:?})", file.display(), p.id.as_str());
             ExitCode::SUCCESS

@@ -102,6 +102,10 @@ pub(crate) enum PolicyCmd {
         /// The policy file (YAML or JSON).
         #[arg(short = 'f', long)]
         file: PathBuf,
+        /// The chain registry (CAIP-2 ids, comma-separated): `nft` conditions must name
+        /// one of these chains.
+        #[arg(long, value_delimiter = ',')]
+        chains: Vec<String>,
     },
     /// Create or update a policy from a file.
     Apply {
@@ -239,7 +243,7 @@ pub(crate) const EX_UNAVAILABLE: u8 = 69;
 pub(crate) fn run(args: CtlArgs) -> ExitCode {
     match args.cmd {
         CtlCmd::Token(TokenCmd::Mint(a)) => local::mint(a),
-        CtlCmd::Policy(PolicyCmd::Check { file }) => local::check_policy(&file),
+        CtlCmd::Policy(PolicyCmd::Check { file, chains }) => local::check_policy(&file, &chains),
         cmd => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

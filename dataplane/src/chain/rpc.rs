@@ -435,3 +435,33 @@ fn classify(v: Value) -> Attempt {
         _ => Attempt::Failed("not a JSON-RPC 2.0 response".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_classified() {
+        let ok = classify(json!({"jsonrpc": "2.0", "id": 1, "result": "0x01"}));
+        assert!(matches!(ok, Attempt::Ok(v) if v == "0x01"));
+        // A revert is the chain's answer.
+        let revert = classify(json!({"jsonrpc": "2.0", "id": 1,
+            "error": {"code": 3, "message": "execution reverted", "data": "0x7e273289"}}));
+        assert!(
+            matches!(revert, Attempt::Rejected(RpcError::Rejected { data: Some(d), .. }) if d == "0x7e273289")
+        );
+        let revert2 = classify(json!({"jsonrpc": "2.0", "id": 1,
+            "error": {"code": -32000, "message": "VM Exception: reverted with custom error"}}));
+        assert!(matches!(revert2, Attempt::Rejected(_)));
+        // Rate limits, wrong versions and missing results are the endpoint's failures.
+        for v in [
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "rate limited"}}),
+            json!({"jsonrpc": "1.0", "id": 1, "result": "0x"}),
+            json!({"jsonrpc": "2.0", "id": 1}),
+            json!(["not", "an", "object"]),
+            json!("<html>"),
+        ] {
+            assert!(matches!(classify(v.clone()), Attempt::Failed(_)), "{v}");
+        }
+    }
+}

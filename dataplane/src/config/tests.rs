@@ -94,3 +94,79 @@ fn large_udp_payloads_need_gso_off() {
     assert!(parse("[edge.http3]\nmax_udp_payload = 6550\n").is_ok());
     assert!(parse("[edge.http3]\nmax_udp_payload = 16000\ngso = false\n").is_ok());
 }
+
+#[test]
+fn chains_are_read_and_checked_with_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("rpc-url");
+    std::fs::write(&secret, "https://eth.example.net/v2/SECRET-KEY\n").unwrap();
+    let text = format!(
+        r#"
+[edge.chains."eip155:1"]
+confirmations = 3
+hedge_after = "150ms"
+endpoints = [
+  {{ name = "primary", url_file = "{}", weight = 3 }},
+  {{ url = "http://10.0.0.5:8545", priority = 1 }},
+]
+[edge.chains."solana:mainnet"]
+endpoints = [{{ url = "https://api.mainnet-beta.solana.com" }}]
+"#,
+        secret.display()
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.chains.len(), 2);
+    let eth = cfg
+        .chains
+        .iter()
+        .find(|c| c.id.to_string() == "eip155:1")
+        .unwrap();
+    assert_eq!(eth.confirmations, 3);
+    assert_eq!(eth.hedge_after, Duration::from_millis(150));
+    assert_eq!(
+        eth.endpoints[0].url.0,
+        "https://eth.example.net/v2/SECRET-KEY"
+    );
+    assert_eq!(eth.endpoints[0].weight, 3);
+    assert_eq!(
+        eth.endpoints[1].name, "10.0.0.5:8545",
+        "named by host and port"
+    );
+    assert_eq!(eth.endpoints[1].priority, 1);
+    // The URL never shows in Debug output (logs).
+    assert!(!format!("{cfg:?}").contains("SECRET-KEY"));
+
+    let bad = r#"
+[edge.chains."eip155:01"]
+endpoints = [{ url = "http://a" }]
+[edge.chains."eip155:5"]
+timeout = "0s"
+multicall3 = "0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+endpoints = [
+  { url = "ftp://x", bogus = 1 },
+  { url = "http://a:1", url_env = "STREAMGATE_TEST_UNSET_VAR" },
+  { url_env = "STREAMGATE_TEST_UNSET_VAR" },
+]
+[edge.chains."solana:devnet"]
+multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
+"#;
+    let Err(LoadError::Invalid(ConfigErrors(errs))) = parse(bad) else {
+        panic!("expected validation errors");
+    };
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    let all = text.join("\n");
+    for want in [
+        "edge.chains.\"eip155:01\"",
+        "edge.chains.\"eip155:5\".timeout",
+        "edge.chains.\"eip155:5\".multicall3",
+        "edge.chains.\"eip155:5\".endpoints[0]: the URL is not",
+        "edge.chains.\"eip155:5\".endpoints[0].bogus",
+        "edge.chains.\"eip155:5\".endpoints[1]: needs exactly one",
+        "edge.chains.\"eip155:5\".endpoints[2].url_env",
+        "edge.chains.\"solana:devnet\".multicall3",
+        "edge.chains.\"solana:devnet\".endpoints",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    assert!(!all.contains("ftp://x"), "URLs are not quoted: {all}");
+}

@@ -349,7 +349,6 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     let mut f = facts("demo/x", TokenFacts::Valid(&session));
     f.nft = Some(&o);
     assert_eq!(open.evaluate(&f), Decision::Allow);
-    let mut o = o;
     o.answers[0].2 = Holding::No;
     let mut f = facts("demo/x", TokenFacts::Valid(&session));
     f.nft = Some(&o);
