@@ -92,7 +92,8 @@ def main():
             subprocess.run([binary, "load", "nft", "--rpc", url, "--erc721", c["erc721"], "--erc1155", c["erc1155"],
                             "--multicall3", c["multicall3"], "--holder", holder, "--other", other, "--viewer", fresh,
                             "--warm", str(args.warm), "--cold", str(args.cold), "--transfers", str(args.transfers),
-                            "--confirmations", conf, "--poll-interval", poll, "--json", out], check=True)
+                            "--confirmations", conf, "--poll-interval", poll, "--json", out],
+                           check=True, env={**os.environ, "STREAMGATE_LOG": "warn"})
             reports.append((label, out))
         # The plot: cold decisions against the raw eth_call round trip of the first run.
         raw = os.path.join(ROOT, "loadtests/results/web3-raw.json")

@@ -278,11 +278,11 @@ fn facts<'a>(
     verified: Option<&'a snapshot::CachedVerify>,
     nft: Option<&'a dyn NftOracle>,
 ) -> Facts<'a> {
-    let token = match verified {
-        None => TokenFacts::Absent,
+    let (token, wallet) = match verified {
+        None => (TokenFacts::Absent, None),
         Some(v) => match &v.result {
-            Ok(ok) => TokenFacts::Valid(&ok.claims),
-            Err(why) => TokenFacts::Invalid(*why),
+            Ok(ok) => (TokenFacts::Valid(&ok.claims), ok.wallet.as_ref()),
+            Err(why) => (TokenFacts::Invalid(*why), None),
         },
     };
     // Header lookups hash the name; skip the two a policy without origin rules ignores.
@@ -302,6 +302,7 @@ fn facts<'a>(
         referer: header(REFERER),
         token,
         nft,
+        wallet,
     }
 }
 

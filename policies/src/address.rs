@@ -15,17 +15,22 @@ pub fn keccak256(data: &[u8]) -> [u8; 32] {
 
 /// The EIP-55 checksummed form of a 20-byte address.
 pub fn eip55(addr: &[u8; 20]) -> String {
-    let hex: String = addr.iter().map(|b| format!("{b:02x}")).collect();
-    let hash = keccak256(hex.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 40];
+    for (i, b) in addr.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    let hash = keccak256(&hex);
     let mut out = String::with_capacity(42);
     out.push_str("0x");
-    for (i, c) in hex.chars().enumerate() {
+    for (i, &c) in hex.iter().enumerate() {
         let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0xf;
-        out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
+        out.push(char::from(if c.is_ascii_alphabetic() && nibble >= 8 {
             c.to_ascii_uppercase()
         } else {
             c
-        });
+        }));
     }
     out
 }
@@ -146,6 +151,9 @@ pub struct Account {
     pub namespace: Namespace,
     /// The canonical address text.
     pub address: String,
+    /// The address as 32 bytes: an EVM address right-aligned (as in an ABI word), a Solana
+    /// public key as is.
+    pub raw: [u8; 32],
 }
 
 impl Account {
@@ -161,17 +169,23 @@ impl Account {
             None if addr.starts_with("0x") => Namespace::Eip155,
             None => Namespace::Solana,
         };
-        let address = match namespace {
-            Namespace::Eip155 => eip55(&parse_evm(addr)?),
-            Namespace::Solana => {
-                parse_solana(addr)?;
-                addr.to_owned()
+        let (address, raw) = match namespace {
+            Namespace::Eip155 => {
+                let a = parse_evm(addr)?;
+                let mut raw = [0u8; 32];
+                raw[12..].copy_from_slice(&a);
+                // Mixed case passed the checksum, so it is already canonical.
+                let mixed = addr.bytes().any(|b| b.is_ascii_lowercase())
+                    && addr[2..].bytes().any(|b| b.is_ascii_uppercase());
+                (if mixed { addr.to_owned() } else { eip55(&a) }, raw)
             }
+            Namespace::Solana => (addr.to_owned(), parse_solana(addr)?),
         };
         Ok(Self {
             chain,
             namespace,
             address,
+            raw,
         })
     }
 

@@ -35,6 +35,9 @@ pub struct Facts<'a> {
     pub token: TokenFacts<'a>,
     /// What is known of wallets' NFTs; `None` makes every `nft` condition unavailable.
     pub nft: Option<&'a dyn NftOracle>,
+    /// The token's `sg_wallet`, already parsed (an optimisation: when `None` the claim is
+    /// parsed where a condition needs it).
+    pub wallet: Option<&'a crate::address::Account>,
 }
 
 /// Why a request was refused (or which dependency was unavailable).
@@ -417,17 +420,17 @@ fn cond(c: &Condition, f: &Facts<'_>) -> Outcome {
         Condition::Wallet(w) => match f.token {
             TokenFacts::Absent => Outcome::False(Reason::NoCredential),
             TokenFacts::Invalid(why) => Outcome::False(why),
-            TokenFacts::Valid(claims) => wallet(w, claims),
+            TokenFacts::Valid(claims) => wallet(w, f, claims),
         },
         Condition::Nft(n) => match f.token {
             TokenFacts::Absent => Outcome::False(Reason::NoCredential),
             TokenFacts::Invalid(why) => Outcome::False(why),
-            TokenFacts::Valid(claims) => match session_wallet(claims, &n.issuer) {
+            TokenFacts::Valid(claims) => match session_account(f, claims, &n.issuer) {
                 Err(why) => Outcome::False(why),
                 Ok(account) if account.namespace != n.chain.namespace => {
                     Outcome::False(Reason::NftNotHeld)
                 }
-                Ok(account) => match f.nft.map(|o| o.holds(n, &account)) {
+                Ok(account) => match f.nft.map(|o| o.holds(n, account.as_ref())) {
                     Some(Holding::Yes) => Outcome::True,
                     Some(Holding::No) => Outcome::False(Reason::NftNotHeld),
                     Some(Holding::Pending) => Outcome::Pending,
@@ -452,9 +455,24 @@ pub fn session_wallet(claims: &Claims, issuer: &str) -> Result<crate::address::A
         .ok_or(Reason::WalletRequired)
 }
 
+/// The session wallet, pre-parsed when the edge has it.
+fn session_account<'f>(
+    f: &Facts<'f>,
+    claims: &Claims,
+    issuer: &str,
+) -> Result<std::borrow::Cow<'f, crate::address::Account>, Reason> {
+    match f.wallet {
+        Some(w) if claims.get("iss").and_then(Value::as_str) == Some(issuer) => {
+            Ok(std::borrow::Cow::Borrowed(w))
+        }
+        Some(_) => Err(Reason::WalletRequired),
+        None => session_wallet(claims, issuer).map(std::borrow::Cow::Owned),
+    }
+}
+
 /// The session token's wallet (`sg_wallet`, CAIP-10) against the lists.
-fn wallet(w: &WalletCondition, claims: &Claims) -> Outcome {
-    let account = match session_wallet(claims, &w.issuer) {
+fn wallet(w: &WalletCondition, f: &Facts<'_>, claims: &Claims) -> Outcome {
+    let account = match session_account(f, claims, &w.issuer) {
         Ok(a) => a,
         Err(why) => return Outcome::False(why),
     };

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use futures::FutureExt;
 use futures::future::Shared;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
-use streamgate_policy::address::{Account, ChainId, Namespace, parse_evm, parse_solana};
+use streamgate_policy::address::{Account, ChainId, Namespace};
 use streamgate_policy::{
     Claims, Holding, NftCondition, NftOracle, NftStandard, NftTarget, Policy, session_wallet,
 };
@@ -59,30 +59,18 @@ fn target_bytes(t: &NftTarget) -> [u8; 32] {
 }
 
 fn question(cond: &NftCondition) -> u128 {
-    let mut buf = Vec::with_capacity(16 + 32 * cond.token_ids.len());
-    buf.push(match (cond.standard, cond.target) {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[match (cond.standard, cond.target) {
         (NftStandard::Erc721, _) => 1u8,
         (NftStandard::Erc1155, _) => 2,
         (NftStandard::Metaplex, NftTarget::Mint(_)) => 3,
         (NftStandard::Metaplex, _) => 4,
-    });
-    buf.extend_from_slice(&cond.min_balance.to_be_bytes());
+    }]);
+    h.update(&cond.min_balance.to_be_bytes());
     for id in &cond.token_ids {
-        buf.extend_from_slice(id);
+        h.update(id);
     }
-    xxhash_rust::xxh3::xxh3_128(&buf)
-}
-
-/// The owner as 32 bytes (an EVM address right-aligned like an ABI word).
-fn owner_bytes(owner: &Account) -> Option<[u8; 32]> {
-    match owner.namespace {
-        Namespace::Eip155 => parse_evm(&owner.address).ok().map(|a| {
-            let mut w = [0u8; 32];
-            w[12..].copy_from_slice(&a);
-            w
-        }),
-        Namespace::Solana => parse_solana(&owner.address).ok(),
-    }
+    h.digest128()
 }
 
 type Lookup = Shared<Pin<Box<dyn Future<Output = Arc<HashMap<Key, Holding>>> + Send>>>;
@@ -260,7 +248,7 @@ impl Chains {
             i,
             Key {
                 target: target_bytes(&cond.target),
-                owner: owner_bytes(owner)?,
+                owner: owner.raw,
                 question: question(cond),
             },
         ))

@@ -124,6 +124,9 @@ pub struct Verified {
     pub claims: Claims,
     /// `exp`, as an instant.
     pub expires: SystemTime,
+    /// The `sg_wallet` claim parsed once (a wallet session's account), so that `wallet`
+    /// and `nft` conditions do not parse it on every request.
+    pub wallet: Option<streamgate_policy::address::Account>,
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, Reason> {
@@ -213,7 +216,15 @@ pub fn verify(
     {
         return Err(Reason::WrongIssuer);
     }
-    Ok(Verified { claims, expires })
+    let wallet = claims
+        .get("sg_wallet")
+        .and_then(Value::as_str)
+        .and_then(|a| streamgate_policy::address::Account::parse(a).ok());
+    Ok(Verified {
+        claims,
+        expires,
+        wallet,
+    })
 }
 
 #[cfg(test)]

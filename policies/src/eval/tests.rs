@@ -18,6 +18,7 @@ fn facts<'a>(key: &'a str, token: TokenFacts<'a>) -> Facts<'a> {
         referer: None,
         token,
         nft: None,
+        wallet: None,
     }
 }
 
