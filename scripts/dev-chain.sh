@@ -13,6 +13,7 @@ state="${STREAMGATE_DATA_DIR:-streamgate-data}/chain"
 node_dir="${STREAMGATE_NODE_DIR:-$HOME/.cache/streamgate-node}"
 venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
 mkdir -p "$state"
+state="$(cd "$state" && pwd)"
 
 rpc() {
   curl -sf -X POST -H 'content-type: application/json' \
@@ -22,9 +23,11 @@ rpc() {
 if ! rpc eth_chainId >/dev/null 2>&1; then
   [ -f "$node_dir/node_modules/hardhat/internal/cli/cli.js" ] || "$repo/scripts/setup-chain.sh"
   echo "dev-chain: starting a hardhat node on $url (log: $state/hardhat.log)"
+  # exec: the background subshell becomes the node, so $! is the node's pid.
   (cd "$node_dir" && HARDHAT_DISABLE_TELEMETRY_PROMPT=true DO_NOT_TRACK=1 \
-    nohup node node_modules/hardhat/internal/cli/cli.js node --hostname 127.0.0.1 --port "$port" \
-    >"$repo/$state/hardhat.log" 2>&1 & echo $! >"$repo/$state/hardhat.pid")
+    exec node node_modules/hardhat/internal/cli/cli.js node --hostname 127.0.0.1 --port "$port") \
+    </dev/null >"$state/hardhat.log" 2>&1 &
+  echo $! >"$state/hardhat.pid"
   for _ in $(seq 1 300); do
     rpc eth_chainId >/dev/null 2>&1 && break
     sleep 0.2
@@ -64,4 +67,6 @@ With \`streamgate dev --chain-rpc $url\` running:
 
 Move the token away and the player is refused within a poll interval (500 ms):
   node tests/chain/fixture.mjs transfer721 --rpc $url --contract $erc721 --from-key $key --to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --id 1
+
+Stop the node: kill \$(cat $state/hardhat.pid)
 TEXT

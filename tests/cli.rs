@@ -225,4 +225,35 @@ fn ctl_policy_check_lists_errors() {
     ] {
         assert!(err.contains(p), "{p} missing:\n{err}");
     }
+    // With the chain registry, an nft condition on another chain is an error at its path.
+    let nft = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/examples/nft-or-token.yaml"
+    );
+    let out = streamgate()
+        .args([
+            "ctl",
+            "policy",
+            "check",
+            "-f",
+            nft,
+            "--chains",
+            "eip155:1,eip155:137",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule.any_of[3].nft.chain: solana:mainnet is not in the chain registry"),
+        "{err}"
+    );
+    let all = "eip155:1,eip155:137,solana:mainnet";
+    assert!(
+        streamgate()
+            .args(["ctl", "policy", "check", "-f", nft, "--chains", all])
+            .status()
+            .unwrap()
+            .success()
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Proc, free_port};
+use common::{Proc, free_port, output_ok};
 use streamgate_proto::control::v1 as pb;
 
 fn require(tool: &str) {
@@ -63,14 +63,11 @@ fn play(url: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dev_serves_a_playable_demo() {
-    require("ffmpeg");
-    let data = tempfile::tempdir().unwrap();
-    let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-        .args(["dev", "--data-dir"])
-        .arg(data.path())
+/// `streamgate dev` on `data` with the HTTP, TLS, admin and control ports.
+fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamgate"));
+    c.args(["dev", "--data-dir"])
+        .arg(data)
         .args([
             "--http-port",
             &http.to_string(),
@@ -79,7 +76,16 @@ async fn dev_serves_a_playable_demo() {
         ])
         .args(["--admin-port", &admin.to_string()])
         .args(["--control-port", &control.to_string()])
-        .env("STREAMGATE_LOG", "warn")
+        .env("STREAMGATE_LOG", "warn");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_serves_a_playable_demo() {
+    require("ffmpeg");
+    let data = tempfile::tempdir().unwrap();
+    let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
+    let mut child = dev_command(data.path(), [http, tls, admin, control])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -110,18 +116,7 @@ async fn dev_serves_a_playable_demo() {
     assert_eq!(urls, [hls.clone(), dash.clone()]);
     let c = reqwest::Client::new();
     // Ready once the edge listens and has the state from the control plane's store.
-    let t0 = std::time::Instant::now();
-    loop {
-        let r = c
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "edge not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_ready(admin, Duration::from_secs(10)).await;
     // The demo is gated: no token, no bytes.
     let anon = c
         .get(format!("http://127.0.0.1:{http}/v/demo/master.m3u8"))
@@ -247,4 +242,127 @@ async fn dev_serves_a_playable_demo() {
         .unwrap();
     assert_eq!(player.status(), 200);
     assert!(player.text().await.unwrap().contains("hls.js"));
+}
+
+/// Kills the process whose pid is in a file (the node `scripts/dev-chain.sh` started).
+struct KillPidFile(std::path::PathBuf);
+
+impl Drop for KillPidFile {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// The documented way to try NFT gating (docs/WEB3.md): `scripts/dev-chain.sh`, then
+/// `streamgate dev --chain-rpc`, then what the script printed, signing in with
+/// `scripts/wallet-login.py` (eth-account), and moving the token away.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_gates_the_demo_on_an_nft_from_a_local_chain() {
+    require("ffmpeg");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let data = tempfile::tempdir().unwrap();
+    let chain_port = free_port();
+    let out = Command::new(format!("{repo}/scripts/dev-chain.sh"))
+        .env("CHAIN_PORT", chain_port.to_string())
+        .env("STREAMGATE_DATA_DIR", data.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _node = KillPidFile(data.path().join("chain/hardhat.pid"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dev-chain.sh failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = |marker: &str| {
+        let at = text
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in:\n{text}"));
+        text[at + marker.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let key = after("wallet-login.py --key ");
+    let erc721 = after("--contract ");
+    let policy = data.path().join("chain/nft-holders.yaml");
+    assert!(policy.is_file());
+
+    let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
+    let rpc = format!("http://127.0.0.1:{chain_port}");
+    let child = dev_command(data.path(), [http, tls, admin, control])
+        .args(["--chain-rpc", &rpc])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("streamgate dev starts");
+    let _dev = Proc(child);
+    let c = reqwest::Client::new();
+    common::wait_ready(admin, Duration::from_secs(240)).await;
+    let token_file = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let ctl = |args: &[&str]| {
+        output_ok(
+            Command::new(env!("CARGO_BIN_EXE_streamgate"))
+                .arg("ctl")
+                .args(args)
+                .env("STREAMGATE_ENDPOINT", format!("http://127.0.0.1:{control}"))
+                .env("STREAMGATE_TOKEN", token_file.trim()),
+        )
+    };
+    ctl(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    ctl(&["asset", "bind", "demo", "nft-holders"]);
+    let login = |key: &str| {
+        let out = output_ok(
+            Command::new(common::venv_python("eth_account"))
+                .arg(format!("{repo}/scripts/wallet-login.py"))
+                .args(["--key", key, "--edge", &format!("http://127.0.0.1:{http}")]),
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let token = login(&key);
+    let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8?token={token}");
+    assert_eq!(c.get(&hls).send().await.unwrap().status(), 200);
+    // An independent player plays the NFT-gated demo.
+    let h = hls.clone();
+    tokio::task::spawn_blocking(move || play(&h)).await.unwrap();
+    // Hardhat's account #5 holds nothing.
+    let stranger = login("0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba");
+    let r = c
+        .get(format!(
+            "http://127.0.0.1:{http}/v/demo/master.m3u8?token={stranger}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The transfer the script suggests revokes within a poll interval (500 ms) plus slack.
+    let moved = common::chain::fixture(&[
+        "transfer721",
+        "--rpc",
+        &rpc,
+        "--contract",
+        &erc721,
+        "--from-key",
+        &key,
+        "--to",
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        "--id",
+        "1",
+    ])
+    .await;
+    assert!(moved["block"].is_u64(), "{moved}");
+    let t0 = std::time::Instant::now();
+    while c.get(&hls).send().await.unwrap().status() == 200 {
+        assert!(t0.elapsed() < Duration::from_secs(3), "not revoked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "dev: revoked {:?} after the transfer returned",
+        t0.elapsed()
+    );
 }

@@ -46,6 +46,37 @@ pub fn spawn_listening(args: &[&str], cfg: &std::path::Path, port: u16, what: &s
     proc
 }
 
+/// Runs `cmd` and returns its output; panics with its stderr unless it succeeded.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits until the edge's admin port says ready (200 on `/readyz`).
+pub async fn wait_ready(admin: u16, timeout: std::time::Duration) {
+    let c = reqwest::Client::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = c
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "the edge was not ready within {timeout:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[path = "../../dataplane/tests/support/clients.rs"]
 mod clients;
 #[allow(unused_imports)]

@@ -1095,3 +1095,36 @@ async fn watch_ends_when_the_client_leaves_on_etcd() {
     let etcd = start_etcd();
     watch_ends_when_the_client_leaves(Arc::new(etcd_store(&etcd).await)).await;
 }
+
+#[tokio::test]
+async fn apply_checks_nft_chains_against_the_registry() {
+    use pb::policy_service_server::PolicyService;
+    let dir = tempfile::tempdir().unwrap();
+    let known = vec![streamgate_policy::address::ChainId::parse("eip155:1").unwrap()];
+    let api = PolicyApi::new(embedded(&dir)).with_chains(known);
+    let doc = |chain: &str| {
+        format!(
+            r#"{{"id": "holders", "rule": {{"any_of": [{{"public": true}}, {{"nft": {{"chain": "{chain}", "standard": "erc721", "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3"}}}}]}}}}"#
+        )
+    };
+    let err = api
+        .apply(Request::new(pb::ApplyPolicyRequest {
+            document: doc("eip155:137"),
+            expected_version: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("rule.any_of[1].nft.chain")
+            && err.message().contains("not in the chain registry"),
+        "{}",
+        err.message()
+    );
+    api.apply(Request::new(pb::ApplyPolicyRequest {
+        document: doc("eip155:1"),
+        expected_version: 0,
+    }))
+    .await
+    .unwrap();
+}
