@@ -336,6 +336,24 @@ async fn holders_play_strangers_do_not_and_transfers_revoke() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(edge.metric("streamgate_edge_nft_revocations_total").await >= 1.0);
+    // The indexer's cursor is saved next to the snapshot, past the transfer's block, so a
+    // restarted edge resumes from there.
+    let head = u64::from_str_radix(
+        chain
+            .rpc("eth_blockNumber", json!([]))
+            .await
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    let cursor: Value = serde_json::from_slice(
+        &std::fs::read(edge._dir.path().join("snap.json.chains.json")).unwrap(),
+    )
+    .unwrap();
+    let at = cursor["eip155:31337"].as_u64().unwrap();
+    assert!(at + 1 >= head && at <= head, "cursor {at}, head {head}");
 
     // ERC-1271: the contract wallet owned by account #1 signs in with its owner's key.
     let owner = &d.accounts[1];

@@ -14,11 +14,15 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    /// Its output, kept for the message when it fails to start.
+    log: PathBuf,
+    started: bool,
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -38,7 +42,10 @@ pub fn start_etcd() -> Etcd {
         client_port: free_port(),
         peer_port: free_port(),
         dir: tempfile::tempdir().expect("a temporary directory"),
+        log: PathBuf::new(),
+        started: false,
     };
+    etcd.log = etcd.dir.path().with_extension("etcd.log");
     etcd.endpoint = format!("http://127.0.0.1:{}", etcd.client_port);
     etcd.start();
     etcd
@@ -51,10 +58,32 @@ impl Etcd {
     }
 
     /// Starts the process (again, on the same data and ports) and waits until it listens.
+    /// On the first start, a port taken by another test between picking and binding is
+    /// retried on new ports.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
+        for _ in 0..3 {
+            match self.try_start() {
+                Ok(()) => {
+                    self.started = true;
+                    return;
+                }
+                Err(why) if !self.started => {
+                    eprintln!("etcd did not start ({why}); retrying on new ports");
+                    self.client_port = free_port();
+                    self.peer_port = free_port();
+                    self.endpoint = format!("http://127.0.0.1:{}", self.client_port);
+                }
+                Err(why) => panic!("etcd did not start again: {why}"),
+            }
+        }
+        panic!("etcd did not start three times");
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let log = std::fs::File::create(&self.log).expect("a log file");
+        let mut child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(self.dir.path())
             .args([
@@ -71,15 +100,25 @@ impl Etcd {
             ])
             .args(["--initial-cluster", &format!("t={peer_url}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("etcd is not installed ({e}): run ./scripts/setup.sh"));
-        self.child = Some(child);
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "etcd did not start");
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                return Err(format!("it exited with {status}: {}", tail.join(" | ")));
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("it did not listen within 60 s".into());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the process; the data stays for [`Etcd::start`].

@@ -133,3 +133,24 @@ impl BackgroundService for Indexer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_of_several_chains_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge-snapshot.json.chains.json");
+        assert!(load_cursors(Some(&file)).is_empty(), "no file yet");
+        save_cursor(&file, "eip155:1", 100);
+        save_cursor(&file, "eip155:137", 7);
+        save_cursor(&file, "eip155:1", 101);
+        let all = load_cursors(Some(&file));
+        assert_eq!(all.get("eip155:1"), Some(&101));
+        assert_eq!(all.get("eip155:137"), Some(&7));
+        // A damaged file starts over (from the chain head) instead of failing.
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(load_cursors(Some(&file)).is_empty());
+    }
+}
