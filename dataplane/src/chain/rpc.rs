@@ -222,19 +222,11 @@ impl Rpc {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Whether the endpoint may be asked now; after the cooldown one trial call passes.
+    /// Whether the endpoint may be tried: its circuit is closed, or open past the cooldown
+    /// (half-open: [`Rpc::attempt`] then lets one trial call through).
     fn admits(&self, e: &Endpoint) -> bool {
         let until = e.open_until.load(Ordering::Acquire);
-        if until == 0 {
-            return true;
-        }
-        if self.now_ms() < until {
-            return false;
-        }
-        // Half-open: the first caller after the cooldown is the trial.
-        e.trial
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        until == 0 || self.now_ms() >= until
     }
 
     fn succeeded(&self, e: &Endpoint) {
@@ -251,7 +243,8 @@ impl Rpc {
         let was_trial = e.trial.swap(false, Ordering::AcqRel);
         if n >= self.breaker_failures || was_trial {
             let until = self.now_ms() + self.breaker_cooldown.as_millis() as u64;
-            if e.open_until.swap(until.max(1), Ordering::AcqRel) == 0 {
+            // A failed trial reopens the circuit: counted as an opening too.
+            if e.open_until.swap(until.max(1), Ordering::AcqRel) == 0 || was_trial {
                 e.opens.inc();
                 tracing::warn!(chain = %self.chain, endpoint = %e.name, failures = n, error = why,
                     "RPC endpoint failing; circuit open for {:?}", self.breaker_cooldown);
@@ -260,7 +253,8 @@ impl Rpc {
     }
 
     /// The endpoints to try, best first: by priority, and within one priority in a random
-    /// order drawn by weight. Endpoints with an open circuit are left out.
+    /// order drawn by weight. Endpoints whose circuit is open (within the cooldown) are
+    /// left out.
     fn order(&self) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.endpoints.len())
             .filter(|&i| self.admits(&self.endpoints[i]))
@@ -344,6 +338,18 @@ impl Rpc {
     }
 
     async fn attempt(&self, e: &Endpoint, body: Arc<String>) -> Attempt {
+        // Half-open: only one trial call at a time; the others skip this endpoint.
+        let mut trial = None;
+        if e.open_until.load(Ordering::Acquire) != 0 {
+            if e.trial
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Attempt::Failed("circuit half-open, its trial call is in flight".into());
+            }
+            // If this attempt is dropped (it lost a hedge), the next caller may try.
+            trial = Some(TrialGuard(&e.trial));
+        }
         let t0 = Instant::now();
         let res = tokio::time::timeout(self.timeout, self.post(e, body)).await;
         e.latency.observe(t0.elapsed().as_secs_f64());
@@ -367,6 +373,8 @@ impl Rpc {
                 self.failed(e, why);
             }
         }
+        // `succeeded` and `failed` settled the trial.
+        std::mem::forget(trial);
         out
     }
 
@@ -396,6 +404,15 @@ impl Rpc {
             buf.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&buf).map_err(|err| format!("not JSON: {err}"))
+    }
+}
+
+/// Frees an endpoint's half-open trial slot when its attempt ends without settling it.
+struct TrialGuard<'a>(&'a AtomicBool);
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
