@@ -292,6 +292,33 @@ async fn holders_play_strangers_do_not_and_transfers_revoke() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("ERC-1155 mint → access in {:?}", t0.elapsed());
+    // A batch transfer (one TransferBatch log) takes the fan below the threshold again.
+    fixture(
+        &chain,
+        "batch1155",
+        &[
+            "--contract",
+            &d.erc1155,
+            "--from-key",
+            &fan.private_key,
+            "--to",
+            &stranger.address,
+            "--ids",
+            "7",
+            "--amounts",
+            "1",
+        ],
+    )
+    .await;
+    let t0 = Instant::now();
+    while get(&c, &edge, "gold", &fan_token).await.0 == 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the batch never revoked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("ERC-1155 batch transfer → revoked in {:?}", t0.elapsed());
     // all_of two contracts: the fan holds 1155 but no 721 → 403; the holder the reverse.
     assert_eq!(get(&c, &edge, "both", &fan_token).await.0, 403);
     assert_eq!(get(&c, &edge, "both", &holder_token).await.0, 403);
@@ -557,8 +584,27 @@ async fn rpc_failover_and_fail_modes() {
         "breaker_failures = 2\nbreaker_cooldown = \"1h\"",
     );
     let c = reqwest::Client::new();
-    // Sign-in itself needs no chain for an EOA.
+    // Sign-in itself needs no chain for an EOA; a contract wallet's does: 503.
     let holder_token = sign_in(&c, &edge, &holder.address, &holder.private_key).await;
+    let (_, ch) = post(
+        &c,
+        edge.url("/auth/challenge"),
+        json!({"address": d.wallet1271, "chain": "eip155:31337"}),
+    )
+    .await;
+    let message = ch["message"].as_str().unwrap();
+    let signature = personal_sign(&d.accounts[1].private_key, message);
+    let (s, body) = post(
+        &c,
+        edge.url("/auth/verify"),
+        json!({"message": message, "signature": signature}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["reason"].as_str()),
+        (503, Some("chain_unavailable")),
+        "{body}"
+    );
     for _ in 0..3 {
         let (s, body) = get(&c, &edge, "club", &holder_token).await;
         assert_eq!(

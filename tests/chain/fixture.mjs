@@ -10,6 +10,7 @@
 //   transfer721  --rpc URL --contract A --from-key K --to ADDR --id N
 //   mint1155     --rpc URL --contract A --to ADDR --id N --amount M [--from-key K]
 //   transfer1155 --rpc URL --contract A --from-key K --to ADDR --id N --amount M
+//   batch1155    --rpc URL --contract A --from-key K --to ADDR --ids N,N --amounts M,M
 //   mine         --rpc URL --blocks N
 //   block        --rpc URL
 //
@@ -272,6 +273,19 @@ async function transfer1155(opts) {
   return send(provider, c.safeTransferFrom(from.address, address(opts, "to"), uint(opts, "id"), uint(opts, "amount"), "0x"));
 }
 
+// safeBatchTransferFrom: one TransferBatch log for several ids.
+async function batch1155(opts) {
+  const artifacts = compile();
+  const { provider } = await connect(opts);
+  const from = signer(provider, opts, "from-key");
+  const c = contract(artifacts, "TestERC1155", opts, from);
+  const list = (name) => need(opts, name).split(",").map((v) => uint({ [name]: v }, name));
+  const ids = list("ids");
+  const amounts = list("amounts");
+  if (ids.length !== amounts.length) throw new UsageError("--ids and --amounts must be as long");
+  return send(provider, c.safeBatchTransferFrom(from.address, address(opts, "to"), ids, amounts, "0x"));
+}
+
 async function mine(opts) {
   const { provider } = await connect(opts);
   const blocks = uint(opts, "blocks");
@@ -295,6 +309,7 @@ const COMMANDS = {
   transfer721,
   mint1155,
   transfer1155,
+  batch1155,
   mine,
   block,
 };

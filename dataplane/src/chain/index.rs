@@ -64,9 +64,20 @@ pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>
         return Ok(Some(last));
     }
     let mut from = last + 1;
+    let mut span = chain.cfg.max_log_range;
     while from <= safe {
-        let to = safe.min(from + chain.cfg.max_log_range - 1);
-        let moves = evm::movements(&chain.rpc, &contracts, from, to).await?;
+        let to = safe.min(from + span - 1);
+        let moves = match evm::movements(&chain.rpc, &contracts, from, to).await {
+            Ok(m) => m,
+            // Providers cap block ranges and result counts ("block range too large",
+            // "query returned more than 10000 results"): halve the range and go on.
+            Err(e) if span > 1 && is_range_limit(&e) => {
+                span = (span / 2).max(1);
+                tracing::debug!(chain = %chain.cfg.id, span, error = %e, "eth_getLogs range refused; halving");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut evicted = 0;
         for m in &moves {
             evicted += chain.moved(m.contract, m.from, m.to);
@@ -81,6 +92,21 @@ pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>
         from = to + 1;
     }
     Ok(Some(safe))
+}
+
+/// Whether an `eth_getLogs` failure is a provider's cap on the range or the result size.
+fn is_range_limit(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    [
+        "range",
+        "too many",
+        "too large",
+        "more than",
+        "limit",
+        "exceed",
+    ]
+    .iter()
+    .any(|w| e.contains(w))
 }
 
 #[async_trait]
@@ -137,6 +163,20 @@ impl BackgroundService for Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_range_caps_are_recognised() {
+        for msg in [
+            "every endpoint failed: alchemy: JSON-RPC error -32602: Log response size exceeded.",
+            "infura: JSON-RPC error -32005: query returned more than 10000 results",
+            "qn: JSON-RPC error -32614: eth_getLogs is limited to a 10,000 range",
+        ] {
+            assert!(is_range_limit(msg), "{msg}");
+        }
+        assert!(!is_range_limit(
+            "node: no answer within 2s; backup: HTTP 503 Service Unavailable"
+        ));
+    }
 
     #[test]
     fn cursors_of_several_chains_share_one_file() {
