@@ -293,6 +293,7 @@ impl Chains {
     pub async fn resolve(&self, policy: &Policy, claims: &Claims) -> Answers {
         let mut by_chain: Vec<Vec<(&NftCondition, Key)>> = vec![Vec::new(); self.chains.len()];
         let mut owners: Vec<Option<Account>> = vec![None; self.chains.len()];
+        let mut cached = Vec::new();
         for cond in policy.nft_conditions() {
             let Ok(owner) = session_wallet(claims, &cond.issuer) else {
                 continue;
@@ -307,10 +308,13 @@ impl Chains {
                     continue;
                 }
                 let c = &self.chains[i];
-                if !c.positive.contains_key(&key)
-                    && !c.negative.contains_key(&key)
-                    && !by_chain[i].iter().any(|(_, k)| *k == key)
-                {
+                // What the cache holds now is kept with the answers, so that an entry
+                // expiring before the second evaluation does not make it unavailable.
+                if c.positive.contains_key(&key) {
+                    cached.push(((i, key), Holding::Yes));
+                } else if c.negative.contains_key(&key) {
+                    cached.push(((i, key), Holding::No));
+                } else if !by_chain[i].iter().any(|(_, k)| *k == key) {
                     by_chain[i].push((cond, key));
                 }
             }
@@ -342,7 +346,7 @@ impl Chains {
                 waits.push((i, *k, fut));
             }
         }
-        let mut out = Answers::default();
+        let mut out = Answers(cached.into_iter().collect());
         for (i, key, fut) in waits {
             let answers = fut.await;
             let h = answers.get(&key).copied().unwrap_or(Holding::Unavailable);
