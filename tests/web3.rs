@@ -614,12 +614,13 @@ async fn rpc_failover_and_fail_modes() {
         );
         assert_eq!(get(&c, &edge, "open", &holder_token).await.0, 200);
     }
-    // The circuits opened, so later requests fail fast instead of waiting on timeouts.
+    // The circuits opened, so later requests fail fast instead of waiting on timeouts
+    // (2 s per attempt here; the bound leaves room for a loaded test machine).
     assert!(edge.metric("streamgate_edge_rpc_breaker_opens_total").await >= 2.0);
     let t0 = Instant::now();
     assert_eq!(get(&c, &edge, "club", &holder_token).await.0, 503);
     assert!(
-        t0.elapsed() < Duration::from_millis(100),
+        t0.elapsed() < Duration::from_millis(500),
         "{:?}",
         t0.elapsed()
     );
