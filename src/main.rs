@@ -68,6 +68,15 @@ enum LoadCmd {
     Nft(streamgate_load::nft::NftArgs),
 }
 
+/// Runs a load tool on a two-thread runtime.
+fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -96,18 +105,8 @@ fn main() -> ExitCode {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
                 LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
-                LoadCmd::Propagation(args) => tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rt| rt.block_on(streamgate_load::propagation::run(args))),
-                LoadCmd::Nft(args) => tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|rt| rt.block_on(streamgate_load::nft::run(args))),
+                LoadCmd::Propagation(args) => block_on(streamgate_load::propagation::run(args)),
+                LoadCmd::Nft(args) => block_on(streamgate_load::nft::run(args)),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,

@@ -202,39 +202,43 @@ async fn fixture(chain: &Chain, cmd: &str, args: &[&str]) {
     chain.fixture(cmd, args).await;
 }
 
+/// Mints ERC-721 token `id` to `to` (from the deployer).
+async fn mint721(chain: &Chain, d: &Deployment, to: &str, id: u64) {
+    let id = id.to_string();
+    let args = [
+        "--contract",
+        d.erc721.as_str(),
+        "--to",
+        to,
+        "--id",
+        id.as_str(),
+    ];
+    fixture(chain, "mint721", &args).await;
+}
+
+/// Mints `amount` of ERC-1155 token `id` to `to` (from the deployer).
+async fn mint1155(chain: &Chain, d: &Deployment, to: &str, id: u64, amount: u64) {
+    let (id, amount) = (id.to_string(), amount.to_string());
+    let args = [
+        "--contract",
+        d.erc1155.as_str(),
+        "--to",
+        to,
+        "--id",
+        &id,
+        "--amount",
+        &amount,
+    ];
+    fixture(chain, "mint1155", &args).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn holders_play_strangers_do_not_and_transfers_revoke() {
     let chain = start_chain().await;
     let d = chain.deploy().await;
     let (holder, stranger, fan) = (&d.accounts[2], &d.accounts[3], &d.accounts[4]);
-    fixture(
-        &chain,
-        "mint721",
-        &[
-            "--contract",
-            &d.erc721,
-            "--to",
-            &holder.address,
-            "--id",
-            "1",
-        ],
-    )
-    .await;
-    fixture(
-        &chain,
-        "mint1155",
-        &[
-            "--contract",
-            &d.erc1155,
-            "--to",
-            &fan.address,
-            "--id",
-            "7",
-            "--amount",
-            "2",
-        ],
-    )
-    .await;
+    mint721(&chain, &d, &holder.address, 1).await;
+    mint1155(&chain, &d, &fan.address, 7, 2).await;
     let edge = start_edge(
         &d,
         &format!("{{ name = \"hardhat\", url = \"{}\" }}", chain.url),
@@ -268,21 +272,7 @@ async fn holders_play_strangers_do_not_and_transfers_revoke() {
     // ERC-1155 thresholds: 2 of id 7 is below 3; a mint of one more crosses it, and the
     // TransferSingle log evicts the cached "no".
     assert_eq!(get(&c, &edge, "gold", &fan_token).await.0, 403);
-    fixture(
-        &chain,
-        "mint1155",
-        &[
-            "--contract",
-            &d.erc1155,
-            "--to",
-            &fan.address,
-            "--id",
-            "7",
-            "--amount",
-            "1",
-        ],
-    )
-    .await;
+    mint1155(&chain, &d, &fan.address, 7, 1).await;
     let t0 = Instant::now();
     while get(&c, &edge, "gold", &fan_token).await.0 != 200 {
         assert!(
@@ -387,12 +377,7 @@ async fn holders_play_strangers_do_not_and_transfers_revoke() {
     let wallet = &d.wallet1271;
     let cw_token = sign_in(&c, &edge, wallet, &owner.private_key).await;
     assert_eq!(get(&c, &edge, "club", &cw_token).await.0, 403);
-    fixture(
-        &chain,
-        "mint721",
-        &["--contract", &d.erc721, "--to", wallet, "--id", "2"],
-    )
-    .await;
+    mint721(&chain, &d, wallet, 2).await;
     let t0 = Instant::now();
     while get(&c, &edge, "club", &cw_token).await.0 != 200 {
         assert!(
@@ -517,19 +502,7 @@ async fn rpc_failover_and_fail_modes() {
     let chain = start_chain().await;
     let d = chain.deploy().await;
     let (holder, stranger) = (&d.accounts[2], &d.accounts[3]);
-    fixture(
-        &chain,
-        "mint721",
-        &[
-            "--contract",
-            &d.erc721,
-            "--to",
-            &holder.address,
-            "--id",
-            "1",
-        ],
-    )
-    .await;
+    mint721(&chain, &d, &holder.address, 1).await;
     let (dead, slow, garbage) = (
         broken_provider("dead").await,
         broken_provider("slow").await,

@@ -113,6 +113,14 @@ impl<'v> Fields<'v> {
         }
     }
 
+    fn nested(path: String, table: &'v toml::Table) -> Self {
+        Fields {
+            path,
+            table: Some(table),
+            seen: BTreeSet::new(),
+        }
+    }
+
     /// A table of sub-tables named by the operator (`[edge.chains."eip155:1"]`): each name
     /// with its fields. Absent reads as empty; a non-table entry is an error.
     pub fn named_tables(&mut self, errs: &mut Errors, key: &'static str) -> Vec<(String, Self)> {
@@ -128,14 +136,7 @@ impl<'v> Fields<'v> {
         for (name, v) in t {
             let sub = format!("{path}.{name:?}");
             match v {
-                toml::Value::Table(inner) => out.push((
-                    name.clone(),
-                    Fields {
-                        path: sub,
-                        table: Some(inner),
-                        seen: BTreeSet::new(),
-                    },
-                )),
+                toml::Value::Table(inner) => out.push((name.clone(), Self::nested(sub, inner))),
                 _ => errs.push(sub, "expected a table"),
             }
         }
@@ -155,11 +156,7 @@ impl<'v> Fields<'v> {
         let mut out = Vec::new();
         for (i, v) in items.iter().enumerate() {
             match v {
-                toml::Value::Table(inner) => out.push(Fields {
-                    path: format!("{path}[{i}]"),
-                    table: Some(inner),
-                    seen: BTreeSet::new(),
-                }),
+                toml::Value::Table(inner) => out.push(Self::nested(format!("{path}[{i}]"), inner)),
                 _ => errs.push(format!("{path}[{i}]"), "expected a table"),
             }
         }

@@ -110,7 +110,8 @@ fn answer(accounts: &Accounts, req: &Value) -> Value {
 
 impl SolanaRpcStub {
     async fn start() -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::{Bytes, Incoming};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let accounts: Arc<Mutex<Accounts>> = Arc::default();
@@ -118,52 +119,33 @@ impl SolanaRpcStub {
         let down = Arc::new(AtomicBool::new(false));
         let (a, c, dn) = (accounts.clone(), calls.clone(), down.clone());
         tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
+            while let Ok((stream, _)) = l.accept().await {
                 let (a, c, dn) = (a.clone(), c.clone(), dn.clone());
-                tokio::spawn(async move {
-                    // Keep-alive HTTP/1.1: one JSON body per request, Content-Length framed.
-                    let mut buf = Vec::new();
-                    loop {
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            let mut chunk = [0u8; 8192];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        while buf.len() < end + 4 + len {
-                            let mut chunk = [0u8; 8192];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let (a, c, dn) = (a.clone(), c.clone(), dn.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
                         c.fetch_add(1, Ordering::SeqCst);
-                        let (status, out) = if dn.load(Ordering::SeqCst) {
-                            ("503 Service Unavailable", "{}".to_owned())
-                        } else {
-                            let req: Value = serde_json::from_slice(&body).unwrap();
-                            ("200 OK", answer(&a.lock().unwrap(), &req).to_string())
+                        let (status, out) = match body {
+                            _ if dn.load(Ordering::SeqCst) => (503, "{}".to_owned()),
+                            Ok(body) => {
+                                let req: Value = serde_json::from_slice(&body).unwrap();
+                                (200, answer(&a.lock().unwrap(), &req).to_string())
+                            }
+                            Err(e) => (400, e.to_string()),
                         };
-                        let resp = format!(
-                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}",
-                            out.len()
-                        );
-                        if s.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
+                        let resp = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(out)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
                     }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });

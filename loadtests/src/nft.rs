@@ -25,6 +25,8 @@ use streamgate_edge::gate::{Decision, Gate, RequestFacts, Snapshot};
 use streamgate_policy::address::ChainId;
 use streamgate_policy::{KeyDoc, WALLET_ISSUER};
 
+use crate::propagation::summary;
+
 /// Arguments of `streamgate load nft`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NftArgs {
@@ -101,20 +103,14 @@ impl Signer {
 
     /// A wallet session token for `account` (CAIP-10), as `/auth/verify` issues them.
     fn session(&self, account: &str) -> String {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": "bench"});
-        let claims = json!({"iss": WALLET_ISSUER, "sub": account, "aud": "streamgate",
-            "iat": now, "exp": now + 3600, "sg_wallet": account});
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = self.key.sign(input.as_bytes());
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        let now = SystemTime::now();
+        streamgate_edge::auth::session_token(
+            &self.key,
+            "bench",
+            account,
+            now,
+            now + Duration::from_secs(3600),
+        )
     }
 }
 
@@ -164,18 +160,6 @@ async fn rpc(
         Some(r) if v.get("error").is_none() => Ok(r.clone()),
         _ => bail!("{method}: {v}"),
     }
-}
-
-fn summary(h: &Histogram<u64>) -> Value {
-    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    let distribution: Vec<(f64, f64)> = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
-        .iter()
-        .map(|&p| (p * 100.0, q(p)))
-        .collect();
-    json!({
-        "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": h.max() as f64 / 1000.0,
-        "distribution": distribution,
-    })
 }
 
 fn word_addr(a: &str) -> String {

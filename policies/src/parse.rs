@@ -611,19 +611,24 @@ fn wallet(cx: &mut Ctx, path: &str, v: &Value) -> Option<WalletCondition> {
     };
     let allow = accounts(cx, "allow");
     let deny = accounts(cx, "deny");
-    let issuer = match m.get("issuer") {
+    let issuer = session_issuer(cx, path, m);
+    Some(WalletCondition {
+        issuer,
+        allow,
+        deny,
+    })
+}
+
+/// The `issuer` of a `wallet` or `nft` condition: the edges' own sign-in unless named.
+fn session_issuer(cx: &mut Ctx, path: &str, m: &Map<String, Value>) -> String {
+    match m.get("issuer") {
         None => WALLET_ISSUER.to_owned(),
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => {
             cx.err(&join(path, "issuer"), "a non-empty string");
             String::new()
         }
-    };
-    Some(WalletCondition {
-        issuer,
-        allow,
-        deny,
-    })
+    }
 }
 
 fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
@@ -797,14 +802,7 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
             format!("asks for {min_balance} of {} listed ids", token_ids.len()),
         );
     }
-    let issuer = match m.get("issuer") {
-        None => WALLET_ISSUER.to_owned(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => {
-            cx.err(&join(path, "issuer"), "a non-empty string");
-            String::new()
-        }
-    };
+    let issuer = session_issuer(cx, path, m);
     Some(NftCondition {
         chain: chain?,
         standard: standard?,

@@ -380,14 +380,13 @@ impl Auth {
             return Err(denied("nonce_replayed", "this sign-in was already used"));
         }
         let expires = now + self.cfg.session_ttl;
-        let token = self.sign(&json!({
-            "iss": WALLET_ISSUER,
-            "sub": account.to_string(),
-            "aud": "streamgate",
-            "iat": unix(now),
-            "exp": unix(expires),
-            "sg_wallet": account.to_string(),
-        }));
+        let token = session_token(
+            &self.key,
+            &self.cfg.session_kid,
+            &account.to_string(),
+            now,
+            expires,
+        );
         Ok(json!({"token": token, "expires_at": rfc3339(expires), "account": account.to_string()}))
     }
 
@@ -429,17 +428,33 @@ impl Auth {
                 )
             })
     }
+}
 
-    fn sign(&self, claims: &Value) -> String {
-        let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": self.cfg.session_kid});
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = self.key.sign(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-    }
+/// A wallet session token: an EdDSA JWT from `streamgate-wallet` whose subject and
+/// `sg_wallet` are `account` (CAIP-10), signed with the session key `kid`.
+pub fn session_token(
+    key: &Ed25519KeyPair,
+    kid: &str,
+    account: &str,
+    now: SystemTime,
+    expires: SystemTime,
+) -> String {
+    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
+    let claims = json!({
+        "iss": WALLET_ISSUER,
+        "sub": account,
+        "aud": "streamgate",
+        "iat": unix(now),
+        "exp": unix(expires),
+        "sg_wallet": account,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
 }
 
 /// Makes `Auth` shareable across listeners.

@@ -154,7 +154,7 @@ impl Chain {
 pub struct Chains {
     chains: Vec<Arc<Chain>>,
     hits: IntCounter,
-    lookups: IntCounterVec,
+    lookups: IntCounter,
 }
 
 impl std::fmt::Debug for Chains {
@@ -228,7 +228,7 @@ impl Chains {
         Self {
             chains,
             hits,
-            lookups,
+            lookups: lookups.with_label_values(&["started"]),
         }
     }
 
@@ -332,7 +332,7 @@ impl Chains {
                 .map(|(c, k)| ((*c).clone(), *k))
                 .collect();
             if !mine.is_empty() {
-                self.lookups.with_label_values(&["started"]).inc();
+                self.lookups.inc();
                 let owner = owners[i].clone().expect("set with the asks");
                 let fut = lookup(Arc::clone(chain), owner, mine.clone())
                     .boxed()

@@ -7,7 +7,6 @@
 //! with an endpoint (connection, HTTP status, a body that is not a JSON-RPC response, a
 //! JSON-RPC error such as a rate limit) counts against that endpoint and the next is tried.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -283,7 +282,8 @@ impl Rpc {
                 self.chain
             )));
         }
-        let body = Arc::new(
+        // Shared by every attempt without copying.
+        let body = bytes::Bytes::from(
             json!({
                 "jsonrpc": "2.0",
                 "id": self.ids.fetch_add(1, Ordering::Relaxed),
@@ -337,7 +337,7 @@ impl Rpc {
         }
     }
 
-    async fn attempt(&self, e: &Endpoint, body: Arc<String>) -> Attempt {
+    async fn attempt(&self, e: &Endpoint, body: bytes::Bytes) -> Attempt {
         // Half-open: only one trial call at a time; the others skip this endpoint.
         let mut trial = None;
         if e.open_until.load(Ordering::Acquire) != 0 {
@@ -378,12 +378,12 @@ impl Rpc {
         out
     }
 
-    async fn post(&self, e: &Endpoint, body: Arc<String>) -> Result<Value, String> {
+    async fn post(&self, e: &Endpoint, body: bytes::Bytes) -> Result<Value, String> {
         let mut resp = self
             .http
             .post(e.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body((*body).clone())
+            .body(body)
             .send()
             .await
             // The error's Display may hold the URL (and an API key in it): strip it.
