@@ -58,10 +58,10 @@ pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64
         "target": target,
         "old_version": old_version,
     });
-    Op::Put {
-        key: format!("{PREFIX}audit/{nanos:020}-{:02x}{:02x}", salt[0], salt[1]),
-        value: entry.to_string().into_bytes(),
-    }
+    Op::put(
+        format!("{PREFIX}audit/{nanos:020}-{:02x}{:02x}", salt[0], salt[1]),
+        entry.to_string().into_bytes(),
+    )
 }
 
 /// One audited change: `ops` commit with their audit entry if every guard holds.
@@ -176,10 +176,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             target: format!("policies/{id}"),
             old_version: req.expected_version,
             guards: vec![guard(key.clone(), req.expected_version)],
-            ops: vec![Op::Put {
-                key,
-                value: value.clone(),
-            }],
+            ops: vec![Op::put(key, value.clone())],
         }
         .commit(&*self.store)
         .await?;

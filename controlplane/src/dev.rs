@@ -81,10 +81,7 @@ async fn write(
 ) -> Result<bool, StoreError> {
     let target = key.strip_prefix(PREFIX).unwrap_or(key);
     let ops = vec![
-        Op::Put {
-            key: key.to_owned(),
-            value: value.to_string().into_bytes(),
-        },
+        Op::put(key.to_owned(), value.to_string().into_bytes()),
         crate::api::audit_op("streamgate-dev", action, target, expected),
     ];
     let guard = Guard {

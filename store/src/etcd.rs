@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use futures::StreamExt;
 
-use super::{Batch, Event, Guard, Op, Store, StoreError, Versioned, WatchStream};
+use super::{Batch, Event, Guard, LeaseId, Op, Store, StoreError, Versioned, WatchStream};
 
 /// A store on an etcd cluster.
 #[derive(Clone)]
@@ -20,6 +20,17 @@ pub struct EtcdStore {
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// etcd answers `NOT_FOUND` ("requested lease not found") for a put or renewal under a
+/// lease it no longer has.
+fn lease_error(e: etcd_client::Error, lease: LeaseId) -> StoreError {
+    match &e {
+        etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::NotFound => {
+            StoreError::LeaseExpired(lease)
+        }
+        _ => unavailable(e),
+    }
 }
 
 /// HTTP/2 pings find a dead or frozen etcd within about 5 s, so watches fail over instead
@@ -111,10 +122,16 @@ impl Store for EtcdStore {
     }
 
     async fn txn(&self, guards: &[Guard], ops: Vec<Op>) -> Result<i64, StoreError> {
+        let lease = ops.iter().find_map(|op| match op {
+            Op::Put { lease, .. } => *lease,
+            Op::Delete { .. } => None,
+        });
         let ops: Vec<TxnOp> = ops
             .into_iter()
             .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key, value, None),
+                Op::Put { key, value, lease } => {
+                    TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                }
                 Op::Delete { key } => TxnOp::delete(key, None),
             })
             .collect();
@@ -127,7 +144,15 @@ impl Store for EtcdStore {
                     .map(|g| TxnOp::get(g.key.as_str(), None))
                     .collect::<Vec<_>>(),
             );
-        let resp = self.client.clone().txn(txn).await.map_err(unavailable)?;
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| match lease {
+                Some(l) => lease_error(e, l),
+                None => unavailable(e),
+            })?;
         if resp.succeeded() {
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
@@ -155,6 +180,44 @@ impl Store for EtcdStore {
             expected: g.expected,
             current: -1,
         })
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let resp = self
+            .client
+            .clone()
+            .lease_grant(secs, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        // Opening the keep-alive stream sends one renewal and reads its answer.
+        match self.client.clone().lease_keep_alive(lease).await {
+            Ok(_) => Ok(()),
+            // A TTL of zero is how etcd says "not found"; the client reports it as a
+            // keep-alive error, as it does a broken stream, so ask the lease itself.
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => {
+                match self.client.clone().lease_time_to_live(lease, None).await {
+                    Ok(r) if r.ttl() <= 0 => Err(StoreError::LeaseExpired(lease)),
+                    Ok(_) => Err(StoreError::Unavailable("lease keep-alive failed".into())),
+                    Err(e) => Err(lease_error(e, lease)),
+                }
+            }
+            Err(e) => Err(lease_error(e, lease)),
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) => match lease_error(e, lease) {
+                StoreError::LeaseExpired(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StoreError> {

@@ -11,6 +11,11 @@
 //! history (etcd compaction, or the embedded store's bounded history) the watch fails with
 //! [`StoreError::Compacted`] and the reader lists again.
 //!
+//! Leases ([`Store::grant`]) bind keys to a holder's liveness: a key put under a lease
+//! vanishes (a delete event) when the lease expires or is revoked. [`KeptLease`] keeps one
+//! alive in the background and says when it may be lost. Edge records, used sign-in
+//! nonces, elections and the farm's task claims are leased.
+//!
 //! [`etcd::EtcdStore`] is the production store; [`embedded::EmbeddedStore`] is the one
 //! `dev` uses, persisted to a log file so it survives restarts. The control plane writes
 //! through this crate and edges watch through it, without either linking the other.
@@ -18,13 +23,18 @@
 
 pub mod embedded;
 pub mod etcd;
+mod lease;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 use std::pin::Pin;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures::Stream;
+
+pub use lease::KeptLease;
 
 /// The prefix every key lives under.
 pub const PREFIX: &str = "/streamgate/v1/";
@@ -38,21 +48,59 @@ pub struct Versioned {
     pub version: i64,
 }
 
+/// A lease id. Keys written under a lease are deleted when it expires or is revoked.
+pub type LeaseId = i64;
+
 /// One write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Set `key` to `value`.
+    /// Set `key` to `value`, bound to `lease` if given (a put without one detaches the key
+    /// from any lease it had, as in etcd).
     Put {
         /// The key.
         key: String,
         /// The new bytes.
         value: Vec<u8>,
+        /// The lease the key lives under.
+        lease: Option<LeaseId>,
     },
     /// Remove `key` (absent is fine).
     Delete {
         /// The key.
         key: String,
     },
+}
+
+impl Op {
+    /// A put that outlives its writer.
+    pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
+    }
+
+    /// A put that vanishes with `lease`.
+    pub fn put_leased(key: impl Into<String>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
+        Self::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
+    }
+
+    /// A delete (absent is fine).
+    pub fn delete(key: impl Into<String>) -> Self {
+        Self::Delete { key: key.into() }
+    }
+
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => key,
+        }
+    }
 }
 
 /// A condition of a transaction: `key` is at version `expected` (0: absent).
@@ -136,6 +184,9 @@ pub enum StoreError {
         /// The store's compaction point.
         compacted: i64,
     },
+    /// The lease does not exist any more (expired or revoked); keys bound to it are gone.
+    #[error("lease {0:x} expired or was revoked")]
+    LeaseExpired(LeaseId),
     /// The store could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -162,17 +213,20 @@ pub trait Store: Send + Sync {
     /// Streams every change under `prefix` after revision `after`.
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StoreError>;
 
+    /// Grants a lease of `ttl` (whole seconds, at least one). It expires unless kept alive.
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError>;
+    /// Renews `lease` for its full TTL; [`StoreError::LeaseExpired`] when it is gone.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError>;
+    /// Revokes `lease` and deletes its keys (an unknown lease is fine).
+    async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
+
     /// Writes `key` if its version is `expected` (0: absent). Returns the new version.
     async fn put(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64, StoreError> {
         let guard = Guard {
             key: key.to_owned(),
             expected,
         };
-        let op = Op::Put {
-            key: key.to_owned(),
-            value,
-        };
-        self.txn(&[guard], vec![op]).await
+        self.txn(&[guard], vec![Op::put(key, value)]).await
     }
 
     /// Deletes `key` if its version is `expected`. Returns the revision of the delete.

@@ -142,16 +142,7 @@ async fn txn_and_watch(store: Arc<dyn Store>) {
                 key: a.into(),
                 expected: 0,
             }],
-            vec![
-                Op::Put {
-                    key: a.into(),
-                    value: b"A".to_vec(),
-                },
-                Op::Put {
-                    key: audit.into(),
-                    value: b"who".to_vec(),
-                },
-            ],
+            vec![Op::put(a, b"A".to_vec()), Op::put(audit, b"who".to_vec())],
         )
         .await
         .unwrap();
@@ -169,10 +160,7 @@ async fn txn_and_watch(store: Arc<dyn Store>) {
                     expected: 0,
                 },
             ],
-            vec![Op::Put {
-                key: b.into(),
-                value: b"B".to_vec(),
-            }],
+            vec![Op::put(b, b"B".to_vec())],
         )
         .await
         .unwrap_err();
@@ -307,4 +295,165 @@ async fn etcd_store_transactions_and_watches() {
     }
     assert!(w.next().await.is_none(), "the stream ends after the error");
     assert!(store.watch(PREFIX, rev).await.is_ok());
+}
+
+/// Leased keys vanish, with a delete event, when the lease is revoked or expires; a
+/// renewed lease keeps them; a put under a gone lease is refused and writes nothing.
+async fn leases(store: Arc<dyn Store>) {
+    use futures::StreamExt;
+    let (_, r0) = store.list(PREFIX).await.unwrap();
+    let mut w = store.watch("/streamgate/v1/edges/", r0).await.unwrap();
+    let a = "/streamgate/v1/edges/a";
+    let b = "/streamgate/v1/edges/b";
+    let short = store.grant(Duration::from_secs(1)).await.unwrap();
+    let kept = store.grant(Duration::from_secs(2)).await.unwrap();
+    store
+        .txn(&[], vec![Op::put_leased(a, "A", short)])
+        .await
+        .unwrap();
+    store
+        .txn(&[], vec![Op::put_leased(b, "B", kept)])
+        .await
+        .unwrap();
+    // Renew `kept` past its own TTL; let `short` lapse.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        store.keep_alive(kept).await.unwrap();
+    }
+    assert!(
+        store.get(a).await.unwrap().is_none(),
+        "a expired with its lease"
+    );
+    assert!(
+        store.get(b).await.unwrap().is_some(),
+        "b's lease was renewed"
+    );
+    let renewed = store.keep_alive(short).await;
+    assert!(
+        matches!(renewed, Err(StoreError::LeaseExpired(l)) if l == short),
+        "{renewed:?}"
+    );
+    assert!(matches!(
+        store
+            .txn(&[], vec![Op::put_leased(a, "again", short)])
+            .await,
+        Err(StoreError::LeaseExpired(_))
+    ));
+    assert!(store.get(a).await.unwrap().is_none());
+    // A plain put detaches the key: it outlives the lease.
+    let c = "/streamgate/v1/edges/c";
+    store
+        .txn(&[], vec![Op::put_leased(c, "C", kept)])
+        .await
+        .unwrap();
+    store.txn(&[], vec![Op::put(c, "C2")]).await.unwrap();
+    store.revoke(kept).await.unwrap();
+    store.revoke(kept).await.unwrap();
+    assert!(
+        store.get(b).await.unwrap().is_none(),
+        "b went with the revoke"
+    );
+    assert_eq!(store.get(c).await.unwrap().unwrap().value, b"C2");
+    let mut deleted = Vec::new();
+    while deleted.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("watch delivers")
+            .expect("stream open")
+            .unwrap();
+        deleted.extend(batch.events.into_iter().filter_map(|e| match e {
+            Event::Delete { key, .. } => Some(key),
+            Event::Put { .. } => None,
+        }));
+    }
+    assert_eq!(deleted, [a, b]);
+}
+
+#[tokio::test]
+async fn embedded_store_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.log");
+    leases(Arc::new(EmbeddedStore::open(&path).unwrap())).await;
+    // A lease granted before a restart gets a fresh TTL, then expires unless renewed.
+    let store = EmbeddedStore::open(&path).unwrap();
+    let l = store.grant(Duration::from_secs(1)).await.unwrap();
+    let k = "/streamgate/v1/nonces/n";
+    store
+        .txn(&[], vec![Op::put_leased(k, "1", l)])
+        .await
+        .unwrap();
+    drop(store);
+    let again = EmbeddedStore::open(&path).unwrap();
+    assert!(
+        again.get(k).await.unwrap().is_some(),
+        "alive right after the restart"
+    );
+    let l2 = again.grant(Duration::from_secs(1)).await.unwrap();
+    assert!(l2 > l, "lease ids are not reused");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        again.get(k).await.unwrap().is_none(),
+        "expired one TTL after the restart"
+    );
+    drop(again);
+    let third = EmbeddedStore::open(&path).unwrap();
+    assert!(
+        third.get(k).await.unwrap().is_none(),
+        "the expiry was logged"
+    );
+}
+
+#[tokio::test]
+async fn etcd_store_leases() {
+    let etcd = start_etcd();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .unwrap();
+    leases(Arc::new(store)).await;
+}
+
+/// A kept lease outlives its TTL; it reports itself lost once the store is gone for
+/// longer than the TTL, and its keys are gone when the store comes back.
+#[tokio::test]
+async fn kept_lease_reports_loss() {
+    let mut etcd = start_etcd();
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+            .await
+            .unwrap(),
+    );
+    let lease = KeptLease::grant(Arc::clone(&store), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let k = "/streamgate/v1/claims/j/0";
+    store
+        .txn(&[], vec![Op::put_leased(k, "w1", lease.id())])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!lease.is_lost());
+    assert!(store.get(k).await.unwrap().is_some());
+    let t0 = std::time::Instant::now();
+    etcd.stop();
+    let mut lost = lease.lost();
+    tokio::time::timeout(Duration::from_secs(5), lost.wait_for(|l| *l))
+        .await
+        .expect("loss reported")
+        .unwrap();
+    assert!(
+        t0.elapsed() <= Duration::from_millis(2100),
+        "reported at most one TTL after the last renewal: {:?}",
+        t0.elapsed()
+    );
+    etcd.start();
+    // etcd restarts leases' TTLs after a restart; without renewals the key goes.
+    let mut gone = false;
+    for _ in 0..100 {
+        if matches!(store.get(k).await, Ok(None)) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the claim vanished with the lost lease");
 }

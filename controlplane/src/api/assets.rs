@@ -63,10 +63,7 @@ impl AssetApi {
         let key = asset_key(&a.id);
         let doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
         let mut guards = vec![guard(key.clone(), expected)];
-        let mut ops = vec![Op::Put {
-            key,
-            value: serde_json::to_vec(&doc).expect("JSON"),
-        }];
+        let mut ops = vec![Op::put(key, serde_json::to_vec(&doc).expect("JSON"))];
         if !a.policy_id.is_empty() {
             let pkey = policy_key(&a.policy_id);
             let policy = self
@@ -78,10 +75,10 @@ impl AssetApi {
                     Status::failed_precondition(format!("no policy {:?} to bind to", a.policy_id))
                 })?;
             guards.push(guard(pkey, policy.version));
-            ops.push(Op::Put {
-                key: binding_key(&a.policy_id),
-                value: a.id.clone().into_bytes(),
-            });
+            ops.push(Op::put(
+                binding_key(&a.policy_id),
+                a.id.clone().into_bytes(),
+            ));
         }
         let version = Change {
             actor: who,

@@ -77,10 +77,10 @@ impl KeyApi {
 }
 
 fn put(doc: &KeyDoc) -> Op {
-    Op::Put {
-        key: key_key(&doc.kid),
-        value: serde_json::to_vec(&doc.to_value()).expect("JSON"),
-    }
+    Op::put(
+        key_key(&doc.kid),
+        serde_json::to_vec(&doc.to_value()).expect("JSON"),
+    )
 }
 
 #[tonic::async_trait]

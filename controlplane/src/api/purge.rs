@@ -120,14 +120,11 @@ impl PurgeApi {
             "actor": who,
         });
         let mut ops = vec![
-            Op::Put {
-                key: ckey.clone(),
-                value: seq.to_string().into_bytes(),
-            },
-            Op::Put {
-                key: format!("{PREFIX}purges/{seq:020}"),
-                value: record.to_string().into_bytes(),
-            },
+            Op::put(ckey.clone(), seq.to_string().into_bytes()),
+            Op::put(
+                format!("{PREFIX}purges/{seq:020}"),
+                record.to_string().into_bytes(),
+            ),
         ];
         // Prune what falls out of the newest `keep`. The listing is current when this
         // commits: another purge in between would have moved the counter guarded here.

@@ -571,10 +571,7 @@ async fn services_contract(store: Arc<dyn Store>) {
         store
             .txn(
                 &[],
-                vec![Op::Put {
-                    key: format!("{PREFIX}edges/{id}"),
-                    value: value.into_bytes(),
-                }],
+                vec![Op::put(format!("{PREFIX}edges/{id}"), value.into_bytes())],
             )
             .await
             .unwrap();
@@ -1038,6 +1035,15 @@ impl Store for Tracked {
     }
     async fn txn(&self, guards: &[Guard], ops: Vec<Op>) -> Result<i64, StoreError> {
         self.inner.txn(guards, ops).await
+    }
+    async fn grant(&self, ttl: Duration) -> Result<streamgate_store::LeaseId, StoreError> {
+        self.inner.grant(ttl).await
+    }
+    async fn keep_alive(&self, lease: streamgate_store::LeaseId) -> Result<(), StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke(&self, lease: streamgate_store::LeaseId) -> Result<(), StoreError> {
+        self.inner.revoke(lease).await
     }
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream, StoreError> {
         let s = self.inner.watch(prefix, after).await?;

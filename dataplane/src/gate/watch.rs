@@ -462,10 +462,10 @@ async fn publisher(
                 "version": env!("CARGO_PKG_VERSION"),
                 "hostname": hostname,
             });
-            let op = Op::Put {
-                key: format!("{PREFIX}edges/{edge_id}"),
-                value: status.to_string().into_bytes(),
-            };
+            let op = Op::put(
+                format!("{PREFIX}edges/{edge_id}"),
+                status.to_string().into_bytes(),
+            );
             if let Err(e) = store.txn(&[], vec![op]).await {
                 tracing::debug!(error = %e, "edge status not reported");
             }
