@@ -30,9 +30,7 @@ pub use keys::KeyApi;
 pub use purge::PurgeApi;
 pub use watch::PolicyEvents;
 
-/// Who made a request: the name of the admin token it presented (set by [`AdminAuth`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub use crate::auth::{Actor, AdminTokens, split_token_line};
 
 /// The actor of `req`, or `unknown` when the service runs without [`AdminAuth`].
 pub(crate) fn actor<T>(req: &Request<T>) -> String {
@@ -280,33 +278,12 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
     }
 }
 
-/// Splits an admin token line into (actor name, token): `name:token` names the operator
-/// when the name is 1 to 64 of `A-Z a-z 0-9 - _ . @` (otherwise the whole line is the
-/// token); a bare token is named `token-<first 8 hex digits of its SHA-256>`, so the audit
-/// log tells tokens apart without holding them.
-pub fn split_token_line(line: &str) -> (String, &str) {
-    if let Some((name, token)) = line.split_once(':')
-        && !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-    {
-        return (name.to_owned(), token);
-    }
-    let digest = ring::digest::digest(&ring::digest::SHA256, line.as_bytes());
-    let hex: String = digest.as_ref()[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (format!("token-{hex}"), line)
-}
-
-/// Checks `authorization: Bearer <token>` against the admin tokens, in constant time, and
-/// puts the token's [`Actor`] into the request for the audit log.
+/// Checks `authorization: Bearer <token>` against the admin tokens ([`AdminTokens`]:
+/// constant time over digests, the scheme in any case) and puts the token's [`Actor`] into
+/// the request for the audit log.
 #[derive(Clone)]
 pub struct AdminAuth {
-    tokens: Arc<Vec<(Vec<u8>, Actor)>>,
+    tokens: AdminTokens,
 }
 
 impl AdminAuth {
@@ -314,50 +291,29 @@ impl AdminAuth {
     /// ignored).
     pub fn new(lines: Vec<String>) -> Self {
         Self {
-            tokens: Arc::new(
-                lines
-                    .iter()
-                    .map(|l| split_token_line(l))
-                    .filter(|(_, t)| t.len() >= 16)
-                    .map(|(name, t)| (t.as_bytes().to_vec(), Actor(name)))
-                    .collect(),
-            ),
+            tokens: AdminTokens::new(&lines),
         }
     }
 
-    fn ok(&self, presented: &[u8]) -> Option<&Actor> {
-        // Compare against every token without an early exit, so timing says nothing.
-        let mut found = None;
-        for (t, actor) in self.tokens.iter() {
-            let same_len = t.len() == presented.len();
-            let diff = t.iter().zip(presented).fold(0u8, |d, (a, b)| d | (a ^ b));
-            if same_len & (diff == 0) {
-                found = Some(actor);
-            }
-        }
-        found
+    /// The tokens it accepts.
+    pub fn tokens(&self) -> &AdminTokens {
+        &self.tokens
     }
 }
 
 impl tonic::service::Interceptor for AdminAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let presented = req
+        let header = req
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match presented {
-            Some(t) => match self.ok(t.as_bytes()) {
-                Some(actor) => {
-                    let actor = actor.clone();
-                    req.extensions_mut().insert(actor);
-                    Ok(req)
-                }
-                None => Err(Status::unauthenticated("admin token not accepted")),
-            },
-            None => Err(Status::unauthenticated(
-                "admin token required: authorization: Bearer <token>",
-            )),
+            .and_then(|v| v.to_str().ok());
+        match self.tokens.authorize(header) {
+            Ok(actor) => {
+                let actor = actor.clone();
+                req.extensions_mut().insert(actor);
+                Ok(req)
+            }
+            Err(e) => Err(Status::unauthenticated(e.to_string())),
         }
     }
 }

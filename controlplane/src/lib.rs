@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dev;
+pub mod job;
 pub use streamgate_store as store;
 pub mod token;
 

@@ -26,6 +26,12 @@ fn with_token(mut req: Request<()>) -> Result<Request<()>, Status> {
     Ok(req)
 }
 
+fn with_lowercase_scheme(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.metadata_mut()
+        .insert("authorization", format!("bearer {ADMIN}").parse().unwrap());
+    Ok(req)
+}
+
 fn without_token(req: Request<()>) -> Result<Request<()>, Status> {
     Ok(req)
 }
@@ -66,6 +72,11 @@ async fn policy_api_contract(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert_eq!(anon.code(), Code::Unauthenticated);
+    // The scheme is case-insensitive (RFC 6750): `bearer` works as `Bearer` does.
+    client(&ch, with_lowercase_scheme)
+        .list(pb::ListPoliciesRequest {})
+        .await
+        .expect("lowercase bearer scheme accepted");
 
     // An invalid policy lists every error with its path, and nothing is written.
     let bad = "id: Bad Id\nrule:\n  any_of:\n    - ip: {allow: [nope]}\n    - jwt: {audience: 3}\n";
@@ -205,18 +216,21 @@ fn admin_tokens_compare_whole_and_name_their_actor() {
         "alice:alice-token-0123456789".into(),
     ]);
     // The first 8 hex digits of SHA-256("admin-token-0123456789"), from `sha256sum`.
-    assert_eq!(a.ok(ADMIN.as_bytes()).unwrap().0, "token-ca8d40e6");
-    assert_eq!(a.ok(b"alice-token-0123456789").unwrap().0, "alice");
+    assert_eq!(a.tokens().check(ADMIN).unwrap().0, "token-ca8d40e6");
+    assert_eq!(
+        a.tokens().check("alice-token-0123456789").unwrap().0,
+        "alice"
+    );
     assert!(
-        a.ok(b"alice:alice-token-0123456789").is_none(),
+        a.tokens().check("alice:alice-token-0123456789").is_none(),
         "the name is not part of the token"
     );
-    assert!(a.ok(&ADMIN.as_bytes()[..10]).is_none());
+    assert!(a.tokens().check(&ADMIN[..10]).is_none());
     assert!(
-        a.ok(b"short").is_none(),
+        a.tokens().check("short").is_none(),
         "tokens under 16 bytes are never accepted"
     );
-    assert!(a.ok(b"").is_none());
+    assert!(a.tokens().check("").is_none());
 }
 
 #[tokio::test]
