@@ -179,6 +179,20 @@ pub struct GateConfig {
     pub edge_id: Option<String>,
     /// How long a starting edge waits for etcd before it falls back to the snapshot file.
     pub initial_sync_timeout: Duration,
+    /// What a request for an asset the snapshot does not know gets.
+    pub unknown_asset: UnknownAsset,
+}
+
+/// The answer to a request for an asset the edge does not know (guarded edges only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownAsset {
+    /// Answer as a gated asset would, so asset ids cannot be enumerated: 401 without a
+    /// credential, 403 with the token's reason for an invalid one, and 404 only for a
+    /// valid credential (`conceal`, the default).
+    #[default]
+    Conceal,
+    /// 404 `unknown_asset` whatever the request carries (`not_found`).
+    NotFound,
 }
 
 impl Default for GateConfig {
@@ -191,6 +205,7 @@ impl Default for GateConfig {
             etcd: Vec::new(),
             edge_id: None,
             initial_sync_timeout: Duration::from_secs(3),
+            unknown_asset: UnknownAsset::Conceal,
         }
     }
 }
@@ -490,6 +505,17 @@ impl EdgeConfig {
                 d.gate.initial_sync_timeout,
                 duration,
             ),
+            unknown_asset: match g.opt(errs, "unknown_asset", string).as_deref() {
+                None | Some("conceal") => UnknownAsset::Conceal,
+                Some("not_found") => UnknownAsset::NotFound,
+                Some(other) => {
+                    errs.push(
+                        "edge.gate.unknown_asset",
+                        format!("{other:?} is not one of \"conceal\", \"not_found\""),
+                    );
+                    UnknownAsset::Conceal
+                }
+            },
         };
         for (i, ep) in gate.etcd.iter().enumerate() {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.len() > 512 {

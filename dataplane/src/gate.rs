@@ -23,6 +23,7 @@ use http::header::{ORIGIN, REFERER};
 use streamgate_policy::{Decision as PolicyDecision, Facts, NftOracle, Policy, TokenFacts};
 
 use crate::chain::Chains;
+use crate::config::UnknownAsset;
 
 pub use snapshot::{Snapshot, SnapshotError};
 
@@ -70,6 +71,7 @@ pub struct Gate {
     session: Option<(String, jwt::VerifyingKey)>,
     guarded: bool,
     leeway: Duration,
+    unknown_asset: UnknownAsset,
     /// The chain registry, for `nft` conditions.
     chains: Option<Arc<Chains>>,
 }
@@ -90,6 +92,7 @@ impl Gate {
             session: None,
             guarded: false,
             leeway: Duration::ZERO,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
     }
@@ -101,6 +104,7 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
     }
@@ -113,8 +117,14 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
+    }
+
+    /// Sets what requests for unknown assets get.
+    pub fn set_unknown_asset(&mut self, mode: UnknownAsset) {
+        self.unknown_asset = mode;
     }
 
     /// Accepts tokens signed with the wallet session key `kid` (besides the snapshot's keys).
@@ -210,10 +220,7 @@ impl Gate {
             });
         };
         let Some(binding) = snap.assets.get(f.asset) else {
-            return Ok(Decision::Deny {
-                status: 404,
-                reason: "unknown_asset",
-            });
+            return Ok(self.unknown_asset(snap, f, now));
         };
         let Some(policy) = binding.as_ref().and_then(|p| snap.policies.get(p)) else {
             return Ok(Decision::Deny {
@@ -251,6 +258,34 @@ impl Gate {
         }
     }
 
+    /// An asset the snapshot does not know. Concealed, it answers as a token-gated asset
+    /// would, so that a request without a valid credential cannot tell whether it exists.
+    fn unknown_asset(&self, snap: &Snapshot, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
+        const NOT_FOUND: Decision = Decision::Deny {
+            status: 404,
+            reason: "unknown_asset",
+        };
+        if self.unknown_asset == UnknownAsset::NotFound {
+            return NOT_FOUND;
+        }
+        let Some((token, _)) = credential::find(f.headers, f.query) else {
+            return Decision::Deny {
+                status: 401,
+                reason: streamgate_policy::Reason::NoCredential.as_str(),
+            };
+        };
+        match &snap
+            .verify(&token, now, self.leeway, self.session.as_ref())
+            .result
+        {
+            Ok(_) => NOT_FOUND,
+            Err(why) => Decision::Deny {
+                status: 403,
+                reason: why.as_str(),
+            },
+        }
+    }
+
     /// Looks up what the first pass lacked, then decides with the answers.
     async fn second_pass(&self, f: &RequestFacts<'_>, now: SystemTime, l: NeedsLookup) -> Decision {
         let (Some(chains), Ok(v)) = (self.chains.as_deref(), &l.verified.result) else {
@@ -281,6 +316,7 @@ fn facts<'a>(
     let (token, wallet) = match verified {
         None => (TokenFacts::Absent, None),
         Some(v) => match &v.result {
+            Ok(ok) if ok.session => (TokenFacts::Session(&ok.claims), ok.wallet.as_ref()),
             Ok(ok) => (TokenFacts::Valid(&ok.claims), ok.wallet.as_ref()),
             Err(why) => (TokenFacts::Invalid(*why), None),
         },
@@ -328,3 +364,6 @@ fn verdict(policy: &Policy, d: PolicyDecision, query_token: bool) -> Decision {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

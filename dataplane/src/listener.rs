@@ -177,6 +177,7 @@ impl Edge {
                 cfg.gate.leeway,
             ),
         };
+        gate.set_unknown_asset(cfg.gate.unknown_asset);
         if let Some(rev) = gate.revision() {
             metrics.policy_revision.set(rev);
         }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use streamgate_edge::EdgeConfig;
-use streamgate_edge::config::GateConfig;
+use streamgate_edge::config::{GateConfig, UnknownAsset};
 use streamgate_origin::OriginConfig;
 use support::{TestEdge, noise, run_client, write};
 
@@ -209,7 +209,8 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "cookie");
-    // The scoped token does not open the other asset, and unknown assets are 404.
+    // The scoped token does not open the other asset; to a valid credential, an unknown
+    // asset is 404.
     let r = c
         .get(f.edge.url("/v/other/master.m3u8"))
         .bearer_auth(&t)
@@ -224,6 +225,29 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Without a valid credential, an unknown asset answers exactly as a gated one does, so
+    // asset ids cannot be enumerated: the same status and body, byte for byte.
+    for (what, token) in [("none", None), ("forged", Some(tok("bad_signature")))] {
+        let get = |path: &str| {
+            let r = c.get(f.edge.url(path));
+            match &token {
+                Some(t) => r.bearer_auth(t),
+                None => r,
+            }
+        };
+        let known = get("/v/demo/master.m3u8").send().await.unwrap();
+        let unknown = get("/v/nosuch/master.m3u8").send().await.unwrap();
+        assert_eq!(known.status(), unknown.status(), "{what}");
+        assert_eq!(
+            known.headers()["content-type"],
+            unknown.headers()["content-type"]
+        );
+        assert_eq!(
+            known.text().await.unwrap(),
+            unknown.text().await.unwrap(),
+            "{what}"
+        );
+    }
     let r = c
         .get(f.edge.url("/v/open/master.m3u8"))
         .send()
@@ -240,6 +264,33 @@ async fn token_matrix() {
     let allow = "streamgate_edge_gate_decisions_total{reason=\"\",result=\"allow\"}";
     assert!(f.edge.metric(allow).await >= 7.0);
     assert_eq!(f.edge.metric("streamgate_edge_policy_revision").await, 1.0);
+
+    // Operators who prefer it can have unknown assets answer 404 to everyone.
+    let strict = TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: f._dir.path().join("origin"),
+        },
+        gate: GateConfig {
+            snapshot: Some(f.snapshot.0.clone()),
+            unknown_asset: UnknownAsset::NotFound,
+            ..GateConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let (s, why) = status_and_reason(
+        c.get(strict.url("/v/nosuch/master.m3u8"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, why.as_str()), (404, "unknown_asset"));
+    let r = c
+        .get(strict.url("/v/demo/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]

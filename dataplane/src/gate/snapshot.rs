@@ -172,8 +172,10 @@ impl Snapshot {
     }
 
     /// Verifies `token` (signature, `exp`, `nbf`, key issuer), remembering the verdict until
-    /// the token expires (or briefly, for a refusal). The cache is part of the snapshot, so a
-    /// key change starts from scratch.
+    /// the token expires or its key retires, whichever comes first (or briefly, for a
+    /// refusal). A remembered verdict is checked against `now` on every use, so a key's
+    /// `retire_at` ends it on time whatever the cache's own clock says. The cache is part
+    /// of the snapshot, so any key change starts from scratch.
     pub(crate) fn verify(
         &self,
         token: &str,
@@ -182,12 +184,16 @@ impl Snapshot {
         session: Option<&(String, VerifyingKey)>,
     ) -> Arc<CachedVerify> {
         if let Some(hit) = self.verified.get(token) {
-            return hit;
+            match &hit.result {
+                Ok(v) if now >= v.valid_until => {}
+                _ => return hit,
+            }
         }
         let session = session.map(|(kid, key)| (kid.as_str(), key));
         let result = super::jwt::verify(token, &self.keys, session, now, leeway);
         let ttl = match &result {
-            Ok(v) => (v.expires + leeway)
+            Ok(v) => v
+                .valid_until
                 .duration_since(now)
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_TTL),

@@ -433,3 +433,51 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     );
     assert_eq!(not.evaluate(&f), Decision::Pending);
 }
+
+/// A wallet session (anyone can sign in with any wallet) is not an operator token: a
+/// `jwt` condition without the session issuer refuses it, whatever else it asks; one that
+/// names the session issuer accepts it; `wallet` conditions accept it.
+#[test]
+fn wallet_sessions_satisfy_jwt_conditions_only_when_named() {
+    let who = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+    let session = claims(serde_json::json!({
+        "iss": WALLET_ISSUER, "sub": format!("eip155:1:{who}"), "aud": "streamgate",
+        "sg_wallet": format!("eip155:1:{who}")
+    }));
+    let bare = policy("id: any-token\nrule:\n  jwt: {scope_claim: null}\n");
+    let aud = policy("id: aud\nrule:\n  jwt: {audience: streamgate, scope_claim: null}\n");
+    let named = policy("id: named\nrule:\n  jwt: {issuer: streamgate-wallet, scope_claim: null}\n");
+    let wallets = policy("id: w\nrule:\n  wallet: {}\n");
+    let denied = Decision::Deny {
+        status: 403,
+        reason: Reason::WrongIssuer,
+    };
+    for p in [&bare, &aud] {
+        assert_eq!(
+            p.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+            denied,
+            "{}",
+            p.id
+        );
+        // The same claims signed with one of the deployment's keys pass.
+        assert_eq!(
+            p.evaluate(&facts("demo/x", TokenFacts::Valid(&session))),
+            Decision::Allow
+        );
+    }
+    assert_eq!(
+        named.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
+    assert_eq!(
+        wallets.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
+    // In an `any_of` with a wallet branch, the session still gets in through that branch.
+    let either =
+        policy("id: e\nrule:\n  any_of:\n    - jwt: {scope_claim: null}\n    - wallet: {}\n");
+    assert_eq!(
+        either.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
+}
