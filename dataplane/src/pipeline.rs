@@ -126,6 +126,11 @@ impl Pipeline {
         self.auth = Some(auth);
     }
 
+    /// The sign-in service, when on.
+    pub fn auth(&self) -> Option<&Arc<crate::auth::Auth>> {
+        self.auth.as_ref()
+    }
+
     /// Whether the front must read this request's body (up to
     /// [`crate::auth::MAX_BODY_BYTES`]) and pass it to [`Pipeline::handle_with_body`].
     pub fn wants_body(&self, req: &Parts) -> bool {

@@ -10,9 +10,14 @@
 //!    that every edge holds, so any edge accepts it. Policies test it with `wallet`.
 //!
 //! Nonces are stateless: `issued-at ‖ random ‖ HMAC(key, issued-at ‖ random ‖ account)`,
-//! so any edge can check them without shared state; each is accepted once per edge (a set
-//! of used nonces kept until they expire). The HMAC key is derived from the session key.
+//! so any edge can check them without shared state. Each is accepted once across the
+//! fleet: the first verify records it at `nonces/<nonce>` in the state store with a
+//! create-if-absent transaction under a lease that outlives the nonce ([`ledger`]), one
+//! write per sign-in; a second verify anywhere finds it and is refused. An edge without a
+//! state store (a snapshot file, or an open edge) remembers used nonces itself. The HMAC
+//! key is derived from the session key.
 
+mod ledger;
 pub mod siwe;
 pub mod wallet;
 
@@ -44,6 +49,7 @@ pub struct Auth {
     key: Ed25519KeyPair,
     nonce_key: ring::hmac::Key,
     used: moka::sync::Cache<String, ()>,
+    ledger: ledger::Ledger,
     chains: Option<Arc<crate::chain::Chains>>,
 }
 
@@ -117,13 +123,21 @@ impl Auth {
             .max_capacity(1_000_000)
             .time_to_live(cfg.nonce_ttl + SKEW)
             .build();
+        let ledger = ledger::Ledger::new(cfg.nonce_ttl + SKEW);
         Ok(Self {
             cfg,
             key,
             nonce_key,
             used,
+            ledger,
             chains: None,
         })
+    }
+
+    /// Records used nonces in `store` from now on, so each is usable once across every
+    /// edge that shares it (the edge's watcher hands over its store when it connects).
+    pub fn use_store(&self, store: Arc<dyn streamgate_store::Store>) {
+        self.ledger.set_store(store);
     }
 
     /// Checks ERC-1271 contract-wallet signatures on the chains these clients reach.
@@ -371,13 +385,28 @@ impl Auth {
                 "the signature is not the account's",
             ));
         }
-        // Single use on this edge: the first verify wins.
+        // Single use: the first verify wins, on this edge and then across the fleet.
         let mut fresh = false;
         self.used.entry(m.nonce.clone()).or_insert_with(|| {
             fresh = true;
         });
         if !fresh {
             return Err(denied("nonce_replayed", "this sign-in was already used"));
+        }
+        match self.ledger.record(&m.nonce).await {
+            Ok(true) => {}
+            Ok(false) => return Err(denied("nonce_replayed", "this sign-in was already used")),
+            Err(e) => {
+                // Unrecorded, the nonce could be replayed elsewhere: refuse, and let the
+                // viewer retry once the store is back.
+                self.used.invalidate(&m.nonce);
+                tracing::warn!(error = %e, "cannot record a sign-in nonce");
+                return Err(Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "sign-in is unavailable for a moment; try again".into(),
+                ));
+            }
         }
         let expires = now + self.cfg.session_ttl;
         let token = session_token(

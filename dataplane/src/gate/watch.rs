@@ -340,6 +340,9 @@ impl BackgroundService for StateWatcher {
                             .map_err(|_| StoreError::Unavailable("connect timed out".into()))??;
                         store = Some(Arc::clone(&s));
                         publish.send_modify(|p| p.store = Some(Arc::clone(&s)));
+                        if let Some(auth) = self.pipeline.auth() {
+                            auth.use_store(Arc::clone(&s));
+                        }
                         s
                     }
                 };
