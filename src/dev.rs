@@ -248,12 +248,12 @@ fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeCo
                 "--chain-rpc {url:?}: an http:// or https:// URL, e.g. http://127.0.0.1:8545"
             )));
         }
-        let mut chain = streamgate_edge::chain::ChainConfig::new(
+        let mut chain = streamgate_web3::ChainConfig::new(
             streamgate_policy::address::ChainId::parse("eip155:31337").expect("a valid chain id"),
         );
-        chain.endpoints = vec![streamgate_edge::chain::config::EndpointConfig {
+        chain.endpoints = vec![streamgate_web3::config::EndpointConfig {
             name: "local".into(),
-            url: streamgate_edge::chain::config::Secret(url.clone()),
+            url: streamgate_web3::config::Secret(url.clone()),
             priority: 0,
             weight: 1,
         }];

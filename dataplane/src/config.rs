@@ -45,7 +45,7 @@ pub struct EdgeConfig {
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
     /// conditions and ERC-1271 sign-in.
-    pub chains: Vec<crate::chain::ChainConfig>,
+    pub chains: Vec<streamgate_web3::ChainConfig>,
     /// Origin storage.
     pub origin: OriginConfig,
 }
@@ -484,7 +484,7 @@ impl EdgeConfig {
         };
         a.finish(errs);
 
-        let chains = crate::chain::config::read(&mut e, errs);
+        let chains = streamgate_web3::config::read(&mut e, errs);
 
         let mut g = e.table(errs, "gate");
         let gate = GateConfig {

@@ -22,8 +22,8 @@ use http::HeaderMap;
 use http::header::{ORIGIN, REFERER};
 use streamgate_policy::{Decision as PolicyDecision, Facts, NftOracle, Policy, TokenFacts};
 
-use crate::chain::Chains;
 use crate::config::UnknownAsset;
+use streamgate_web3::Chains;
 
 pub use snapshot::{Snapshot, SnapshotError};
 

@@ -11,7 +11,6 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
-pub mod chain;
 pub mod config;
 pub mod gate;
 pub mod listener;

@@ -181,8 +181,12 @@ impl Edge {
         if let Some(rev) = gate.revision() {
             metrics.policy_revision.set(rev);
         }
-        let chains = (!cfg.chains.is_empty())
-            .then(|| Arc::new(crate::chain::Chains::new(&cfg.chains, metrics.registry())));
+        let chains = (!cfg.chains.is_empty()).then(|| {
+            Arc::new(streamgate_web3::Chains::new(
+                &cfg.chains,
+                metrics.registry(),
+            ))
+        });
         if let Some(c) = &chains {
             gate.set_chains(Arc::clone(c));
         }
@@ -327,10 +331,10 @@ impl Edge {
                 name.push(".chains.json");
                 p.with_file_name(name)
             });
-            let indexer = crate::chain::index::Indexer {
+            let indexer = ChainIndexer(streamgate_web3::index::Indexer {
                 chains: Arc::clone(chains),
                 cursor_file,
-            };
+            });
             let mut indexer = background_service("chain-index", indexer);
             indexer.threads = Some(1);
             server.add_service(indexer);
@@ -358,5 +362,18 @@ impl Edge {
             shutdown_signal: Box::new(Signals(shutdown.subscribe())),
         });
         Ok(())
+    }
+}
+
+/// Runs the chain indexer as a Pingora background service.
+struct ChainIndexer(streamgate_web3::index::Indexer);
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for ChainIndexer {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        // Pingora's shutdown watch turns true on shutdown, as the indexer expects.
+        let stop = shutdown.clone();
+        let _ = &mut shutdown;
+        self.0.run(stop).await;
     }
 }

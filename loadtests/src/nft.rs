@@ -18,12 +18,12 @@ use hdrhistogram::Histogram;
 use http::HeaderMap;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
-use streamgate_edge::chain::config::{ChainConfig, EndpointConfig, Secret};
-use streamgate_edge::chain::{Chains, index};
 use streamgate_edge::gate::jwt::VerifyingKey;
 use streamgate_edge::gate::{Decision, Gate, RequestFacts, Snapshot};
 use streamgate_policy::address::ChainId;
 use streamgate_policy::{KeyDoc, WALLET_ISSUER};
+use streamgate_web3::config::{ChainConfig, EndpointConfig, Secret};
+use streamgate_web3::{Chains, index};
 
 use crate::propagation::summary;
 

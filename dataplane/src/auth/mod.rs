@@ -18,8 +18,6 @@
 //! key is derived from the session key.
 
 mod ledger;
-pub mod siwe;
-pub mod wallet;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +30,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 use streamgate_policy::address::{Account, ChainId, Namespace};
 use streamgate_policy::{KeyDoc, WALLET_ISSUER};
+
+use streamgate_web3::{Chains, siwe, wallet};
 
 use crate::body::Body;
 use crate::config::AuthConfig;
@@ -50,7 +50,7 @@ pub struct Auth {
     nonce_key: ring::hmac::Key,
     used: moka::sync::Cache<String, ()>,
     ledger: ledger::Ledger,
-    chains: Option<Arc<crate::chain::Chains>>,
+    chains: Option<Arc<Chains>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -72,12 +72,12 @@ pub struct AuthSetupError {
 /// A refusal: status, machine-readable reason, and a sentence for people.
 struct Refusal(StatusCode, &'static str, String);
 
-fn bad(reason: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::BAD_REQUEST, reason, msg.into())
+fn bad(reason: &'static str, msg: impl std::fmt::Display) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, reason, msg.to_string())
 }
 
-fn denied(reason: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::UNAUTHORIZED, reason, msg.into())
+fn denied(reason: &'static str, msg: impl std::fmt::Display) -> Refusal {
+    Refusal(StatusCode::UNAUTHORIZED, reason, msg.to_string())
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
@@ -141,7 +141,7 @@ impl Auth {
     }
 
     /// Checks ERC-1271 contract-wallet signatures on the chains these clients reach.
-    pub fn set_chains(&mut self, chains: Arc<crate::chain::Chains>) {
+    pub fn set_chains(&mut self, chains: Arc<Chains>) {
         self.chains = Some(chains);
     }
 
@@ -446,7 +446,7 @@ impl Auth {
             };
         };
         let raw = wallet::signature_bytes(signature).map_err(|e| bad("malformed_signature", e))?;
-        crate::chain::evm::is_valid_signature(rpc, wallet, digest, &raw)
+        streamgate_web3::evm::is_valid_signature(rpc, wallet, digest, &raw)
             .await
             .map_err(|why| {
                 tracing::warn!(chain = %chain, error = %why, "ERC-1271 check failed: no RPC endpoint answered");
