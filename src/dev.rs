@@ -107,7 +107,7 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         eprintln!("hint: run ./scripts/setup.sh to install ffmpeg");
         return ExitCode::FAILURE;
     }
-    let tls = match streamgate_edge::tls::dev_certificate(&args.data_dir.join("tls")) {
+    let tls = match streamgate_edge::dev_certificate(&args.data_dir.join("tls")) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

@@ -63,9 +63,6 @@ enum LoadCmd {
     Plot(streamgate_load::PlotArgs),
     /// Time until every edge enforces a policy change made through the control plane.
     Propagation(streamgate_load::propagation::PropagationArgs),
-    /// What NFT gating costs on the edge's gate against a chain: warm and cold decisions,
-    /// RPC calls per viewer, time to revoke (see loadtests/bench_web3.py).
-    Nft(streamgate_load::nft::NftArgs),
 }
 
 /// Runs a load tool on a two-thread runtime.
@@ -106,7 +103,6 @@ fn main() -> ExitCode {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
                 LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
                 LoadCmd::Propagation(args) => block_on(streamgate_load::propagation::run(args)),
-                LoadCmd::Nft(args) => block_on(streamgate_load::nft::run(args)),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,

@@ -6,12 +6,14 @@
 //! from the request ([`credential`]), verified once and cached ([`jwt`], [`snapshot`]), and
 //! the policy is evaluated on the request's facts.
 //!
-//! Snapshots come from a file ([`crate::listener`]) or from the state store ([`watch`]).
+//! Snapshots come from a file or from the state store ([`crate::source`]).
+
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
 
 pub mod credential;
 pub mod jwt;
 pub mod snapshot;
-pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,9 +25,10 @@ use http::header::{ORIGIN, REFERER};
 use streamgate_policy::{Decision as PolicyDecision, Facts, NftOracle, Policy, TokenFacts};
 
 use crate::config::UnknownAsset;
+pub(crate) use crate::error::Refusal;
 use streamgate_web3::Chains;
 
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::Snapshot;
 
 /// What the gate knows about a request.
 #[derive(Debug)]
@@ -43,7 +46,7 @@ pub struct RequestFacts<'a> {
 }
 
 /// The gate's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Serve the object. `query_token` says the token came in the query, so manifests are
     /// rewritten to carry it.
@@ -54,13 +57,8 @@ pub enum Decision {
         /// otherwise responses are `Cache-Control: private`.
         shared: bool,
     },
-    /// Refuse with `status` (401, 403, 404 or 503) and a machine-readable `reason`.
-    Deny {
-        /// HTTP status.
-        status: u16,
-        /// Reason for the JSON body.
-        reason: &'static str,
-    },
+    /// Refuse; [`crate::error`] turns the refusal into a status and a body.
+    Deny(Refusal),
 }
 
 /// The gate.
@@ -208,10 +206,7 @@ impl Gate {
         let guard = self.state.load();
         let Some(snap) = guard.as_ref() else {
             return Ok(if self.guarded {
-                Decision::Deny {
-                    status: 503,
-                    reason: "no_policy_snapshot",
-                }
+                Decision::Deny(Refusal::Unavailable("no_policy_snapshot"))
             } else {
                 Decision::Allow {
                     query_token: false,
@@ -223,10 +218,7 @@ impl Gate {
             return Ok(self.unknown_asset(snap, f, now));
         };
         let Some(policy) = binding.as_ref().and_then(|p| snap.policies.get(p)) else {
-            return Ok(Decision::Deny {
-                status: 403,
-                reason: "asset_has_no_policy",
-            });
+            return Ok(Decision::Deny(Refusal::Denied("asset_has_no_policy")));
         };
         let credential = if policy.uses_token() {
             credential::find(f.headers, f.query)
@@ -261,28 +253,18 @@ impl Gate {
     /// An asset the snapshot does not know. Concealed, it answers as a token-gated asset
     /// would, so that a request without a valid credential cannot tell whether it exists.
     fn unknown_asset(&self, snap: &Snapshot, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
-        const NOT_FOUND: Decision = Decision::Deny {
-            status: 404,
-            reason: "unknown_asset",
-        };
         if self.unknown_asset == UnknownAsset::NotFound {
-            return NOT_FOUND;
+            return Decision::Deny(Refusal::UnknownAsset);
         }
         let Some((token, _)) = credential::find(f.headers, f.query) else {
-            return Decision::Deny {
-                status: 401,
-                reason: streamgate_policy::Reason::NoCredential.as_str(),
-            };
+            return Decision::Deny(Refusal::NoCredential);
         };
         match &snap
             .verify(&token, now, self.leeway, self.session.as_ref())
             .result
         {
-            Ok(_) => NOT_FOUND,
-            Err(why) => Decision::Deny {
-                status: 403,
-                reason: why.as_str(),
-            },
+            Ok(_) => Decision::Deny(Refusal::UnknownAsset),
+            Err(why) => Decision::Deny(Refusal::Denied(why.as_str())),
         }
     }
 
@@ -349,19 +331,17 @@ fn verdict(policy: &Policy, d: PolicyDecision, query_token: bool) -> Decision {
             query_token,
             shared: policy.always_allows(),
         },
-        PolicyDecision::Deny { status, reason } => Decision::Deny {
-            status,
-            reason: reason.as_str(),
-        },
-        PolicyDecision::Unavailable { reason } => Decision::Deny {
-            status: 503,
-            reason: reason.as_str(),
-        },
+        PolicyDecision::Deny {
+            reason: streamgate_policy::Reason::NoCredential,
+        } => Decision::Deny(Refusal::NoCredential),
+        PolicyDecision::Deny { reason } => Decision::Deny(Refusal::Denied(reason.as_str())),
+        PolicyDecision::Unavailable { reason } => {
+            Decision::Deny(Refusal::Unavailable(reason.as_str()))
+        }
         // Still unknown after a lookup (or nothing to look up with): unavailable.
-        PolicyDecision::Pending => Decision::Deny {
-            status: 503,
-            reason: streamgate_policy::Reason::DependencyUnavailable.as_str(),
-        },
+        PolicyDecision::Pending => Decision::Deny(Refusal::Unavailable(
+            streamgate_policy::Reason::DependencyUnavailable.as_str(),
+        )),
     }
 }
 

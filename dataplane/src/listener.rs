@@ -21,10 +21,10 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::EdgeConfig;
-use crate::gate::watch::{Source, StateWatcher};
 use crate::gate::{Gate, Snapshot};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::source::watch::{Source, StateWatcher};
 use crate::tls::CertStore;
 
 /// Why the edge could not start.
@@ -102,20 +102,6 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Reads and validates a policy snapshot file.
-pub fn load_snapshot(
-    path: &std::path::Path,
-    token_cache_entries: u64,
-) -> Result<Snapshot, StartError> {
-    let fail = |message: String| StartError::Snapshot {
-        path: path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let doc = serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
-    Snapshot::from_value(doc, token_cache_entries).map_err(|e| fail(e.0.join("; ")))
-}
-
 /// `<hostname>-<http port>`: stable across restarts, distinct for edges sharing a host.
 fn default_edge_id(port: u16) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -173,7 +159,12 @@ impl Edge {
             (Some(_), _) => Gate::waiting(cfg.gate.leeway),
             (None, None) => Gate::open(),
             (None, Some(path)) => Gate::guarded(
-                load_snapshot(path, cfg.gate.token_cache_entries)?,
+                Snapshot::load(path, cfg.gate.token_cache_entries).map_err(|e| {
+                    StartError::Snapshot {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    }
+                })?,
                 cfg.gate.leeway,
             ),
         };
@@ -313,7 +304,7 @@ impl Edge {
             watcher.threads = Some(1);
             server.add_service(watcher);
         } else if let Some(path) = &self.cfg.gate.snapshot {
-            let reloader = reload::SnapshotReloader {
+            let reloader = crate::source::file::SnapshotReloader {
                 pipeline: Arc::clone(&self.pipeline),
                 path: path.clone(),
                 interval: self.cfg.gate.reload_interval,

@@ -10,6 +10,9 @@
 //! an MPD, a URI is resolved against the `BaseURL`s above it: under an absolute one,
 //! relative templates point at another host too.
 
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
+
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, BytesText, Event};

@@ -322,7 +322,7 @@ async fn cors_tls_h2_and_admin() {
         "origin/d/master.m3u8",
         b"#EXTM3U\n#EXT-X-VERSION:7\n",
     );
-    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let tls = streamgate_edge::dev_certificate(&dir.path().join("tls")).unwrap();
     let edge = TestEdge::start(EdgeConfig {
         origin: OriginConfig::Fs {
             root: dir.path().join("origin"),

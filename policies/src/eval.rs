@@ -166,14 +166,13 @@ impl Reason {
 pub enum Decision {
     /// Serve.
     Allow,
-    /// Refuse: 401 when no credential came and one would be needed, else 403.
+    /// Refuse, for `reason` ([`Reason::NoCredential`] when a credential would be needed and
+    /// none came). The evaluator knows no HTTP: the edge maps reasons to statuses.
     Deny {
-        /// 401 or 403.
-        status: u16,
         /// Why.
         reason: Reason,
     },
-    /// A dependency was unreachable and the policy fails closed: 503.
+    /// A dependency was unreachable and the policy fails closed.
     Unavailable {
         /// Why.
         reason: Reason,
@@ -197,14 +196,7 @@ impl Policy {
     pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
         match eval(&self.rule, facts) {
             Outcome::True => Decision::Allow,
-            Outcome::False(Reason::NoCredential) => Decision::Deny {
-                status: 401,
-                reason: Reason::NoCredential,
-            },
-            Outcome::False(reason) => Decision::Deny {
-                status: 403,
-                reason,
-            },
+            Outcome::False(reason) => Decision::Deny { reason },
             Outcome::Unknown(reason) => match self.on_unavailable {
                 FailMode::Closed => Decision::Unavailable { reason },
                 FailMode::Open => Decision::Allow,

@@ -562,7 +562,8 @@ fn revert_data(err: &Value) -> Option<String> {
         _ => return None,
     };
     let hex = d.strip_prefix("0x")?;
-    (hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| d.to_owned())
+    (hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| d.to_owned())
 }
 
 /// EIP-1474's code for a reverted execution (geth and most nodes).

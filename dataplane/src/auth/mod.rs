@@ -18,14 +18,15 @@
 //! key is derived from the session key.
 
 mod ledger;
+pub(crate) mod session;
+
+pub(crate) use session::session_token;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 use streamgate_policy::address::{Account, ChainId, Namespace};
@@ -33,12 +34,13 @@ use streamgate_policy::{KeyDoc, WALLET_ISSUER};
 
 use streamgate_web3::{Chains, siwe, wallet};
 
-use crate::body::Body;
 use crate::config::AuthConfig;
+use crate::error::{ClientError, EdgeError, Internal, Refusal};
 use crate::gate::jwt::VerifyingKey;
+use crate::request::SignIn;
 
 /// Request bodies larger than this are refused (413).
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Allowed clock skew on a message's `Issued At`.
 const SKEW: Duration = Duration::from_secs(60);
@@ -69,24 +71,14 @@ pub struct AuthSetupError {
     message: String,
 }
 
-/// A refusal: status, machine-readable reason, and a sentence for people.
-struct Refusal(StatusCode, &'static str, String);
-
-fn bad(reason: &'static str, msg: impl std::fmt::Display) -> Refusal {
-    Refusal(StatusCode::BAD_REQUEST, reason, msg.to_string())
+/// A malformed sign-in request (400), with its reason and a sentence for people.
+fn bad(reason: &'static str, msg: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Client(ClientError::SignIn(reason, msg.to_string()))
 }
 
-fn denied(reason: &'static str, msg: impl std::fmt::Display) -> Refusal {
-    Refusal(StatusCode::UNAUTHORIZED, reason, msg.to_string())
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::Full(Bytes::from(v.to_string())))
-        .expect("static headers are valid")
+/// A well-formed sign-in that is refused (401).
+fn denied(reason: &'static str, msg: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Gate(Refusal::SignIn(reason, msg.to_string()))
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -157,27 +149,20 @@ impl Auth {
         (self.cfg.session_kid.clone(), key)
     }
 
-    /// Whether `path` is one of the sign-in endpoints.
-    pub fn handles(path: &str) -> bool {
-        path == "/auth/challenge" || path == "/auth/verify"
-    }
-
-    /// Serves `POST /auth/challenge` and `POST /auth/verify`.
-    pub async fn serve(&self, path: &str, body: &[u8], now: SystemTime) -> Response<Body> {
-        let result = match path {
-            "/auth/challenge" => self.challenge(body, now),
-            _ => self.verify(body, now).await,
-        };
-        match result {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(Refusal(status, reason, message)) => json_response(
-                status,
-                &json!({"error": "sign_in_refused", "reason": reason, "message": message}),
-            ),
+    /// Answers `POST /auth/challenge` or `POST /auth/verify` with the JSON document to send.
+    pub(crate) async fn serve(
+        &self,
+        endpoint: SignIn,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Value, EdgeError> {
+        match endpoint {
+            SignIn::Challenge => self.challenge(body, now),
+            SignIn::Verify => self.verify(body, now).await,
         }
     }
 
-    fn chain(&self, chain: &str) -> Result<ChainId, Refusal> {
+    fn chain(&self, chain: &str) -> Result<ChainId, EdgeError> {
         let c = ChainId::parse(chain).map_err(|e| bad("bad_chain", e))?;
         if !self.cfg.chains.iter().any(|a| a == &c) {
             return Err(bad(
@@ -210,7 +195,7 @@ impl Auth {
     }
 
     /// Checks that `nonce` was made by an edge with this key for `account`, recently.
-    fn check_nonce(&self, nonce: &str, account: &str, now: SystemTime) -> Result<(), Refusal> {
+    fn check_nonce(&self, nonce: &str, account: &str, now: SystemTime) -> Result<(), EdgeError> {
         let raw: Option<Vec<u8>> = (nonce.len() == 64)
             .then(|| {
                 (0..32)
@@ -244,7 +229,7 @@ impl Auth {
         Ok(())
     }
 
-    fn challenge(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+    fn challenge(&self, body: &[u8], now: SystemTime) -> Result<Value, EdgeError> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
         let (Some(address), Some(chain)) = (req["address"].as_str(), req["chain"].as_str()) else {
@@ -293,7 +278,7 @@ impl Auth {
         Ok(out)
     }
 
-    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, EdgeError> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
         let (Some(text), Some(signature)) = (req["message"].as_str(), req["signature"].as_str())
@@ -401,11 +386,7 @@ impl Auth {
                 // viewer retry once the store is back.
                 self.used.invalidate(&m.nonce);
                 tracing::warn!(error = %e, "cannot record a sign-in nonce");
-                return Err(Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "state_unavailable",
-                    "sign-in is unavailable for a moment; try again".into(),
-                ));
+                return Err(EdgeError::Internal(Internal::StateUnavailable));
             }
         }
         let expires = now + self.cfg.session_ttl;
@@ -429,7 +410,7 @@ impl Auth {
         address: &str,
         digest: [u8; 32],
         signature: &str,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, EdgeError> {
         let recovered = wallet::evm_signer_of_digest(&digest, signature);
         if recovered.as_deref() == Ok(address) {
             return Ok(true);
@@ -450,41 +431,7 @@ impl Auth {
             .await
             .map_err(|why| {
                 tracing::warn!(chain = %chain, error = %why, "ERC-1271 check failed: no RPC endpoint answered");
-                Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "chain_unavailable",
-                    format!("cannot reach {chain} to check a contract wallet's signature"),
-                )
+                EdgeError::Chain
             })
     }
 }
-
-/// A wallet session token: an EdDSA JWT from `streamgate-wallet` whose subject and
-/// `sg_wallet` are `account` (CAIP-10), signed with the session key `kid`.
-pub fn session_token(
-    key: &Ed25519KeyPair,
-    kid: &str,
-    account: &str,
-    now: SystemTime,
-    expires: SystemTime,
-) -> String {
-    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
-    let claims = json!({
-        "iss": WALLET_ISSUER,
-        "sub": account,
-        "aud": "streamgate",
-        "iat": unix(now),
-        "exp": unix(expires),
-        "sg_wallet": account,
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-}
-
-/// Makes `Auth` shareable across listeners.
-pub type SharedAuth = Arc<Auth>;

@@ -122,8 +122,6 @@ pub type KeySet = HashMap<String, VerifyingKey>;
 pub struct Verified {
     /// The token's claims.
     pub claims: Claims,
-    /// `exp`, as an instant.
-    pub expires: SystemTime,
     /// When this verdict stops holding: `exp` plus the leeway, or the key's `retire_at`
     /// if that comes first. A cached verdict is never used from then on.
     pub valid_until: SystemTime,
@@ -232,7 +230,6 @@ pub fn verify(
     };
     Ok(Verified {
         claims,
-        expires,
         valid_until,
         session: is_session,
         wallet,

@@ -166,6 +166,14 @@ impl Snapshot {
         Ok((snapshot, errs))
     }
 
+    /// Reads and validates a snapshot file (JSON), refusing it whole on any problem.
+    pub fn load(path: &std::path::Path, token_cache_entries: u64) -> Result<Self, SnapshotError> {
+        let text = std::fs::read(path).map_err(|e| SnapshotError(vec![e.to_string()]))?;
+        let doc = serde_json::from_slice(&text)
+            .map_err(|e| SnapshotError(vec![format!("not JSON: {e}")]))?;
+        Self::from_value(doc, token_cache_entries)
+    }
+
     /// The document this snapshot was built from (for the last-known-good file).
     pub fn to_value(&self) -> &Value {
         &self.source

@@ -74,7 +74,10 @@ async fn decide(gate: &Gate, headers: &HeaderMap, now: SystemTime) -> Decision {
 }
 
 fn denied(status: u16, reason: &'static str) -> Decision {
-    Decision::Deny { status, reason }
+    match status {
+        403 => Decision::Deny(Refusal::Denied(reason)),
+        other => panic!("no refusal for {other}"),
+    }
 }
 
 const ALLOWED: Decision = Decision::Allow {

@@ -124,11 +124,9 @@ impl HttpServerApp for TcpFront {
 
 impl TcpFront {
     async fn bad_request(&self, session: &mut ServerSession) {
-        let resp = crate::pipeline::error(
-            http::StatusCode::BAD_REQUEST,
-            "bad_request",
-            "malformed HTTP request",
-        );
+        let resp = self.pipeline.fail(&crate::error::EdgeError::Client(
+            crate::error::ClientError::Malformed,
+        ));
         self.pipeline
             .metrics()
             .record(Proto::H1, 400, crate::metrics::CacheStatus::None, 0);

@@ -45,21 +45,18 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("other/master.m3u8", TokenFacts::Valid(&good))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Absent)),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Invalid(Reason::TokenExpired))),
         Decision::Deny {
-            status: 403,
             reason: Reason::TokenExpired
         }
     );
@@ -68,7 +65,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongIssuer
         }
     );
@@ -77,7 +73,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongAudience
         }
     );
@@ -86,7 +81,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ClaimMismatch
         }
     );
@@ -95,7 +89,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
@@ -132,7 +125,6 @@ rule:
     assert_eq!(
         p.evaluate(&f),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
@@ -156,7 +148,6 @@ rule:
     assert_eq!(
         p.evaluate(&facts("a/b", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
@@ -168,7 +159,6 @@ fn not_and_public() {
     assert_eq!(
         p.evaluate(&facts("a/b", TokenFacts::Absent)),
         Decision::Deny {
-            status: 403,
             reason: Reason::NegatedRuleMatched
         }
     );
@@ -216,7 +206,6 @@ fn wallet_condition_checks_the_session_wallet() {
     assert!(matches!(
         decide(&denied),
         Decision::Deny {
-            status: 403,
             reason: Reason::WalletNotAllowed
         }
     ));
@@ -258,7 +247,7 @@ fn wallet_condition_checks_the_session_wallet() {
     ));
     assert!(matches!(
         p.evaluate(&facts("a/x", TokenFacts::Absent)),
-        Decision::Deny { status: 401, .. }
+        Decision::Deny { .. }
     ));
     assert!(p.uses_token());
 }
@@ -334,7 +323,6 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     assert_eq!(
         with(&o),
         Decision::Deny {
-            status: 403,
             reason: Reason::NftNotHeld
         }
     );
@@ -356,7 +344,6 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     assert_eq!(
         open.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::NftNotHeld
         }
     );
@@ -388,7 +375,6 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     assert_eq!(
         p.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongIssuer
         }
     );
@@ -399,13 +385,12 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     );
     let mut f = facts("demo/x", TokenFacts::Valid(&sol));
     f.nft = Some(&o);
-    assert!(matches!(p.evaluate(&f), Decision::Deny { status: 403, .. }));
+    assert!(matches!(p.evaluate(&f), Decision::Deny { .. }));
     assert!(o.asked.borrow().is_empty());
     // No credential: 401.
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Absent)),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
@@ -421,7 +406,6 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     assert_eq!(
         both.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::IpNotAllowed
         }
     );
@@ -449,7 +433,6 @@ fn wallet_sessions_satisfy_jwt_conditions_only_when_named() {
     let named = policy("id: named\nrule:\n  jwt: {issuer: streamgate-wallet, scope_claim: null}\n");
     let wallets = policy("id: w\nrule:\n  wallet: {}\n");
     let denied = Decision::Deny {
-        status: 403,
         reason: Reason::WrongIssuer,
     };
     for p in [&bare, &aud] {
