@@ -338,6 +338,8 @@ async fn compaction_while_disconnected_recovers_without_a_restart() {
     let (_, rev) = store.list(PREFIX).await.unwrap();
     store
         .client()
+        .await
+        .unwrap()
         .compact(
             rev,
             Some(etcd_client::CompactionOptions::new().with_physical()),
