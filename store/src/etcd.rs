@@ -14,6 +14,7 @@
 //! reported at start.
 
 pub mod config;
+mod diagnose;
 mod pool;
 mod watch;
 
@@ -148,6 +149,13 @@ impl EtcdStore {
                     return Err(StoreError::Denied(format!("{endpoint}: {e}")));
                 }
                 Err(pool::Fault::NotSent(m) | pool::Fault::Lost(m)) => {
+                    // A TLS member that takes the connection and then drops it may be
+                    // refusing our certificate; find out before calling it an outage.
+                    if let Some(tls) = &self.pool.cfg.tls
+                        && let Some(refusal) = diagnose::tls_refusal(&endpoint, tls).await
+                    {
+                        return Err(StoreError::Denied(format!("{endpoint}: {refusal}")));
+                    }
                     self.pool.failed(i);
                     why.push(format!("{endpoint}: {m}"));
                 }
@@ -473,6 +481,8 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod security_tests;
 
 #[cfg(test)]
 mod tests {
