@@ -17,6 +17,7 @@ have wrk || need+=(wrk)
 have curl || need+=(curl)
 have openssl || need+=(openssl)
 have etcd || need+=(etcd-server)
+have etcdctl || need+=(etcd-client)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

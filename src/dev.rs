@@ -11,7 +11,7 @@ use clap::Args;
 use streamgate_control::dev::DevState;
 use streamgate_control::store::Store;
 use streamgate_control::store::embedded::EmbeddedStore;
-use streamgate_control::store::etcd::EtcdStore;
+use streamgate_control::store::etcd::{EtcdConfig, EtcdStore};
 use streamgate_edge::config::{CorsConfig, EdgeConfig, GateConfig};
 use streamgate_edge::{Edge, Shutdown};
 use streamgate_origin::OriginConfig;
@@ -67,18 +67,55 @@ fn start_control(args: &DevArgs, listen: SocketAddr) -> anyhow::Result<Control> 
         .enable_all()
         .build()?;
     let store: Arc<dyn Store> = match &args.etcd {
+        // Connecting does not wait for etcd: started during an outage, the edge serves its
+        // last-known-good file and the store is seeded once a member answers.
         Some(url) => Arc::new(
-            rt.block_on(EtcdStore::connect(std::slice::from_ref(url)))
+            rt.block_on(EtcdStore::connect_with(&EtcdConfig::new(vec![url.clone()])))
                 .map_err(|e| anyhow::anyhow!("etcd {url}: {e}"))?,
         ),
         None => Arc::new(EmbeddedStore::open(&args.data_dir.join("state/store.log"))?),
     };
-    let state = rt.block_on(streamgate_control::dev::seed(
-        &*store,
-        &args.data_dir,
-        DEMO,
-        SystemTime::now(),
-    ))?;
+    let state = streamgate_control::dev::local_state(&args.data_dir, DEMO, SystemTime::now())?;
+    let seeded = {
+        let (store, dir) = (Arc::clone(&store), args.data_dir.clone());
+        rt.spawn(async move {
+            let mut warned = false;
+            loop {
+                match streamgate_control::dev::seed_store(&*store, &dir, DEMO).await {
+                    Ok(()) => {
+                        if warned {
+                            eprintln!("dev: the store answers again; demo state seeded");
+                        }
+                        return Ok(());
+                    }
+                    Err(streamgate_control::dev::DevError::Store(e)) if !matches!(e, streamgate_control::store::StoreError::Denied(_)) => {
+                        if !warned {
+                            eprintln!("dev: the store is unreachable ({e}); the edge serves its last-known-good state, and the demo state is seeded once the store answers");
+                            warned = true;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    };
+    // With the embedded store (or etcd that answers) seeding is quick: wait for it, so
+    // the printed URLs work at once; otherwise go on and let it finish in the background.
+    if let Ok(Ok(r)) =
+        rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(3), seeded).await })
+    {
+        r?;
+    }
+    rt.spawn(streamgate_control::background::run(
+        Arc::clone(&store),
+        streamgate_control::background::Background {
+            instance: "dev".to_owned(),
+            ttl: std::time::Duration::from_secs(10),
+            edge_prune_after: std::time::Duration::from_secs(600),
+        },
+        std::future::pending(),
+    ));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

@@ -13,6 +13,38 @@ use streamgate_edge::{Edge, EdgeConfig, Shutdown};
 
 /// sysexits EX_USAGE: the configuration is invalid.
 const EX_USAGE: u8 = 64;
+/// sysexits EX_UNAVAILABLE: etcd refused our credentials (certificate, password, role).
+const EX_UNAVAILABLE: u8 = 69;
+
+/// Asks etcd once whether it accepts `cfg`'s credentials (members that do not answer are
+/// fine: the component starts and retries). A refusal exits 69 with etcd's reason.
+fn check_etcd_access(
+    cfg: &streamgate_control::store::etcd::EtcdConfig,
+    who: &str,
+) -> Result<(), ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })?;
+    match rt.block_on(streamgate_control::store::etcd::EtcdStore::connect_with(
+        cfg,
+    )) {
+        Ok(_) => Ok(()),
+        Err(e @ streamgate_control::store::StoreError::Denied(_)) => {
+            eprintln!(
+                "error: etcd refused the {who}'s access ({e}); check the CA, client certificate, username and password in its etcd settings, and the user's etcd role (docs/DEPLOY.md)"
+            );
+            Err(ExitCode::from(EX_UNAVAILABLE))
+        }
+        Err(e) => {
+            eprintln!("error: etcd: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +156,11 @@ fn config_error(e: &LoadError) -> ExitCode {
 }
 
 fn run_edge(cfg: EdgeConfig) -> ExitCode {
+    if let Some(etcd) = &cfg.gate.etcd
+        && let Err(code) = check_etcd_access(etcd, "edge")
+    {
+        return code;
+    }
     let edge = match Edge::build(cfg) {
         Ok(e) => e,
         Err(e) => {
@@ -174,6 +211,12 @@ fn run_control(path: &std::path::Path, check_only: bool) -> ExitCode {
     }));
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_denied() => {
+            eprintln!(
+                "error: {e}; check the CA, client certificate, username and password in [control.etcd], and the user's etcd role (docs/DEPLOY.md)"
+            );
+            ExitCode::from(EX_UNAVAILABLE)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -113,7 +113,9 @@ impl<'v> Fields<'v> {
         }
     }
 
-    fn nested(path: String, table: &'v toml::Table) -> Self {
+    /// The fields of `table`, reported under `path` (for a table read from a value that
+    /// may also take another shape, such as `edge.gate.etcd`: a list or a table).
+    pub fn nested(path: String, table: &'v toml::Table) -> Self {
         Fields {
             path,
             table: Some(table),

@@ -19,6 +19,7 @@ use crate::store::{Guard, Op, PREFIX, Store, StoreError};
 mod assets;
 mod audit;
 mod edges;
+mod health;
 mod keys;
 mod purge;
 mod watch;
@@ -101,6 +102,9 @@ pub(crate) fn policy_key(id: &str) -> String {
 
 fn status(e: StoreError) -> Status {
     match e {
+        StoreError::Denied(m) => Status::unavailable(format!(
+            "the state store refused the control plane's credentials or permissions: {m}"
+        )),
         StoreError::Conflict {
             expected, current, ..
         } => Status::failed_precondition(format!(
@@ -319,7 +323,8 @@ impl tonic::service::Interceptor for AdminAuth {
 }
 
 /// Serves the control API on `listener` until `shutdown` completes: the six services
-/// (authenticated by `auth`, each reported SERVING), `grpc.health.v1` and reflection (open).
+/// (authenticated by `auth`, each reported SERVING while the store answers and NOT_SERVING
+/// while it does not), `grpc.health.v1` and reflection (open).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,
@@ -339,24 +344,16 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>()
-        .await;
-    health
-        .set_serving::<pb::asset_service_server::AssetServiceServer<AssetApi>>()
-        .await;
-    health
-        .set_serving::<pb::key_service_server::KeyServiceServer<KeyApi>>()
-        .await;
-    health
-        .set_serving::<pb::purge_service_server::PurgeServiceServer<PurgeApi>>()
-        .await;
-    health
-        .set_serving::<pb::audit_service_server::AuditServiceServer<AuditApi>>()
-        .await;
-    health
-        .set_serving::<pb::edge_service_server::EdgeServiceServer<EdgeApi>>()
-        .await;
+    // NOT_SERVING until the store answers (a start during an etcd outage); then followed.
+    let serving = health::answers(&*store, std::time::Duration::from_secs(1)).await;
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tracing::warn!("the store does not answer yet; health NOT_SERVING until it does");
+        tonic_health::ServingStatus::NotServing
+    };
+    health::set_all(&health, status).await;
+    let follower = tokio::spawn(health::follow(health, Arc::clone(&store), serving));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -387,7 +384,7 @@ pub async fn serve_with(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    builder
+    let res = builder
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(policies)
@@ -400,7 +397,9 @@ pub async fn serve_with(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
-        .await
+        .await;
+    follower.abort();
+    res
 }
 
 #[cfg(test)]

@@ -13,11 +13,9 @@ pub enum StoreConfig {
         /// Folder of `store.log`.
         data_dir: PathBuf,
     },
-    /// An etcd cluster.
-    Etcd {
-        /// Client URLs such as `http://127.0.0.1:2379`.
-        endpoints: Vec<String>,
-    },
+    /// An etcd cluster: its endpoints, TLS, credentials and failover timeouts
+    /// (`[control.etcd]`, or the short form `etcd_endpoints`).
+    Etcd(Box<streamgate_store::etcd::EtcdConfig>),
 }
 
 /// The typed control-plane configuration.
@@ -36,6 +34,15 @@ pub struct ControlConfig {
     /// The chains the edges have RPC endpoints for. When set, a policy whose `nft`
     /// condition names another chain is refused at apply.
     pub chains: Vec<streamgate_policy::address::ChainId>,
+    /// This process's name in elections (default `<hostname>-<pid>`).
+    pub instance: String,
+    /// The lease TTL of elected background work (default 10 s): when the process holding
+    /// it dies, another takes the work over within this.
+    pub election_ttl: std::time::Duration,
+    /// Edge records not refreshed for this long are pruned by the elected control plane
+    /// (default 10 min; edges refresh theirs every 30 s, and leased records vanish on
+    /// their own, so this only removes records left by edges that kept no lease).
+    pub edge_prune_after: std::time::Duration,
 }
 
 /// PEM contents of the API's certificate chain, key, and optional client CA.
@@ -127,22 +134,44 @@ impl ControlConfig {
         );
         let kind = c.get(errs, "store", "embedded".to_owned(), string);
         let data_dir = c.get(errs, "data_dir", "data/control".to_owned(), string);
-        let endpoints = c.get(
-            errs,
-            "etcd_endpoints",
-            vec!["http://127.0.0.1:2379".to_owned()],
-            strings,
-        );
+        let endpoints = c.opt(errs, "etcd_endpoints", |v| Ok(v.clone()));
+        let etcd_table = c.opt(errs, "etcd", |v| Ok(v.clone()));
+        let env = |k: &str| std::env::var(k).ok();
+        let etcd = match (endpoints, etcd_table) {
+            (Some(_), Some(_)) => {
+                errs.push(
+                    "control.etcd_endpoints",
+                    "give the endpoints in [control.etcd] or here, not both",
+                );
+                None
+            }
+            (Some(list), None) => {
+                if list.as_array().is_some_and(Vec::is_empty) {
+                    errs.push("control.etcd_endpoints", "needs at least one endpoint");
+                    None
+                } else {
+                    streamgate_store::etcd::EtcdConfig::read(
+                        "control.etcd_endpoints",
+                        &list,
+                        &env,
+                        errs,
+                    )
+                }
+            }
+            (None, Some(t)) => {
+                streamgate_store::etcd::EtcdConfig::read("control.etcd", &t, &env, errs)
+            }
+            (None, None) => Some(streamgate_store::etcd::EtcdConfig::new(vec![
+                "http://127.0.0.1:2379".to_owned(),
+            ])),
+        };
         let store = match kind.as_str() {
             "embedded" => StoreConfig::Embedded {
                 data_dir: PathBuf::from(data_dir),
             },
-            "etcd" => {
-                if endpoints.is_empty() {
-                    errs.push("control.etcd_endpoints", "needs at least one endpoint");
-                }
-                StoreConfig::Etcd { endpoints }
-            }
+            "etcd" => StoreConfig::Etcd(Box::new(
+                etcd.unwrap_or_else(|| streamgate_store::etcd::EtcdConfig::new(Vec::new())),
+            )),
             other => {
                 errs.push(
                     "control.store",
@@ -213,6 +242,39 @@ impl ControlConfig {
                 Err(m) => errs.push(format!("control.chains[{i}]"), m),
             }
         }
+        let instance = c.opt(errs, "instance", string).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default();
+            format!(
+                "{}-{}",
+                if host.is_empty() { "control" } else { &host },
+                std::process::id()
+            )
+        });
+        let election_ttl = c.get(
+            errs,
+            "election_ttl",
+            std::time::Duration::from_secs(10),
+            streamgate_config::duration,
+        );
+        if election_ttl < std::time::Duration::from_secs(2)
+            || election_ttl > std::time::Duration::from_secs(300)
+        {
+            errs.push("control.election_ttl", "must be from 2s to 5m");
+        }
+        let edge_prune_after = c.get(
+            errs,
+            "edge_prune_after",
+            std::time::Duration::from_secs(600),
+            streamgate_config::duration,
+        );
+        if edge_prune_after < std::time::Duration::from_secs(60) {
+            errs.push(
+                "control.edge_prune_after",
+                "must be at least 1m (edges refresh their records every 30 s)",
+            );
+        }
         c.finish(errs);
         for s in OTHER_SECTIONS {
             let _ = root.table(errs, s);
@@ -224,6 +286,9 @@ impl ControlConfig {
             admin_tokens,
             tls,
             chains,
+            instance,
+            election_ttl,
+            edge_prune_after,
         }
     }
 }

@@ -125,6 +125,16 @@ fn admin_token(path: &Path) -> Result<String, DevError> {
     Ok(token)
 }
 
+/// Loads the dev signing key from `data_dir` (making it the first time).
+fn dev_key(data_dir: &Path) -> Result<SigningKey, DevError> {
+    let key_path = data_dir.join("keys/dev-signing.pem");
+    Ok(if key_path.exists() {
+        SigningKey::load(&key_path, DEV_KID)?
+    } else {
+        SigningKey::generate_ed25519(&key_path, DEV_KID)?
+    })
+}
+
 /// Seeds `store` with the dev key, the demo policy and the demo `asset` (each only if
 /// missing; the key is replaced when its file changed), and mints a viewer token at `now`.
 pub async fn seed(
@@ -133,12 +143,16 @@ pub async fn seed(
     asset: &str,
     now: SystemTime,
 ) -> Result<DevState, DevError> {
-    let key_path = data_dir.join("keys/dev-signing.pem");
-    let key = if key_path.exists() {
-        SigningKey::load(&key_path, DEV_KID)?
-    } else {
-        SigningKey::generate_ed25519(&key_path, DEV_KID)?
-    };
+    let state = local_state(data_dir, asset, now)?;
+    seed_store(store, data_dir, asset).await?;
+    Ok(state)
+}
+
+/// Writes the dev key, the demo policy and the demo `asset` into `store` (each only if
+/// missing; the key is replaced when its file changed). `dev` retries this in the
+/// background while etcd is unreachable.
+pub async fn seed_store(store: &dyn Store, data_dir: &Path, asset: &str) -> Result<(), DevError> {
+    let key = dev_key(data_dir)?;
     let jwk = key.public_jwk(Some(DEV_ISSUER));
     let key_key = format!("{PREFIX}keys/{DEV_KID}");
     match store.get(&key_key).await? {
@@ -167,7 +181,13 @@ pub async fn seed(
         "asset.register",
     )
     .await?;
+    Ok(())
+}
 
+/// What `dev` prints, made from files alone (the key, the admin token), so it is there
+/// even while the store is unreachable: the admin token and a viewer token minted at `now`.
+pub fn local_state(data_dir: &Path, asset: &str, now: SystemTime) -> Result<DevState, DevError> {
+    let key = dev_key(data_dir)?;
     let admin_token_file = data_dir.join("admin.token");
     let admin_token = admin_token(&admin_token_file)?;
     let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod dev;
 pub mod job;
@@ -27,10 +28,26 @@ pub async fn run(
         config::StoreConfig::Embedded { data_dir } => Arc::new(
             store::embedded::EmbeddedStore::open(&data_dir.join("store.log"))?,
         ),
-        config::StoreConfig::Etcd { endpoints } => {
-            Arc::new(store::etcd::EtcdStore::connect(endpoints).await?)
+        // Connecting never waits for etcd: started during an outage, the API serves with
+        // health NOT_SERVING and UNAVAILABLE answers until a member answers. Refused
+        // credentials are an error here, at start.
+        config::StoreConfig::Etcd(etcd) => {
+            Arc::new(store::etcd::EtcdStore::connect_with(etcd).await?)
         }
     };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(background::run(
+        Arc::clone(&store),
+        background::Background {
+            instance: cfg.instance.clone(),
+            ttl: cfg.election_ttl,
+            edge_prune_after: cfg.edge_prune_after,
+        },
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| RunError::Bind(cfg.listen, e))?;
@@ -42,7 +59,7 @@ pub async fn run(
         }
         c
     });
-    api::serve_with(
+    let served = api::serve_with(
         listener,
         store,
         api::AdminAuth::new(cfg.admin_tokens),
@@ -50,8 +67,18 @@ pub async fn run(
         cfg.chains,
         shutdown,
     )
-    .await
-    .map_err(|e| RunError::Serve(e.to_string()))
+    .await;
+    // Hand the background work over (resign) before exiting.
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), background).await;
+    served.map_err(|e| RunError::Serve(e.to_string()))
+}
+
+impl RunError {
+    /// Whether the store refused our credentials (exit 69, EX_UNAVAILABLE).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Self::Store(store::StoreError::Denied(_)))
+    }
 }
 
 /// Why the control plane stopped with an error.

@@ -171,10 +171,11 @@ pub struct GateConfig {
     pub token_cache_entries: u64,
     /// How often the snapshot file is checked for changes (file mode).
     pub reload_interval: Duration,
-    /// etcd endpoints to watch. With them the edge follows the control plane's state, and
-    /// `snapshot` is its last-known-good file: written after every applied revision and
-    /// loaded at start when etcd cannot be reached.
-    pub etcd: Vec<String>,
+    /// The etcd cluster to watch (endpoints, TLS, credentials: `etcd = [URLs]` or an
+    /// `[edge.gate.etcd]` table, see [`streamgate_store::etcd::EtcdConfig`]). With it the
+    /// edge follows the control plane's state, and `snapshot` is its last-known-good file:
+    /// written after every applied revision and loaded at start when etcd cannot be reached.
+    pub etcd: Option<streamgate_store::etcd::EtcdConfig>,
     /// This edge's name in `/streamgate/v1/edges/` (default: `<hostname>-<http port>`).
     pub edge_id: Option<String>,
     /// How long a starting edge waits for etcd before it falls back to the snapshot file.
@@ -202,7 +203,7 @@ impl Default for GateConfig {
             leeway: Duration::from_secs(30),
             token_cache_entries: 100_000,
             reload_interval: Duration::from_secs(2),
-            etcd: Vec::new(),
+            etcd: None,
             edge_id: None,
             initial_sync_timeout: Duration::from_secs(3),
             unknown_asset: UnknownAsset::Conceal,
@@ -497,7 +498,7 @@ impl EdgeConfig {
                 int_in(1, 100_000_000),
             ),
             reload_interval: g.get(errs, "reload_interval", d.gate.reload_interval, duration),
-            etcd: g.get(errs, "etcd", d.gate.etcd, strings),
+            etcd: None,
             edge_id: g.opt(errs, "edge_id", string),
             initial_sync_timeout: g.get(
                 errs,
@@ -517,13 +518,10 @@ impl EdgeConfig {
                 }
             },
         };
-        for (i, ep) in gate.etcd.iter().enumerate() {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.len() > 512 {
-                errs.push(
-                    format!("edge.gate.etcd[{i}]"),
-                    "must be an http:// or https:// URL, e.g. http://127.0.0.1:2379",
-                );
-            }
+        let mut gate = gate;
+        if let Some(v) = g.opt(errs, "etcd", |v| Ok(v.clone())) {
+            let env = |k: &str| std::env::var(k).ok();
+            gate.etcd = streamgate_store::etcd::EtcdConfig::read("edge.gate.etcd", &v, &env, errs);
         }
         if let Some(id) = &gate.edge_id
             && (id.is_empty()

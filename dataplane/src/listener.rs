@@ -150,8 +150,7 @@ impl Edge {
         let metrics = Arc::new(Metrics::new(origin.kind().as_str()));
         let source = match store {
             Some(s) => Some(Source::Store(s)),
-            None if !cfg.gate.etcd.is_empty() => Some(Source::Etcd(cfg.gate.etcd.clone())),
-            None => None,
+            None => cfg.gate.etcd.clone().map(|e| Source::Etcd(Box::new(e))),
         };
         let mut gate = match (&source, &cfg.gate.snapshot) {
             // Watching: start empty (503, not ready) until the store or the

@@ -35,7 +35,9 @@ fn config(dir: &Path, endpoint: &str, edge_id: &str) -> EdgeConfig {
             root: dir.join("origin"),
         },
         gate: GateConfig {
-            etcd: vec![endpoint.to_owned()],
+            etcd: Some(streamgate_store::etcd::EtcdConfig::new(vec![
+                endpoint.to_owned(),
+            ])),
             snapshot: Some(dir.join(format!("{edge_id}-lkg.json"))),
             edge_id: Some(edge_id.to_owned()),
             initial_sync_timeout: Duration::from_secs(1),
@@ -339,6 +341,8 @@ async fn compaction_while_disconnected_recovers_without_a_restart() {
     let (_, rev) = store.list(PREFIX).await.unwrap();
     store
         .client()
+        .await
+        .unwrap()
         .compact(
             rev,
             Some(etcd_client::CompactionOptions::new().with_physical()),

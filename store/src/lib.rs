@@ -21,6 +21,7 @@
 //! through this crate and edges watch through it, without either linking the other.
 #![forbid(unsafe_code)]
 
+pub mod election;
 pub mod embedded;
 pub mod etcd;
 mod lease;
@@ -190,6 +191,10 @@ pub enum StoreError {
     /// The store could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused our credentials, certificate or permissions (etcd TLS or auth);
+    /// retrying does not help, the configuration or the etcd roles must change.
+    #[error("store refused access: {0}")]
+    Denied(String),
     /// The embedded store's log could not be read or written.
     #[error("store log {path}: {message}")]
     Log {

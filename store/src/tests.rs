@@ -280,6 +280,8 @@ async fn etcd_store_transactions_and_watches() {
     let (_, rev) = store.list(PREFIX).await.unwrap();
     store
         .client()
+        .await
+        .unwrap()
         .compact(
             rev,
             Some(etcd_client::CompactionOptions::new().with_physical()),

@@ -957,6 +957,8 @@ async fn watch_after_an_etcd_compaction_is_out_of_range() {
     apply(&mut c, "w3", 0).await.unwrap();
     store
         .client()
+        .await
+        .unwrap()
         .compact(
             v2,
             Some(etcd_client::CompactionOptions::new().with_physical()),

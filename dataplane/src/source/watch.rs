@@ -44,7 +44,7 @@ use crate::pipeline::Pipeline;
 #[derive(Clone)]
 pub(crate) enum Source {
     /// An etcd cluster, connected (and reconnected) by the watcher.
-    Etcd(Vec<String>),
+    Etcd(Box<streamgate_store::etcd::EtcdConfig>),
     /// A store handed over by the caller (`streamgate dev` shares its embedded store).
     Store(Arc<dyn Store>),
 }
@@ -52,7 +52,7 @@ pub(crate) enum Source {
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Etcd(e) => f.debug_tuple("Etcd").field(e).finish(),
+            Self::Etcd(e) => f.debug_tuple("Etcd").field(&e.endpoints).finish(),
             Self::Store(_) => f.write_str("Store(..)"),
         }
     }
@@ -61,8 +61,8 @@ impl std::fmt::Debug for Source {
 impl Source {
     async fn connect(&self) -> Result<Arc<dyn Store>, StoreError> {
         match self {
-            Self::Etcd(endpoints) => Ok(Arc::new(
-                streamgate_store::etcd::EtcdStore::connect(endpoints).await?,
+            Self::Etcd(cfg) => Ok(Arc::new(
+                streamgate_store::etcd::EtcdStore::connect_with(cfg).await?,
             )),
             Self::Store(s) => Ok(Arc::clone(s)),
         }
@@ -82,6 +82,8 @@ pub(crate) struct StateWatcher {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// The lease of this edge's `edges/<id>` record: a dead edge's record vanishes within it.
+const RECORD_TTL: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Full jitter: a uniform delay in `[0, min(max, min * 2^attempt)]`.
@@ -436,7 +438,9 @@ impl BackgroundService for StateWatcher {
 }
 
 /// Writes the last-known-good file and the edge status after each new snapshot, and the
-/// status every [`HEARTBEAT`].
+/// status every [`HEARTBEAT`]. The status lives under a lease of [`RECORD_TTL`], kept
+/// alive in the background and revoked at shutdown; when it is lost (etcd was out of reach
+/// longer than that), a new one is granted and the status written again.
 async fn publisher(
     mut rx: watch::Receiver<Published>,
     lkg: Option<PathBuf>,
@@ -450,11 +454,18 @@ async fn publisher(
     let mut written: i64 = -1;
     let mut reported_at = Instant::now() - HEARTBEAT;
     let mut reported: u64 = u64::MAX;
+    let mut lease: Option<(Arc<dyn Store>, streamgate_store::KeptLease)> = None;
     loop {
+        let mut lost = lease.as_ref().map(|(_, l)| l.lost());
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
+            r = rx.changed() => if r.is_err() { break },
             _ = tokio::time::sleep(HEARTBEAT) => {}
-            _ = shutdown.changed() => return,
+            _ = async { match &mut lost { Some(l) => { let _ = l.wait_for(|x| *x).await; } None => std::future::pending().await } } => {
+                // The record went with the lease: write it again under a new one.
+                lease = None;
+                reported = u64::MAX;
+            }
+            _ = shutdown.changed() => break,
         }
         let p = rx.borrow_and_update().clone();
         if let (Some(path), Some(snap)) = (&lkg, &p.snapshot)
@@ -484,14 +495,37 @@ async fn publisher(
                 "version": env!("CARGO_PKG_VERSION"),
                 "hostname": hostname,
             });
-            let op = Op::put(
+            if lease
+                .as_ref()
+                .is_none_or(|(s, l)| l.is_lost() || !Arc::ptr_eq(s, store))
+            {
+                match streamgate_store::KeptLease::grant(Arc::clone(store), RECORD_TTL).await {
+                    Ok(l) => lease = Some((Arc::clone(store), l)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "edge status lease not granted");
+                        reported = u64::MAX;
+                        continue;
+                    }
+                }
+            }
+            let Some((_, l)) = &lease else { continue };
+            let op = Op::put_leased(
                 format!("{PREFIX}edges/{edge_id}"),
                 status.to_string().into_bytes(),
+                l.id(),
             );
             if let Err(e) = store.txn(&[], vec![op]).await {
                 tracing::debug!(error = %e, "edge status not reported");
+                if matches!(e, StoreError::LeaseExpired(_)) {
+                    lease = None;
+                }
+                reported = u64::MAX;
             }
         }
+    }
+    // Gone at once rather than after the TTL.
+    if let Some((store, l)) = lease {
+        let _ = tokio::time::timeout(Duration::from_secs(1), l.revoke(&*store)).await;
     }
 }
 
