@@ -21,6 +21,7 @@ mod manifest;
 mod probe;
 mod process;
 mod report;
+pub mod split;
 mod transcode;
 pub mod verify;
 
