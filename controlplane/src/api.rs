@@ -1,5 +1,5 @@
 //! The gRPC API over the store: `PolicyService` (with Watch), `AssetService`, `KeyService`,
-//! `PurgeService`, `AuditService` and `EdgeService`, with admin authentication, gRPC health
+//! `PurgeService`, `AuditService`, `EdgeService` and `JobService`, with admin authentication, gRPC health
 //! and reflection.
 //!
 //! Every mutation commits its change and an audit entry (who, what, old version) in one
@@ -19,6 +19,7 @@ use crate::store::{Guard, Op, PREFIX, Store, StoreError};
 mod assets;
 mod audit;
 mod edges;
+pub mod jobs;
 mod keys;
 mod purge;
 mod watch;
@@ -26,6 +27,7 @@ mod watch;
 pub use assets::AssetApi;
 pub use audit::AuditApi;
 pub use edges::EdgeApi;
+pub use jobs::JobApi;
 pub use keys::KeyApi;
 pub use purge::PurgeApi;
 pub use watch::PolicyEvents;
@@ -41,7 +43,7 @@ pub(crate) fn actor<T>(req: &Request<T>) -> String {
 
 /// The audit entry written with a change, under `audit/<unix nanos:020>-<4 random hex>`:
 /// keys sort by time, and the random part keeps two control planes from colliding.
-pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
+pub fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
     let now = SystemTime::now();
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -318,7 +320,7 @@ impl tonic::service::Interceptor for AdminAuth {
     }
 }
 
-/// Serves the control API on `listener` until `shutdown` completes: the six services
+/// Serves the control API on `listener` until `shutdown` completes: the seven services
 /// (authenticated by `auth`, each reported SERVING), `grpc.health.v1` and reflection (open).
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -357,6 +359,9 @@ pub async fn serve_with(
     health
         .set_serving::<pb::edge_service_server::EdgeServiceServer<EdgeApi>>()
         .await;
+    health
+        .set_serving::<pb::job_service_server::JobServiceServer<JobApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -381,6 +386,10 @@ pub async fn serve_with(
         AuditApi::new(Arc::clone(&store)),
         auth.clone(),
     );
+    let jobs = pb::job_service_server::JobServiceServer::with_interceptor(
+        JobApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
     let edges =
         pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
     let mut builder = tonic::transport::Server::builder();
@@ -396,6 +405,7 @@ pub async fn serve_with(
         .add_service(purges)
         .add_service(audit)
         .add_service(edges)
+        .add_service(jobs)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
