@@ -193,6 +193,54 @@ impl Origin {
             .map_err(OriginError::from_store)
     }
 
+    /// Copies `from` to `to` inside the storage (a server-side copy on S3, a hard link
+    /// or copy on a filesystem), replacing any object at `to`.
+    pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), OriginError> {
+        self.store
+            .copy(&self.path(from), &self.path(to))
+            .await
+            .map_err(OriginError::from_store)
+    }
+
+    /// Deletes `key`; an absent key is fine.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), OriginError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(OriginError::from_store(e)),
+        }
+    }
+
+    /// Every key under the folder `prefix` (not including `prefix/` itself), in no
+    /// particular order.
+    pub async fn list(&self, prefix: &ObjectKey) -> Result<Vec<ObjectKey>, OriginError> {
+        let base = self.path(prefix);
+        let skip = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut out = Vec::new();
+        let mut items = self.store.list(Some(&base));
+        while let Some(meta) = items.next().await {
+            let meta = meta.map_err(OriginError::from_store)?;
+            let rel: Vec<String> = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            if let Ok(k) = ObjectKey::new(&rel.join("/")) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object under the folder `prefix`; returns how many there were.
+    pub async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<usize, OriginError> {
+        let keys = self.list(prefix).await?;
+        for k in &keys {
+            self.delete(k).await?;
+        }
+        Ok(keys.len())
+    }
+
     /// Whether `key` exists.
     pub async fn exists(&self, key: &ObjectKey) -> Result<bool, OriginError> {
         match self.store.head(&self.path(key)).await {
