@@ -93,11 +93,11 @@ pub(crate) fn guard(key: String, expected: i64) -> Guard {
 
 /// The key written whenever an asset is bound to `policy`, so that deleting the policy and
 /// binding to it cannot both succeed (each guards what the other writes).
-pub(crate) fn binding_key(policy: &str) -> String {
+pub fn binding_key(policy: &str) -> String {
     format!("{PREFIX}bindings/{policy}")
 }
 
-pub(crate) fn policy_key(id: &str) -> String {
+pub fn policy_key(id: &str) -> String {
     format!("{PREFIX}policies/{id}")
 }
 

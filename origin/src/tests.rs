@@ -56,9 +56,15 @@ async fn fs_copy_list_and_delete_a_folder() {
     let dir = tempfile_dir("copy");
     let origin = Origin::from_config(&OriginConfig::Fs { root: dir.clone() }).unwrap();
     let staged = ObjectKey::new(".farm/j1/0-7/video/720p/seg-00001.m4s").unwrap();
-    origin.put(&staged, Bytes::from_static(b"seg")).await.unwrap();
+    origin
+        .put(&staged, Bytes::from_static(b"seg"))
+        .await
+        .unwrap();
     let other = ObjectKey::new(".farm/j1/0-7/video/720p/init.mp4").unwrap();
-    origin.put(&other, Bytes::from_static(b"init")).await.unwrap();
+    origin
+        .put(&other, Bytes::from_static(b"init"))
+        .await
+        .unwrap();
     let published = ObjectKey::new("a/j1/video/720p/seg-00001.m4s").unwrap();
     origin.copy(&staged, &published).await.unwrap();
     assert_eq!(&origin.get_bytes(&published).await.unwrap()[..], b"seg");

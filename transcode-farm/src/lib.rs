@@ -15,6 +15,7 @@ mod check;
 pub mod cmaf;
 mod config;
 mod error;
+pub mod farm;
 mod ffmpeg;
 mod ladder;
 mod manifest;
