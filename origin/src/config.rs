@@ -85,6 +85,7 @@ pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
                 store: Arc::new(store) as Arc<dyn ObjectStore>,
                 kind: OriginKind::Fs,
                 prefix: None,
+                fs_root: Some(root.clone()),
                 timeout: Duration::from_secs(30),
             })
         }
@@ -111,6 +112,7 @@ pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
                 store: Arc::new(store),
                 kind: OriginKind::S3,
                 prefix: s3.prefix.as_deref().map(StorePath::from),
+                fs_root: None,
                 timeout: s3.timeout,
             })
         }
@@ -135,6 +137,7 @@ pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
                 store: Arc::new(store),
                 kind: OriginKind::Http,
                 prefix: None,
+                fs_root: None,
                 timeout: h.timeout,
             })
         }

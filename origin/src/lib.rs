@@ -130,6 +130,8 @@ pub struct Origin {
     store: Arc<dyn ObjectStore>,
     kind: OriginKind,
     prefix: Option<StorePath>,
+    /// The directory of a filesystem origin, whose emptied folders a purge removes.
+    fs_root: Option<std::path::PathBuf>,
     timeout: Duration,
 }
 
@@ -237,6 +239,15 @@ impl Origin {
         let keys = self.list(prefix).await?;
         for k in &keys {
             self.delete(k).await?;
+        }
+        // Object stores have no folders; a directory tree left empty is removed too.
+        if let Some(root) = &self.fs_root {
+            let dir = root.join(prefix.as_str());
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(OriginError::Io(e)),
+            }
         }
         Ok(keys.len())
     }

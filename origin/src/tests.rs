@@ -91,6 +91,7 @@ async fn fs_copy_list_and_delete_a_folder() {
         2
     );
     assert!(!origin.exists(&staged).await.unwrap());
+    assert!(!dir.join(".farm/j1").exists(), "no empty folders are left");
     assert!(origin.exists(&published).await.unwrap(), "the copy stays");
     origin.delete(&published).await.unwrap();
     origin.delete(&published).await.unwrap();

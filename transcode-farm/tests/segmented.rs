@@ -77,9 +77,7 @@ async fn encode_all(
     assembled
 }
 
-async fn one_after_another<F: std::future::Future>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
+async fn one_after_another<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let handles: Vec<_> = futs.collect();
     let mut out = Vec::new();
     for f in handles {

@@ -227,34 +227,35 @@ pub(super) async fn publish(ctx: &Ctx, claim: &Claim) -> Result<(), UnitError> {
         }
     };
     ctx.metrics.job_final(JobState::Done);
-    tracing::info!(job = %claim.job, asset = %doc.asset, prefix, objects = assembled.media.len() + assembled.manifests.len(), "published");
+    tracing::info!(job = %claim.job, asset = %doc.asset, prefix = %prefix, objects = assembled.media.len() + assembled.manifests.len(), "published");
 
-    // After the switch: the replaced version, the staged parts, the task records.
-    if let Some(old) =
-        replaced.filter(|o| *o != prefix && o.starts_with(&format!("{}/", doc.asset)))
-        && let Ok(k) = ObjectKey::new(&old)
-    {
-        match ctx.origin.delete_prefix(&k).await {
-            Ok(n) => {
-                tracing::info!(asset = %doc.asset, old, objects = n, "purged the replaced version")
-            }
-            Err(e) => {
-                tracing::warn!(asset = %doc.asset, old, error = %e, "could not purge the replaced version")
+    // After the switch: the replaced version, the staged parts, the task records. On a
+    // task of its own, so that the worker stopping this unit (its job is done) cannot cut
+    // the cleanup short.
+    let (store, origin) = (std::sync::Arc::clone(&ctx.store), ctx.origin.clone());
+    let staging = ctx.staging(&claim.job);
+    let id = claim.job.clone();
+    let asset = doc.asset.clone();
+    let cleanup = tokio::spawn(async move {
+        if let Some(old) = replaced.filter(|o| *o != prefix && o.starts_with(&format!("{asset}/")))
+            && let Ok(k) = ObjectKey::new(&old)
+        {
+            match origin.delete_prefix(&k).await {
+                Ok(n) => tracing::info!(asset, old, objects = n, "purged the replaced version"),
+                Err(e) => {
+                    tracing::warn!(asset, old, error = %e, "could not purge the replaced version")
+                }
             }
         }
-    }
-    if let Ok(k) = ObjectKey::new(&ctx.staging(&claim.job)) {
-        let _ = ctx.origin.delete_prefix(&k).await;
-    }
-    for name in records.keys() {
-        let _ = ctx
-            .store
-            .delete(
-                &job::task_key(&claim.job, name),
-                records_version(&*ctx.store, &claim.job, name).await,
-            )
-            .await;
-    }
+        if let Ok(k) = ObjectKey::new(&staging) {
+            let _ = origin.delete_prefix(&k).await;
+        }
+        for name in records.keys() {
+            let v = records_version(&*store, &id, name).await;
+            let _ = store.delete(&job::task_key(&id, name), v).await;
+        }
+    });
+    let _ = cleanup.await;
     Ok(())
 }
 

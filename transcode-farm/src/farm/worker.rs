@@ -283,7 +283,7 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep(ctx.cfg.poll_interval) => {}
-            _ = lost.wait_for(|l| *l) => {}
+            _ = async { let _ = lost.wait_for(|l| *l).await; } => {}
         }
     }
     units.abort_all();
@@ -440,7 +440,7 @@ async fn fenced_unit(
     };
     let result = tokio::select! {
         r = unit => r,
-        _ = lost.wait_for(|l| *l) => Err(UnitError::Fenced),
+        _ = async { let _ = lost.wait_for(|l| *l).await; } => Err(UnitError::Fenced),
     };
     match &result {
         Ok(()) => {}
