@@ -4,6 +4,7 @@
 //! `http::request::Parts`, calls [`Pipeline::handle`], and writes the returned
 //! `http::Response<Body>` as it is. Nothing about routing, gating or caching lives in a front.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -232,6 +233,11 @@ impl Pipeline {
             req.uri.query().and_then(credential::raw_query_pair)
         } else {
             None
+        };
+        // A published version: `{asset}/{path}` is read (and cached) as `{prefix}/{path}`.
+        let key = match self.gate.origin_prefix(&asset) {
+            Some(prefix) => Cow::Owned(format!("{prefix}{}", &key[asset.len()..])),
+            None => key,
         };
         self.serve_object(req, &key, head, token, shared).await
     }
