@@ -23,7 +23,7 @@ mod keys;
 mod purge;
 mod watch;
 
-pub use assets::AssetApi;
+pub use assets::{ASSET_ID_RULE, AssetApi, is_asset_id};
 pub use audit::AuditApi;
 pub use edges::EdgeApi;
 pub use keys::KeyApi;
@@ -41,7 +41,7 @@ pub(crate) fn actor<T>(req: &Request<T>) -> String {
 
 /// The audit entry written with a change, under `audit/<unix nanos:020>-<4 random hex>`:
 /// keys sort by time, and the random part keeps two control planes from colliding.
-pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
+pub fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
     let now = SystemTime::now();
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
