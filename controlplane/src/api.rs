@@ -24,7 +24,7 @@ mod keys;
 mod purge;
 mod watch;
 
-pub use assets::AssetApi;
+pub use assets::{ASSET_ID_RULE, AssetApi, is_asset_id};
 pub use audit::AuditApi;
 pub use edges::EdgeApi;
 pub use jobs::JobApi;

@@ -199,6 +199,18 @@ pub struct JobDoc {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// What the farm recorded as it worked on the job.
+    #[serde(flatten)]
+    pub farm: FarmFields,
+    /// Fields of other versions.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// The part of a job document the farm's workers write (flattened into the document),
+/// apart so that code which creates jobs needs only `farm: Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FarmFields {
     /// Video segments of the whole output, known once the source is probed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub segments_total: u64,
@@ -214,9 +226,6 @@ pub struct JobDoc {
     /// The origin prefix the job publishes under (`{asset}/{id}`), once publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_prefix: Option<String>,
-    /// Fields of other versions.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -346,7 +355,7 @@ const ENCODE_SHARE: f64 = 0.9;
 
 /// The progress of `doc` from its task records (`tasks`, the steps included) at `now_ms`.
 pub fn live(doc: &JobDoc, tasks: &[TaskDoc], now_ms: u64) -> Live {
-    let total = doc.segments_total;
+    let total = doc.farm.segments_total;
     let mut done = 0u64;
     let mut media = 0.0f64;
     for t in tasks.iter().filter(|t| t.segments > 0) {
@@ -371,7 +380,7 @@ pub fn live(doc: &JobDoc, tasks: &[TaskDoc], now_ms: u64) -> Live {
         JobState::Done => 1.0,
         JobState::Failed | JobState::Cancelled => doc.progress.clamp(0.0, 1.0),
     };
-    let speed = match doc.transcoding_since_ms {
+    let speed = match doc.farm.transcoding_since_ms {
         Some(since) if now_ms > since => media / ((now_ms - since) as f64 / 1000.0),
         _ => 0.0,
     };
@@ -552,9 +561,9 @@ pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobErro
             existing.state = JobState::Queued;
             existing.error = None;
             existing.progress = 0.0;
-            existing.plan = None;
-            existing.segments_total = 0;
-            existing.transcoding_since_ms = None;
+            existing.farm.plan = None;
+            existing.farm.segments_total = 0;
+            existing.farm.transcoding_since_ms = None;
             existing.priority = doc.priority;
             existing.updated_at = doc.updated_at.clone();
             let ops = vec![
@@ -636,11 +645,7 @@ mod tests {
             actor: "alice".into(),
             created_at: "2026-12-03T00:00:00Z".into(),
             updated_at: "2026-12-03T00:00:00Z".into(),
-            segments_total: 0,
-            transcoding_since_ms: None,
-            plan: None,
-            summary: None,
-            origin_prefix: None,
+            farm: Default::default(),
             extra: Default::default(),
         }
     }
@@ -746,8 +751,8 @@ mod tests {
     fn live_progress_counts_done_and_running_video_tasks() {
         let mut d = doc([1; 32], "default");
         d.state = JobState::Transcoding;
-        d.segments_total = 10;
-        d.transcoding_since_ms = Some(1_000);
+        d.farm.segments_total = 10;
+        d.farm.transcoding_since_ms = Some(1_000);
         let task = |state, segments, segments_done, encoded_secs| TaskDoc {
             state,
             segments,

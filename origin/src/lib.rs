@@ -4,11 +4,14 @@
 //! renditions into it. One type, [`Origin`], covers the three kinds of storage:
 //! a local directory (the default), an S3-compatible bucket, and an upstream
 //! HTTP server pulled with pooled connections, as a CDN edge pulls its origin.
-//! Keys are [`ObjectKey`]s, which can only hold a safe relative path.
+//! Keys are [`ObjectKey`]s, which can only hold a safe relative path. [`Staging`] is
+//! the area where partial uploads live until the farm reads them.
 #![forbid(unsafe_code)]
 
 mod config;
 mod key;
+mod read;
+pub mod staging;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,8 @@ use object_store::{GetOptions, ObjectStore, PutPayload};
 
 pub use config::{HttpOrigin, OriginConfig, S3Origin};
 pub use key::{KeyError, MAX_KEY_LEN, ObjectKey, validate as validate_key};
+pub use read::read_origin;
+pub use staging::{StageState, StageWriter, Staging, StagingError};
 
 /// Which kind of storage an [`Origin`] reads; also the `origin` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

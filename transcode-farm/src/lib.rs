@@ -7,6 +7,9 @@
 //! -> [`cmaf`] measurement of every segment -> manifests written here from
 //! those measurements -> [`verify_output`] -> atomic rename into place.
 //!
+//! [`ingest`] is the tus 1.0.0 upload server that stages sources and submits their jobs;
+//! [`service`] runs `streamgate transcode` (ingest and workers) from its config.
+//!
 //! Main types: [`LadderConfig`] (with [`SegmentDuration`] and [`Rung`]),
 //! [`Report`], [`TranscodeError`], [`VerifyReport`] and [`VerifyError`].
 #![forbid(unsafe_code)]
@@ -17,12 +20,14 @@ mod config;
 mod error;
 pub mod farm;
 mod ffmpeg;
+pub mod ingest;
 mod ladder;
 mod manifest;
 mod probe;
 mod process;
 mod report;
 pub mod segmented;
+pub mod service;
 pub mod split;
 mod transcode;
 pub mod verify;

@@ -49,11 +49,11 @@ async fn two_workers_publish_a_job_once_and_a_republish_purges_the_old_version()
         d.state == JobState::Transcoding
     })
     .await;
-    assert_eq!(seen.segments_total, 7, "20 s in 3.2 s segments");
+    assert_eq!(seen.farm.segments_total, 7, "20 s in 3.2 s segments");
     let done = wait_final(&*store, &id, Duration::from_secs(120)).await;
     assert_eq!(done.state, JobState::Done, "{:?}", done.error);
     let prefix = format!("film/{id}");
-    assert_eq!(done.origin_prefix.as_deref(), Some(prefix.as_str()));
+    assert_eq!(done.farm.origin_prefix.as_deref(), Some(prefix.as_str()));
     let report = verify_output(&root.join(&prefix)).expect("the published version verifies");
     assert!(report.media_files > 20, "{report:?}");
     let rec = asset_record(&*store, "film").await.unwrap();

@@ -15,7 +15,7 @@ fn asset_key(id: &str) -> String {
 
 /// An asset id is one path segment of `a-z`, `0-9`, `.`, `_`, `-` (at most 128, not `.` or
 /// `..`): it is the first segment of every URL under `/v/` and of every object key.
-pub(super) fn is_asset_id(id: &str) -> bool {
+pub fn is_asset_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id != "."
@@ -26,7 +26,7 @@ pub(super) fn is_asset_id(id: &str) -> bool {
 }
 
 /// What [`is_asset_id`] asks for, for error messages.
-pub(super) const ASSET_ID_RULE: &str = "1 to 128 characters of a-z, 0-9, '.', '_', '-'";
+pub const ASSET_ID_RULE: &str = "1 to 128 characters of a-z, 0-9, '.', '_', '-'";
 
 fn valid_id(id: &str) -> Result<(), Status> {
     if is_asset_id(id) {

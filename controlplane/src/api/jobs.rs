@@ -131,7 +131,7 @@ pub fn to_pb(doc: &JobDoc, version: i64, tasks: &[TaskDoc], now_ms: u64) -> pb::
         actor: doc.actor.clone(),
         created_at: doc.created_at.clone(),
         updated_at: doc.updated_at.clone(),
-        origin_prefix: doc.origin_prefix.clone().unwrap_or_default(),
+        origin_prefix: doc.farm.origin_prefix.clone().unwrap_or_default(),
         version,
     }
 }
@@ -202,11 +202,7 @@ impl pb::job_service_server::JobService for JobApi {
             actor: who,
             created_at: now.clone(),
             updated_at: now,
-            segments_total: 0,
-            transcoding_since_ms: None,
-            plan: None,
-            summary: None,
-            origin_prefix: None,
+            farm: Default::default(),
             extra: Default::default(),
         };
         let s = job::submit(&*self.store, doc).await.map_err(job_status)?;

@@ -52,6 +52,7 @@ pub(super) async fn publish(ctx: &Ctx, claim: &Claim) -> Result<(), UnitError> {
         return Err(UnitError::Stale);
     }
     let prepared: Prepared = doc
+        .farm
         .plan
         .as_ref()
         .and_then(|p| serde_json::from_value(p.clone()).ok())
@@ -114,7 +115,7 @@ pub(super) async fn publish(ctx: &Ctx, claim: &Claim) -> Result<(), UnitError> {
         claim,
         |d| {
             d.state = JobState::Publishing;
-            d.origin_prefix = Some(p.clone());
+            d.farm.origin_prefix = Some(p.clone());
             true
         },
         || (Vec::new(), Vec::new()),

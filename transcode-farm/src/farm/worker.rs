@@ -342,6 +342,7 @@ async fn scan(ctx: &Ctx) -> Result<Vec<(JobView, BTreeMap<String, i64>)>, QueueE
             (t, v)
         };
         let parts = doc
+            .farm
             .plan
             .as_ref()
             .and_then(|p| serde_json::from_value::<Prepared>(p.clone()).ok())
@@ -575,10 +576,10 @@ async fn plan(ctx: &Ctx, claim: &Claim) -> Result<(), UnitError> {
         claim,
         |d| {
             d.state = JobState::Transcoding;
-            d.plan = Some(plan.clone());
-            d.segments_total = prepared.planned_segments();
-            d.summary = Some(prepared.summary());
-            d.transcoding_since_ms = Some(now_ms());
+            d.farm.plan = Some(plan.clone());
+            d.farm.segments_total = prepared.planned_segments();
+            d.farm.summary = Some(prepared.summary());
+            d.farm.transcoding_since_ms = Some(now_ms());
             d.progress = 0.0;
             d.extra
                 .insert("content_sha256".to_owned(), sha.clone().into());
@@ -606,6 +607,7 @@ async fn encode(ctx: &Ctx, claim: &Claim, name: &str) -> Result<(), UnitError> {
         return Err(UnitError::Stale);
     }
     let prepared: Prepared = doc
+        .farm
         .plan
         .as_ref()
         .and_then(|p| serde_json::from_value(p.clone()).ok())

@@ -131,11 +131,7 @@ pub(crate) async fn submit(store: &dyn Store, asset: &str, key: &str, path: &Pat
         actor: "tester".into(),
         created_at: "2026-12-03T00:00:00Z".into(),
         updated_at: "2026-12-03T00:00:00Z".into(),
-        segments_total: 0,
-        transcoding_since_ms: None,
-        plan: None,
-        summary: None,
-        origin_prefix: None,
+        farm: Default::default(),
         extra: Default::default(),
     };
     job::submit(store, doc).await.unwrap().doc.id
