@@ -224,8 +224,11 @@ fn setup() -> (Farm, streamgate_store::testkit::Etcd) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_task_is_replaced_after_its_lease_expires() {
     let (farm, _etcd) = setup();
-    let store: Arc<dyn Store> =
-        Arc::new(EtcdStore::connect(&[farm.endpoint.clone()]).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(std::slice::from_ref(&farm.endpoint))
+            .await
+            .unwrap(),
+    );
     let src = farm.dir.path().join("a.mp4");
     pattern(&src, 24, "1280x720");
     let id = submit(&*store, &farm, "killed", &src).await;
@@ -283,8 +286,11 @@ async fn a_worker_killed_mid_task_is_replaced_after_its_lease_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_stopped_for_20s_mid_job_loses_nothing_and_publishes_once() {
     let (farm, mut etcd) = setup();
-    let store: Arc<dyn Store> =
-        Arc::new(EtcdStore::connect(&[farm.endpoint.clone()]).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(std::slice::from_ref(&farm.endpoint))
+            .await
+            .unwrap(),
+    );
     let src = farm.dir.path().join("b.mp4");
     pattern(&src, 30, "1280x720");
     let id = submit(&*store, &farm, "outage", &src).await;
@@ -335,8 +341,11 @@ async fn etcd_stopped_for_20s_mid_job_loses_nothing_and_publishes_once() {
 #[tokio::test]
 async fn two_workers_race_for_one_task_and_only_the_holder_commits() {
     let etcd = start_etcd();
-    let store: Arc<dyn Store> =
-        Arc::new(EtcdStore::connect(&[etcd.endpoint.clone()]).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+            .await
+            .unwrap(),
+    );
     let id = JobId::derive(&[7; 32], "default");
     let (la, lb) = (
         store.grant(Duration::from_secs(30)).await.unwrap(),
