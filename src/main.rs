@@ -79,6 +79,15 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
+    /// The transcode farm: the tus ingest (port 8090) and/or workers, per `[transcode]`.
+    Transcode {
+        /// TOML configuration file (the `[transcode]` and `[origin]` tables).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the configuration, list every error, and exit (64 when invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// The operator CLI: policies, assets, keys, purges, audit and edges over the control
     /// plane's gRPC API; token minting and policy checks locally.
     Ctl(ctl::CtlArgs),
@@ -129,6 +138,10 @@ fn main() -> ExitCode {
             config,
             check_config,
         } => run_control(&config, check_config),
+        Cmd::Transcode {
+            config,
+            check_config,
+        } => run_transcode(&config, check_config),
         Cmd::Ctl(args) => ctl::run(args),
         Cmd::Load(cmd) => {
             let res = match cmd {
@@ -217,6 +230,46 @@ fn run_control(path: &std::path::Path, check_only: bool) -> ExitCode {
             );
             ExitCode::from(EX_UNAVAILABLE)
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_transcode(path: &std::path::Path, check_only: bool) -> ExitCode {
+    use streamgate_transcode::service::{LoadError as TranscodeLoadError, TranscodeConfig};
+    let cfg = match TranscodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                TranscodeLoadError::Read(..) => ExitCode::FAILURE,
+                _ => ExitCode::from(EX_USAGE),
+            };
+        }
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(streamgate_transcode::service::run(cfg, async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

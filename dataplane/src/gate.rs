@@ -191,6 +191,14 @@ impl Gate {
         self.state.load().as_ref().map(|s| s.revision)
     }
 
+    /// The origin prefix of `asset`'s published version, if the farm published one: its
+    /// objects are read from `{prefix}/{path}` instead of `{asset}/{path}`, and cached
+    /// under that key, so a republished asset is never served from the old version.
+    pub fn origin_prefix(&self, asset: &str) -> Option<Arc<str>> {
+        let guard = self.state.load();
+        guard.as_ref()?.origin_prefixes.get(asset).cloned()
+    }
+
     /// Decides whether the request may be served, at time `now`. Answers from the
     /// caches; only a policy whose verdict hangs on an NFT the ownership cache does not
     /// know awaits a chain lookup.

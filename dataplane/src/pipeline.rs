@@ -6,6 +6,7 @@
 //! front. This module keeps the flow; how responses look is [`crate::response`], and how
 //! failures become statuses is [`crate::error`].
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -209,6 +210,11 @@ impl Pipeline {
             req.uri.query().and_then(credential::raw_query_pair)
         } else {
             None
+        };
+        // A published version: `{asset}/{path}` is read (and cached) as `{prefix}/{path}`.
+        let key = match self.gate.origin_prefix(&asset) {
+            Some(prefix) => Cow::Owned(format!("{prefix}{}", &key[asset.len()..])),
+            None => key,
         };
         self.serve_object(req, &key, head, token, shared).await
     }

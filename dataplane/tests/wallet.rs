@@ -378,7 +378,9 @@ async fn nonces_are_single_use_across_edges() {
                 root: dir.path().join("origin"),
             },
             gate: GateConfig {
-                etcd: vec![etcd.endpoint.clone()],
+                etcd: Some(streamgate_store::etcd::EtcdConfig::new(vec![
+                    etcd.endpoint.clone(),
+                ])),
                 edge_id: Some(id.into()),
                 ..GateConfig::default()
             },
@@ -437,7 +439,7 @@ async fn nonces_are_single_use_across_edges() {
         (401, Some("nonce_replayed"))
     );
     // The record is leased: etcd holds it with a lease, and it lives no longer than that.
-    let raw = store.client();
+    let raw = store.client().await.unwrap();
     let got = raw
         .clone()
         .get(format!("{PREFIX}nonces/{nonce}"), None)

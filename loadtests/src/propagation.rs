@@ -130,6 +130,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<()> {
         policy_id: args.policy.clone(),
         description: "load propagation".into(),
         version: 0,
+        ..Default::default()
     };
     if let Err(s) = assets
         .register(pb::RegisterAssetRequest { asset: Some(asset) })

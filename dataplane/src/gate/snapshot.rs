@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub policies: HashMap<String, Arc<Policy>>,
     /// Assets by id, with the id of the policy they are bound to.
     pub assets: HashMap<String, Option<String>>,
+    /// Where an asset's objects live when the farm published a version of it
+    /// (`{asset}/{job}`); assets without one are read from `{asset}/`.
+    pub origin_prefixes: HashMap<String, Arc<str>>,
     keys: KeySet,
     verified: moka::sync::Cache<Box<str>, Arc<CachedVerify>, ahash::RandomState>,
     source: Value,
@@ -120,11 +123,31 @@ impl Snapshot {
             }
         }
         let mut assets = HashMap::new();
+        let mut origin_prefixes = HashMap::new();
         for (i, a) in items(&doc, "assets", &mut errs).iter().enumerate() {
             let id = a.get("id").and_then(Value::as_str);
             let policy = a.get("policy").and_then(Value::as_str).map(str::to_owned);
             match id {
                 Some(id) if streamgate_origin::validate_key(id).is_ok() && !id.contains('/') => {
+                    match a.get("origin_prefix") {
+                        None | Some(Value::Null) => {}
+                        // A version lives inside its asset's folder, one level down.
+                        Some(Value::String(p))
+                            if streamgate_origin::validate_key(p).is_ok()
+                                && p.strip_prefix(id)
+                                    .and_then(|r| r.strip_prefix('/'))
+                                    .is_some_and(|v| !v.contains('/')) =>
+                        {
+                            origin_prefixes.insert(id.to_owned(), Arc::from(p.as_str()));
+                        }
+                        Some(_) => {
+                            // Served from nowhere rather than from the wrong place.
+                            errs.push(format!(
+                                "assets[{i}].origin_prefix: must be \"{id}/<version>\""
+                            ));
+                            continue;
+                        }
+                    }
                     if let Some(p) = &policy
                         && !policies.contains_key(p)
                         && strict
@@ -155,6 +178,7 @@ impl Snapshot {
             revision,
             policies,
             assets,
+            origin_prefixes,
             keys,
             // aHash (randomly keyed) hashes a 300-byte token several times faster than SipHash.
             verified: moka::sync::Cache::builder()
@@ -212,5 +236,39 @@ impl Snapshot {
             self.verified.insert(token.into(), Arc::clone(&entry));
         }
         entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_prefixes_must_be_a_version_inside_the_asset() {
+        let doc = serde_json::json!({
+            "revision": 7,
+            "policies": [{"id": "open", "rule": {"public": true}}],
+            "assets": [
+                {"id": "a", "policy": "open", "origin_prefix": "a/j1"},
+                {"id": "flat", "policy": "open"},
+                {"id": "b", "policy": "open", "origin_prefix": "a/j1"},
+                {"id": "c", "policy": "open", "origin_prefix": "c/j1/deeper"},
+                {"id": "d", "policy": "open", "origin_prefix": "d/../x"},
+            ],
+        });
+        let (s, problems) = Snapshot::from_store(doc.clone(), 10).unwrap();
+        assert_eq!(s.origin_prefixes.get("a").map(|p| &**p), Some("a/j1"));
+        assert!(s.assets.contains_key("flat") && !s.origin_prefixes.contains_key("flat"));
+        for left_out in ["b", "c", "d"] {
+            assert!(
+                !s.assets.contains_key(left_out),
+                "{left_out} is served from nowhere"
+            );
+        }
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            Snapshot::from_value(doc, 10).is_err(),
+            "a file with them is refused"
+        );
     }
 }
