@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a while (default 60 s each). Not part of the test suite: it
-# needs cargo-fuzz (installed here if missing) and libFuzzer's nightly flags, which a
-# stable toolchain allows through RUSTC_BOOTSTRAP=1. Crashes land in <crate>/fuzz/artifacts.
+# Runs every fuzz target for a while and reports, per target, the executions and the
+# crashes. Not part of the test suite: it needs cargo-fuzz (installed here if missing)
+# and libFuzzer's nightly flags, which a stable toolchain allows through RUSTC_BOOTSTRAP=1.
+#
+#   scripts/fuzz.sh [SECONDS]            # each target for SECONDS (default 60)
+#   FUZZ_RUNS=10000000 scripts/fuzz.sh   # each target for that many executions instead
+#   FUZZ_MINIMIZE=1 scripts/fuzz.sh      # then minimise each corpus in place (cargo fuzz cmin)
+#
+# Corpora live in <crate>/fuzz/corpus/<target> and are committed (minimised): a run starts
+# from what earlier campaigns found. Crashes land in <crate>/fuzz/artifacts/<target>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
+runs="${FUZZ_RUNS:-}"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
+# One build cache for every fuzz crate, outside the clone.
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/streamgate-fuzz-target}"
 # The CMAF reader needs real boxes to start from: seed its corpus with a fragmented MP4
 # from ffmpeg, split into an init segment and a media segment (first byte = split point).
 seed_cmaf() {
@@ -35,13 +45,31 @@ PY
 }
 seed_cmaf
 
+report=$(mktemp)
 status=0
-for crate in dataplane transcode-farm; do
+for crate in dataplane web3 store transcode-farm; do
   for target in $(cd "$crate/fuzz" && cargo fuzz list); do
-    echo "== $crate: $target (${secs}s)"
-    if ! (cd "$crate/fuzz" && cargo fuzz run -s none -O "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 2>&1 | tail -2); then
-      status=1
+    mkdir -p "$crate/fuzz/corpus/$target"
+    if [ -n "$runs" ]; then limit="-runs=$runs"; else limit="-max_total_time=$secs"; fi
+    echo "== $crate: $target ($limit)"
+    log=$(mktemp)
+    if (cd "$crate/fuzz" && cargo fuzz run -s none -O "$target" -- "$limit" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1); then
+      crashes=0
+    else
+      crashes=1; status=1
+      tail -30 "$log"
     fi
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    corpus=$(ls "$crate/fuzz/corpus/$target" | wc -l)
+    printf '%-16s %-20s %12s execs  %d crashes  corpus %d\n' "$crate" "$target" "${execs:-?}" "$crashes" "$corpus" | tee -a "$report"
+    if [ -n "${FUZZ_MINIMIZE:-}" ] && [ "$crashes" = 0 ]; then
+      (cd "$crate/fuzz" && cargo fuzz cmin -s none -O "$target" >/dev/null 2>&1) || true
+    fi
+    rm -f "$log"
   done
 done
+echo
+echo "== summary"
+cat "$report"
+rm -f "$report"
 exit $status

@@ -2,7 +2,7 @@
 //! Solana account data and token ids come from RPC providers and policy authors: the
 //! decoders must never panic, and a decoded token account must describe its own bytes.
 use libfuzzer_sys::fuzz_target;
-use streamgate_edge::chain::solana::{decode_metadata, decode_token_account};
+use streamgate_web3::solana::{decode_metadata, decode_token_account};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(t) = decode_token_account(data) {
