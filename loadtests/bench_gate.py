@@ -8,7 +8,13 @@ gated/public throughput ratio, and the ratio against the public asset requested 
 same Authorization header (identical request bytes: the gate's own cost). Also measures a playlist fetched with ?token=, which the edge
 rewrites per request.
 
+With --peer-binary (another build, e.g. of an earlier commit), a second edge on the same
+core serves the same objects and the gated cases run against both, taking turns, and the
+script prints this build's throughput against the peer's (median of the rounds, with their
+spread): the check that a change to the gate did not slow it down.
+
 Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_gate.py [--duration 10] [--rounds 5]
+       [--peer-binary PATH]
 """
 import argparse
 import base64
@@ -38,6 +44,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--binary")
+    ap.add_argument("--peer-binary", help="an earlier build to compare the gated cases against")
     args = ap.parse_args()
     binary = args.binary or benchlib.build_binary()
 
@@ -63,8 +70,11 @@ def main():
             json.dump(snapshot, f)
         token = jwt.encode({"iss": "bench", "aud": "streamgate", "exp": int(time.time()) + 3600,
                             "sg_scope": ["gated"]}, key, algorithm="EdDSA", headers={"kid": "b1"})
-        port, admin = benchlib.free_port(), benchlib.free_port()
-        procs.append(benchlib.start_edge(binary, work, f"""
+        def edge(bin_path, name):
+            port, admin = benchlib.free_port(), benchlib.free_port()
+            home = os.path.join(work, name)
+            os.makedirs(home, exist_ok=True)
+            procs.append(benchlib.start_edge(bin_path, home, f"""
 [edge]
 http_listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
@@ -78,7 +88,9 @@ snapshot = "{work}/snapshot.json"
 kind = "fs"
 root = "{origin}"
 """, port))
-        base = f"http://127.0.0.1:{port}"
+            return f"http://127.0.0.1:{port}"
+        base = edge(binary, "this")
+        peer = edge(args.peer_binary, "peer") if args.peer_binary else None
         auth = f"Authorization: Bearer {token}"
         cases = []
         for oname in gated:
@@ -88,6 +100,10 @@ root = "{origin}"
             cases.append((oname, "public + same header", base + public[oname], (auth,)))
             cases.append((oname, "gated", base + gated[oname], (auth,)))
         cases.append(("playlist", "gated ?token= (rewritten)", base + gated["playlist"] + "?token=" + token, ()))
+        if peer:
+            for oname in gated:
+                cases.append((oname, "gated, peer build", peer + gated[oname], (auth,)))
+            cases.append(("playlist", "gated ?token=, peer build", peer + gated["playlist"] + "?token=" + token, ()))
         for _, _, url, hdrs in cases:
             benchlib.warm(url, dict(h.split(": ", 1) for h in hdrs))
         # An anonymous request to the gated asset must be refused, or the benchmark is void.
@@ -120,6 +136,13 @@ root = "{origin}"
             same = med[(oname, "gated")]["rps"] / med[(oname, "public + same header")]["rps"]
             print(f"{oname}: gated/public throughput ratio {ratio:.3f}; "
                   f"against public with the same header {same:.3f}")
+        if peer:
+            for oname, mine, theirs in [(o, "gated", "gated, peer build") for o in gated] + [
+                    ("playlist", "gated ?token= (rewritten)", "gated ?token=, peer build")]:
+                # Round by round (both ran in the same round), then the median and spread.
+                per = [a["rps"] / b["rps"] for a, b in zip(results[(oname, mine)], results[(oname, theirs)])]
+                print(f"{oname} {mine}: this build / peer build {statistics.median(per):.3f} "
+                      f"(rounds {min(per):.3f} to {max(per):.3f})")
     finally:
         benchlib.stop(procs)
         shutil.rmtree(work, ignore_errors=True)
