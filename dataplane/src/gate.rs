@@ -56,6 +56,10 @@ pub enum Decision {
         /// The asset is public to everyone, so shared downstream caches may keep it;
         /// otherwise responses are `Cache-Control: private`.
         shared: bool,
+        /// Where the asset's published version lives (`{asset}/{version}`), from the same
+        /// snapshot as the decision: its objects are read and cached as
+        /// `{prefix}/{path}`, so a republished asset is never served from the old version.
+        prefix: Option<Arc<str>>,
     },
     /// Refuse; [`crate::error`] turns the refusal into a status and a body.
     Deny(Refusal),
@@ -191,14 +195,6 @@ impl Gate {
         self.state.load().as_ref().map(|s| s.revision)
     }
 
-    /// The origin prefix of `asset`'s published version, if the farm published one: its
-    /// objects are read from `{prefix}/{path}` instead of `{asset}/{path}`, and cached
-    /// under that key, so a republished asset is never served from the old version.
-    pub fn origin_prefix(&self, asset: &str) -> Option<Arc<str>> {
-        let guard = self.state.load();
-        guard.as_ref()?.origin_prefixes.get(asset).cloned()
-    }
-
     /// Decides whether the request may be served, at time `now`. Answers from the
     /// caches; only a policy whose verdict hangs on an NFT the ownership cache does not
     /// know awaits a chain lookup.
@@ -219,6 +215,7 @@ impl Gate {
                 Decision::Allow {
                     query_token: false,
                     shared: true,
+                    prefix: None,
                 }
             });
         };
@@ -245,16 +242,19 @@ impl Gate {
             verified.as_deref(),
             oracle.as_ref().map(|o| o as &dyn NftOracle),
         );
+        let prefix = || snap.origin_prefixes.get(f.asset).cloned();
         match policy.evaluate(&facts) {
             PolicyDecision::Pending => match verified {
                 Some(verified) => Err(NeedsLookup {
                     policy: Arc::clone(policy),
                     verified,
                     query_token,
+                    prefix: prefix(),
                 }),
-                None => Ok(verdict(policy, PolicyDecision::Pending, query_token)),
+                None => Ok(verdict(policy, PolicyDecision::Pending, query_token, None)),
             },
-            d => Ok(verdict(policy, d, query_token)),
+            d @ PolicyDecision::Allow => Ok(verdict(policy, d, query_token, prefix())),
+            d => Ok(verdict(policy, d, query_token, None)),
         }
     }
 
@@ -279,12 +279,17 @@ impl Gate {
     /// Looks up what the first pass lacked, then decides with the answers.
     async fn second_pass(&self, f: &RequestFacts<'_>, now: SystemTime, l: NeedsLookup) -> Decision {
         let (Some(chains), Ok(v)) = (self.chains.as_deref(), &l.verified.result) else {
-            return verdict(&l.policy, PolicyDecision::Pending, l.query_token);
+            return verdict(&l.policy, PolicyDecision::Pending, l.query_token, None);
         };
         let answers = chains.resolve(&l.policy, &v.claims).await;
         let oracle = chains.oracle(Some(&answers));
         let facts = facts(&l.policy, f, now, Some(&l.verified), Some(&oracle));
-        verdict(&l.policy, l.policy.evaluate(&facts), l.query_token)
+        verdict(
+            &l.policy,
+            l.policy.evaluate(&facts),
+            l.query_token,
+            l.prefix,
+        )
     }
 }
 
@@ -293,6 +298,7 @@ struct NeedsLookup {
     policy: Arc<Policy>,
     verified: Arc<snapshot::CachedVerify>,
     query_token: bool,
+    prefix: Option<Arc<str>>,
 }
 
 /// The facts of a request for `policy`.
@@ -333,11 +339,17 @@ fn facts<'a>(
 }
 
 /// The gate's verdict from the policy's.
-fn verdict(policy: &Policy, d: PolicyDecision, query_token: bool) -> Decision {
+fn verdict(
+    policy: &Policy,
+    d: PolicyDecision,
+    query_token: bool,
+    prefix: Option<Arc<str>>,
+) -> Decision {
     match d {
         PolicyDecision::Allow => Decision::Allow {
             query_token,
             shared: policy.always_allows(),
+            prefix,
         },
         PolicyDecision::Deny {
             reason: streamgate_policy::Reason::NoCredential,

@@ -194,15 +194,16 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
-        let (query_token, shared) = match self.gate.check(&facts, SystemTime::now()).await {
+        let (query_token, shared, prefix) = match self.gate.check(&facts, SystemTime::now()).await {
             Decision::Allow {
                 query_token,
                 shared,
+                prefix,
             } => {
                 if self.gate.is_guarded() {
                     self.metrics.gate_allow();
                 }
-                (query_token, shared)
+                (query_token, shared, prefix)
             }
             Decision::Deny(refusal) => return Err(EdgeError::Gate(refusal)),
         };
@@ -212,7 +213,7 @@ impl Pipeline {
             None
         };
         // A published version: `{asset}/{path}` is read (and cached) as `{prefix}/{path}`.
-        let key = match self.gate.origin_prefix(&asset) {
+        let key = match prefix {
             Some(prefix) => Cow::Owned(format!("{prefix}{}", &key[asset.len()..])),
             None => key,
         };

@@ -83,6 +83,7 @@ fn denied(status: u16, reason: &'static str) -> Decision {
 const ALLOWED: Decision = Decision::Allow {
     query_token: false,
     shared: false,
+    prefix: None,
 };
 
 /// The key the edges verify wallet sessions with, as `auth` makes it.
