@@ -478,3 +478,165 @@ async fn the_fleet_loses_nothing_when_a_member_a_control_plane_or_an_edge_dies()
         assert!(max <= bound, "{kind}: enforced after {max:?}");
     }
 }
+
+/// Runs `streamgate <what> --config cfg` and waits for it to exit (it must, within 20 s).
+fn exits(what: &str, cfg: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([what, "--config"])
+        .arg(cfg)
+        .env("STREAMGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("{what} kept running with refused etcd credentials");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn refused_etcd_credentials_fail_at_start_with_exit_69() {
+    use streamgate_store::testkit::{ServerTls, pki, start_etcd_with};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ours = pki(&d.join("pki"));
+    let stranger = pki(&d.join("other"));
+    let etcd = start_etcd_with(ServerTls {
+        cert: ours.server.0.clone(),
+        key: ours.server.1.clone(),
+        client_ca: ours.ca.clone(),
+    });
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", etcd.endpoint))
+            .arg(format!("--cacert={}", ours.ca.display()))
+            .arg(format!("--cert={}", ours.client.0.display()))
+            .arg(format!("--key={}", ours.client.1.display()))
+            .args(args)
+            .output()
+            .expect("etcdctl runs (./scripts/setup.sh installs it)");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    };
+    for args in [
+        &["user", "add", "root:root-pass"][..],
+        &["role", "add", "root"],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "streamgate-control"],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-control",
+            "--prefix=true",
+            "readwrite",
+            PREFIX,
+        ],
+        &["user", "add", "control:control-pass"],
+        &["user", "grant-role", "control", "streamgate-control"],
+        &["auth", "enable"],
+    ] {
+        etcdctl(args);
+    }
+    std::fs::write(d.join("admin-token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(d.join("wrong-password"), "not-the-password\n").unwrap();
+    std::fs::write(d.join("password"), "control-pass\n").unwrap();
+    let etcd_table = |cert: &std::path::Path, key: &std::path::Path, pw: &str| {
+        format!(
+            "endpoints = [\"{}\"]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"control\"\npassword_file = \"{}\"\n",
+            etcd.endpoint,
+            ours.ca.display(),
+            cert.display(),
+            key.display(),
+            d.join(pw).display()
+        )
+    };
+    let control = |name: &str, table: String| {
+        let cfg = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[control]\nlisten = \"127.0.0.1:{}\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n[control.etcd]\n{table}",
+                free_port(),
+                d.join("admin-token").display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let (cert, key) = (&ours.client.0, &ours.client.1);
+    for (name, table, why) in [
+        (
+            "wrong-password",
+            etcd_table(cert, key, "wrong-password"),
+            "authentication failed",
+        ),
+        (
+            "stranger-cert",
+            etcd_table(&stranger.client.0, &stranger.client.1, "password"),
+            "certificate",
+        ),
+    ] {
+        let cfg = control(name, table);
+        // The file itself is valid.
+        let check = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+            .args(["control", "--check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{name}: {check:?}");
+        let out = exits("control", &cfg);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{name}: {stderr}");
+        assert!(
+            stderr.to_ascii_lowercase().contains(why),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("control-pass"),
+            "the password was printed: {stderr}"
+        );
+        eprintln!(
+            "control, {name}: exit 69: {}",
+            stderr.lines().last().unwrap_or_default()
+        );
+    }
+    // An edge with a certificate from another CA.
+    let edge_cfg = d.join("edge.toml");
+    std::fs::write(
+        &edge_cfg,
+        format!(
+            "[edge]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n[edge.gate.etcd]\n{}[origin]\nkind = \"fs\"\nroot = \"{}\"\n",
+            free_port(),
+            free_port(),
+            etcd_table(&stranger.client.0, &stranger.client.1, "password"),
+            d.display()
+        ),
+    )
+    .unwrap();
+    let out = exits("edge", &edge_cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "edge: {stderr}");
+    assert!(
+        stderr.contains("certificate") || stderr.contains("alert"),
+        "edge: {stderr}"
+    );
+    // The right credentials start.
+    let good = control("good", etcd_table(cert, key, "password"));
+    let port: u16 = std::fs::read_to_string(&good)
+        .unwrap()
+        .split("127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _control = spawn_listening(&["control", "--config"], &good, port, "control plane");
+}
