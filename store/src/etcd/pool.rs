@@ -245,11 +245,19 @@ impl Pool {
                 health: Mutex::new(Health::default()),
             })
             .collect();
+        // Start at a random member, so a fleet's connections spread over the cluster
+        // (the probe at connect then pins whichever member answers first).
+        let n = cfg.endpoints.len();
+        let start = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        ) as usize
+            % n;
         Ok(Self {
             members,
             options,
             cfg,
-            pinned: AtomicUsize::new(0),
+            pinned: AtomicUsize::new(start),
         })
     }
 
