@@ -3,7 +3,8 @@
 
 Starts a hardhat node (the Node packages that scripts/setup.sh installs), deploys the test
 contracts with tests/chain/fixture.mjs, mints ERC-721 tokens to a holder and a viewer, then
-runs `streamgate load nft` against it twice: with automine and 0 confirmations, and with a
+runs the edge's `nft` benchmark (`cargo bench -p streamgate-edge --features internals --bench
+nft`, the gate in-process) against it twice: with automine and 0 confirmations, and with a
 block every second and 2 confirmations. Writes JSON reports and a percentile plot (SVG) of
 the cold decisions and the raw eth_call round trips to loadtests/results/.
 
@@ -89,11 +90,12 @@ def main():
                 time.sleep(interval / 1000 * 2)
             out = os.path.join(ROOT, f"loadtests/results/web3-{i}.json")
             print(f"== {label}", flush=True)
-            subprocess.run([binary, "load", "nft", "--rpc", url, "--erc721", c["erc721"], "--erc1155", c["erc1155"],
+            subprocess.run(["cargo", "bench", "--locked", "-q", "-p", "streamgate-edge", "--features", "internals",
+                            "--bench", "nft", "--", "--rpc", url, "--erc721", c["erc721"], "--erc1155", c["erc1155"],
                             "--multicall3", c["multicall3"], "--holder", holder, "--other", other, "--viewer", fresh,
                             "--warm", str(args.warm), "--cold", str(args.cold), "--transfers", str(args.transfers),
                             "--confirmations", conf, "--poll-interval", poll, "--json", out],
-                           check=True, env={**os.environ, "STREAMGATE_LOG": "warn"})
+                           check=True, cwd=ROOT, env={**os.environ, "STREAMGATE_LOG": "warn"})
             reports.append((label, out))
         # The plot: cold decisions against the raw eth_call round trip of the first run.
         raw = os.path.join(ROOT, "loadtests/results/web3-raw.json")

@@ -42,6 +42,9 @@ pub(crate) struct DevArgs {
     /// Port of the control plane's gRPC API (for `streamgate ctl`).
     #[arg(long, default_value_t = 50051)]
     control_port: u16,
+    /// Port of the tus ingest (`streamgate ctl upload`, tus clients).
+    #[arg(long, default_value_t = 8090)]
+    ingest_port: u16,
     /// Keep state in this etcd (e.g. `http://127.0.0.1:2379`) instead of the embedded store.
     #[arg(long)]
     etcd: Option<String>,
@@ -137,6 +140,38 @@ fn start_control(args: &DevArgs, listen: SocketAddr) -> anyhow::Result<Control> 
     })
 }
 
+/// Serves the tus ingest on `listen` in the control plane's runtime, staging uploads in
+/// the dev origin and creating jobs in the dev store. Any browser origin may upload (CORS),
+/// as any may play.
+fn start_ingest(control: &Control, origin_root: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    use streamgate_transcode::ingest::{Ingest, IngestConfig};
+    let cfg = IngestConfig {
+        listen,
+        cors_allow_origins: vec!["*".to_owned()],
+        ..IngestConfig::default()
+    };
+    let staging = streamgate_origin::Staging::from_config(
+        &OriginConfig::Fs {
+            root: origin_root.to_owned(),
+        },
+        cfg.s3_part_size,
+    )?;
+    let listener = control
+        .rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let ingest = Ingest::new(
+        Arc::clone(&control.store),
+        staging,
+        streamgate_control::auth::AdminTokens::new(&[control.state.admin_token.as_str()]),
+        cfg,
+    );
+    control
+        .rt
+        .spawn(ingest.run(listener, std::future::pending::<()>()));
+    Ok(())
+}
+
 pub(crate) fn run(args: DevArgs) -> ExitCode {
     let origin_root = args.data_dir.join("origin");
     if let Err(e) = ensure_demo(&args.data_dir, &origin_root) {
@@ -144,7 +179,7 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         eprintln!("hint: run ./scripts/setup.sh to install ffmpeg");
         return ExitCode::FAILURE;
     }
-    let tls = match streamgate_edge::tls::dev_certificate(&args.data_dir.join("tls")) {
+    let tls = match streamgate_edge::dev_certificate(&args.data_dir.join("tls")) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -160,6 +195,11 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ingest_listen = SocketAddr::new(args.bind, args.ingest_port);
+    if let Err(e) = start_ingest(&control, &origin_root, ingest_listen) {
+        eprintln!("error: starting the ingest: {e}");
+        return ExitCode::FAILURE;
+    }
     let state = &control.state;
     let cfg = EdgeConfig {
         http_listen: SocketAddr::new(args.bind, args.http_port),
@@ -228,6 +268,11 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         state.admin_token_file.display()
     );
     println!(
+        "Upload your own video (tus on {ingest_listen}; docs/INGEST.md):\nSTREAMGATE_TOKEN=$(cat {}) streamgate ctl upload talk.mp4 --asset talk --ingest http://{host}:{}",
+        state.admin_token_file.display(),
+        args.ingest_port
+    );
+    println!(
         "Wallet sign-in: POST {http}/auth/challenge {{\"address\",\"chain\"}}, sign the message, POST {http}/auth/verify (docs/WALLET.md)"
     );
     if let Some(url) = &args.chain_rpc {
@@ -285,12 +330,12 @@ fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeCo
                 "--chain-rpc {url:?}: an http:// or https:// URL, e.g. http://127.0.0.1:8545"
             )));
         }
-        let mut chain = streamgate_edge::chain::ChainConfig::new(
+        let mut chain = streamgate_web3::ChainConfig::new(
             streamgate_policy::address::ChainId::parse("eip155:31337").expect("a valid chain id"),
         );
-        chain.endpoints = vec![streamgate_edge::chain::config::EndpointConfig {
+        chain.endpoints = vec![streamgate_web3::config::EndpointConfig {
             name: "local".into(),
-            url: streamgate_edge::chain::config::Secret(url.clone()),
+            url: streamgate_web3::config::Secret(url.clone()),
             priority: 0,
             weight: 1,
         }];

@@ -79,6 +79,15 @@ enum Cmd {
         #[arg(long)]
         check_config: bool,
     },
+    /// The transcode farm: the tus ingest (port 8090) and/or workers, per `[transcode]`.
+    Transcode {
+        /// TOML configuration file (the `[transcode]` and `[origin]` tables).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Validate the configuration, list every error, and exit (64 when invalid).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// The operator CLI: policies, assets, keys, purges, audit and edges over the control
     /// plane's gRPC API; token minting and policy checks locally.
     Ctl(ctl::CtlArgs),
@@ -95,9 +104,6 @@ enum LoadCmd {
     Plot(streamgate_load::PlotArgs),
     /// Time until every edge enforces a policy change made through the control plane.
     Propagation(streamgate_load::propagation::PropagationArgs),
-    /// What NFT gating costs on the edge's gate against a chain: warm and cold decisions,
-    /// RPC calls per viewer, time to revoke (see loadtests/bench_web3.py).
-    Nft(streamgate_load::nft::NftArgs),
 }
 
 /// Runs a load tool on a two-thread runtime.
@@ -132,13 +138,16 @@ fn main() -> ExitCode {
             config,
             check_config,
         } => run_control(&config, check_config),
+        Cmd::Transcode {
+            config,
+            check_config,
+        } => run_transcode(&config, check_config),
         Cmd::Ctl(args) => ctl::run(args),
         Cmd::Load(cmd) => {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
                 LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
                 LoadCmd::Propagation(args) => block_on(streamgate_load::propagation::run(args)),
-                LoadCmd::Nft(args) => block_on(streamgate_load::nft::run(args)),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,
@@ -221,6 +230,46 @@ fn run_control(path: &std::path::Path, check_only: bool) -> ExitCode {
             );
             ExitCode::from(EX_UNAVAILABLE)
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_transcode(path: &std::path::Path, check_only: bool) -> ExitCode {
+    use streamgate_transcode::service::{LoadError as TranscodeLoadError, TranscodeConfig};
+    let cfg = match TranscodeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                TranscodeLoadError::Read(..) => ExitCode::FAILURE,
+                _ => ExitCode::from(EX_USAGE),
+            };
+        }
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(streamgate_transcode::service::run(cfg, async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

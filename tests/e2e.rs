@@ -150,6 +150,7 @@ async fn operator_configures_and_two_edges_enforce() {
                     policy_id: "viewers".into(),
                     description: String::new(),
                     version: 0,
+                    ..Default::default()
                 }),
             }))
             .await

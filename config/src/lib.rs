@@ -48,10 +48,10 @@ pub struct Errors(Vec<ConfigError>);
 
 impl Errors {
     /// Records a problem at `path`.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub fn push(&mut self, path: impl Into<String>, message: impl fmt::Display) {
         self.0.push(ConfigError {
             path: path.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

@@ -1,5 +1,5 @@
 //! The gRPC API over the store: `PolicyService` (with Watch), `AssetService`, `KeyService`,
-//! `PurgeService`, `AuditService` and `EdgeService`, with admin authentication, gRPC health
+//! `PurgeService`, `AuditService`, `EdgeService` and `JobService`, with admin authentication, gRPC health
 //! and reflection.
 //!
 //! Every mutation commits its change and an audit entry (who, what, old version) in one
@@ -20,13 +20,15 @@ mod assets;
 mod audit;
 mod edges;
 mod health;
+pub mod jobs;
 mod keys;
 mod purge;
 mod watch;
 
-pub use assets::AssetApi;
+pub use assets::{ASSET_ID_RULE, AssetApi, is_asset_id};
 pub use audit::AuditApi;
 pub use edges::EdgeApi;
+pub use jobs::JobApi;
 pub use keys::KeyApi;
 pub use purge::PurgeApi;
 pub use watch::PolicyEvents;
@@ -42,7 +44,7 @@ pub(crate) fn actor<T>(req: &Request<T>) -> String {
 
 /// The audit entry written with a change, under `audit/<unix nanos:020>-<4 random hex>`:
 /// keys sort by time, and the random part keeps two control planes from colliding.
-pub(crate) fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
+pub fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
     let now = SystemTime::now();
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -92,11 +94,11 @@ pub(crate) fn guard(key: String, expected: i64) -> Guard {
 
 /// The key written whenever an asset is bound to `policy`, so that deleting the policy and
 /// binding to it cannot both succeed (each guards what the other writes).
-pub(crate) fn binding_key(policy: &str) -> String {
+pub fn binding_key(policy: &str) -> String {
     format!("{PREFIX}bindings/{policy}")
 }
 
-pub(crate) fn policy_key(id: &str) -> String {
+pub fn policy_key(id: &str) -> String {
     format!("{PREFIX}policies/{id}")
 }
 
@@ -322,7 +324,7 @@ impl tonic::service::Interceptor for AdminAuth {
     }
 }
 
-/// Serves the control API on `listener` until `shutdown` completes: the six services
+/// Serves the control API on `listener` until `shutdown` completes: the seven services
 /// (authenticated by `auth`, each reported SERVING while the store answers and NOT_SERVING
 /// while it does not), `grpc.health.v1` and reflection (open).
 pub async fn serve(
@@ -378,6 +380,10 @@ pub async fn serve_with(
         AuditApi::new(Arc::clone(&store)),
         auth.clone(),
     );
+    let jobs = pb::job_service_server::JobServiceServer::with_interceptor(
+        JobApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
     let edges =
         pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
     let mut builder = tonic::transport::Server::builder();
@@ -393,6 +399,7 @@ pub async fn serve_with(
         .add_service(purges)
         .add_service(audit)
         .add_service(edges)
+        .add_service(jobs)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

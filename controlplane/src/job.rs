@@ -199,14 +199,301 @@ pub struct JobDoc {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// What the farm recorded as it worked on the job.
+    #[serde(flatten)]
+    pub farm: FarmFields,
     /// Fields of other versions.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }
 
+/// The part of a job document the farm's workers write (flattened into the document),
+/// apart so that code which creates jobs needs only `farm: Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FarmFields {
+    /// Video segments of the whole output, known once the source is probed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments_total: u64,
+    /// When transcoding began, Unix milliseconds (for the speed factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcoding_since_ms: Option<u64>,
+    /// The farm's plan of the job (opaque here: what every task encodes alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Value>,
+    /// What the source is, for people: `1920x1080@30/1, 5 video renditions, audio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The origin prefix the job publishes under (`{asset}/{id}`), once publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_prefix: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The key of job `id`.
 pub fn job_key(id: &JobId) -> String {
     format!("{PREFIX}jobs/{id}")
+}
+
+/// The prefix of every job.
+pub fn jobs_prefix() -> String {
+    format!("{PREFIX}jobs/")
+}
+
+/// The record of task `task` of job `id` (`tasks/<job>/<task>`): a video run's number,
+/// `audio`, or one of the once-only steps `plan` and `publish`.
+pub fn task_key(id: &JobId, task: &str) -> String {
+    format!("{PREFIX}tasks/{id}/{task}")
+}
+
+/// The prefix of job `id`'s task records.
+pub fn tasks_prefix(id: &JobId) -> String {
+    format!("{PREFIX}tasks/{id}/")
+}
+
+/// The claim on task `task` of job `id` (`claims/<job>/<task>`), bound to the claiming
+/// worker's lease. Its version is the fencing token every later write of the task guards.
+pub fn claim_key(id: &JobId, task: &str) -> String {
+    format!("{PREFIX}claims/{id}/{task}")
+}
+
+/// The prefix of every claim.
+pub fn claims_prefix() -> String {
+    format!("{PREFIX}claims/")
+}
+
+/// Where a task is. A task that is being worked on is `pending` with a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Not done yet (maybe claimed, maybe waiting for its backoff to pass).
+    Pending,
+    /// Done; its output is recorded.
+    Done,
+}
+
+/// A task record (`tasks/<job>/<task>`). It exists once a worker reported on the task:
+/// progress, a failed attempt, or its output. Every write is guarded by the claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDoc {
+    /// The state.
+    pub state: TaskState,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// No worker takes it again before this instant (Unix milliseconds): the backoff.
+    #[serde(default)]
+    pub not_before_ms: u64,
+    /// The last attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Video segments it makes (0 for audio and the steps).
+    #[serde(default)]
+    pub segments: u64,
+    /// Of those, encoded so far.
+    #[serde(default)]
+    pub segments_done: u64,
+    /// Media seconds encoded so far.
+    #[serde(default)]
+    pub encoded_secs: f64,
+    /// What it made (opaque here; the farm reads it when it publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Where in origin storage its files were staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
+    /// The worker of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Fields of other versions.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl TaskDoc {
+    /// A record with nothing reported yet.
+    pub fn new() -> Self {
+        Self {
+            state: TaskState::Pending,
+            attempts: 0,
+            not_before_ms: 0,
+            error: None,
+            segments: 0,
+            segments_done: 0,
+            encoded_secs: 0.0,
+            output: None,
+            staged: None,
+            worker: None,
+            extra: Default::default(),
+        }
+    }
+}
+
+impl Default for TaskDoc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A job's progress as its task records tell it, at one instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Live {
+    /// Video segments encoded (done tasks, and what running ones reported).
+    pub segments_done: u64,
+    /// Video segments in all (0 until probed).
+    pub segments_total: u64,
+    /// Done fraction of the whole job, 0 to 1.
+    pub progress: f64,
+    /// Media seconds encoded per second since transcoding began.
+    pub speed: f64,
+}
+
+/// Share of the progress bar that encoding fills; packaging and publishing take the rest.
+const ENCODE_SHARE: f64 = 0.9;
+
+/// The progress of `doc` from its task records (`tasks`, the steps included) at `now_ms`.
+pub fn live(doc: &JobDoc, tasks: &[TaskDoc], now_ms: u64) -> Live {
+    let total = doc.farm.segments_total;
+    let mut done = 0u64;
+    let mut media = 0.0f64;
+    for t in tasks.iter().filter(|t| t.segments > 0) {
+        done += if t.state == TaskState::Done {
+            t.segments
+        } else {
+            t.segments_done.min(t.segments)
+        };
+        media += t.encoded_secs.max(0.0);
+    }
+    let done = done.min(total);
+    let encoded = if total == 0 {
+        0.0
+    } else {
+        done as f64 / total as f64
+    };
+    let progress = match doc.state {
+        JobState::Queued | JobState::Probing => 0.0,
+        JobState::Transcoding => ENCODE_SHARE * encoded,
+        JobState::Packaging => ENCODE_SHARE,
+        JobState::Publishing => ENCODE_SHARE + (1.0 - ENCODE_SHARE) / 2.0,
+        JobState::Done => 1.0,
+        JobState::Failed | JobState::Cancelled => doc.progress.clamp(0.0, 1.0),
+    };
+    let speed = match doc.farm.transcoding_since_ms {
+        Some(since) if now_ms > since => media / ((now_ms - since) as f64 / 1000.0),
+        _ => 0.0,
+    };
+    Live {
+        segments_done: done,
+        segments_total: total,
+        progress,
+        speed,
+    }
+}
+
+/// Reads every job, in id order.
+pub async fn list(store: &dyn Store) -> Result<Vec<(JobDoc, i64)>, JobError> {
+    let (items, _) = store.list(&jobs_prefix()).await?;
+    items
+        .into_iter()
+        .map(|(key, v)| {
+            serde_json::from_slice(&v.value)
+                .map(|d| (d, v.version))
+                .map_err(|e| JobError::Corrupt {
+                    key,
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Reads job `id`'s task records.
+pub async fn tasks(store: &dyn Store, id: &JobId) -> Result<Vec<(String, TaskDoc, i64)>, JobError> {
+    let prefix = tasks_prefix(id);
+    let (items, _) = store.list(&prefix).await?;
+    items
+        .into_iter()
+        .map(|(key, v)| {
+            let name = key[prefix.len()..].to_owned();
+            serde_json::from_slice(&v.value)
+                .map(|d| (name, d, v.version))
+                .map_err(|e| JobError::Corrupt {
+                    key,
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No such job.
+    #[error("no job {0}")]
+    NotFound(JobId),
+    /// The job is done or failed already.
+    #[error("job {id} is {state} already; only a job that has not finished can be cancelled")]
+    Final {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        state: &'static str,
+    },
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// Marks job `id` cancelled (workers see it, kill their ffmpeg and publish nothing), with
+/// an audit entry. Cancelling a cancelled job returns it as it is.
+pub async fn cancel(
+    store: &dyn Store,
+    id: &JobId,
+    actor: &str,
+    now: &str,
+) -> Result<JobDoc, CancelError> {
+    loop {
+        let (mut doc, version) = get(store, id)
+            .await?
+            .ok_or_else(|| CancelError::NotFound(id.clone()))?;
+        match doc.state {
+            JobState::Cancelled => return Ok(doc),
+            JobState::Done | JobState::Failed => {
+                return Err(CancelError::Final {
+                    id: id.clone(),
+                    state: doc.state.as_str(),
+                });
+            }
+            _ => {}
+        }
+        doc.state = JobState::Cancelled;
+        doc.error = Some(format!("cancelled by {actor}"));
+        doc.updated_at = now.to_owned();
+        let key = job_key(id);
+        let ops = vec![
+            Op::put(
+                key.clone(),
+                serde_json::to_vec(&doc).expect("a job serialises"),
+            ),
+            crate::api::audit_op(actor, "job.cancel", &format!("jobs/{id}"), version),
+        ];
+        match store
+            .txn(
+                &[Guard {
+                    key,
+                    expected: version,
+                }],
+                ops,
+            )
+            .await
+        {
+            Ok(_) => return Ok(doc),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(JobError::Store(e).into()),
+        }
+    }
 }
 
 /// What [`submit`] did.
@@ -218,6 +505,8 @@ pub struct Submitted {
     pub version: i64,
     /// False when the job existed already (the same source and ladder).
     pub created: bool,
+    /// True when the job existed, had failed or was cancelled, and is queued again.
+    pub requeued: bool,
 }
 
 /// Why a job could not be submitted or read.
@@ -257,12 +546,54 @@ pub async fn get(store: &dyn Store, id: &JobId) -> Result<Option<(JobDoc, i64)>,
 pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobError> {
     let key = job_key(&doc.id);
     loop {
-        if let Some((existing, version)) = get(store, &doc.id).await? {
-            return Ok(Submitted {
-                doc: existing,
-                version,
-                created: false,
-            });
+        if let Some((mut existing, version)) = get(store, &doc.id).await? {
+            if !matches!(existing.state, JobState::Failed | JobState::Cancelled) {
+                return Ok(Submitted {
+                    doc: existing,
+                    version,
+                    created: false,
+                    requeued: false,
+                });
+            }
+            // A failed or cancelled job runs again from the start: what failed may have
+            // been mended (a missing tool, a full disk), and a source that is bad fails
+            // again at once with the same reason. The asset and policy stay the job's.
+            existing.state = JobState::Queued;
+            existing.error = None;
+            existing.progress = 0.0;
+            existing.farm.plan = None;
+            existing.farm.segments_total = 0;
+            existing.farm.transcoding_since_ms = None;
+            existing.priority = doc.priority;
+            existing.updated_at = doc.updated_at.clone();
+            let ops = vec![
+                Op::put(
+                    key.clone(),
+                    serde_json::to_vec(&existing).expect("a job serialises"),
+                ),
+                crate::api::audit_op(
+                    &doc.actor,
+                    "job.requeue",
+                    &format!("jobs/{}", doc.id),
+                    version,
+                ),
+            ];
+            let guard = Guard {
+                key: key.clone(),
+                expected: version,
+            };
+            match store.txn(&[guard], ops).await {
+                Ok(version) => {
+                    return Ok(Submitted {
+                        doc: existing,
+                        version,
+                        created: false,
+                        requeued: true,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         let value = serde_json::to_vec(&doc).expect("a job serialises");
         let ops = vec![
@@ -279,6 +610,7 @@ pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobErro
                     doc,
                     version,
                     created: true,
+                    requeued: false,
                 });
             }
             // Another submitter won the race: return theirs.
@@ -313,6 +645,7 @@ mod tests {
             actor: "alice".into(),
             created_at: "2026-12-03T00:00:00Z".into(),
             updated_at: "2026-12-03T00:00:00Z".into(),
+            farm: Default::default(),
             extra: Default::default(),
         }
     }
@@ -365,5 +698,82 @@ mod tests {
         assert_eq!(again.doc.asset, "a", "the stored job is returned as it is");
         let (audit, _) = store.list(&format!("{PREFIX}audit/")).await.unwrap();
         assert_eq!(audit.len(), 1, "one submission, one audit entry");
+    }
+
+    #[tokio::test]
+    async fn failed_and_cancelled_jobs_run_again_when_resubmitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.log")).unwrap();
+        let first = submit(&store, doc([5; 32], "default")).await.unwrap();
+        let cancelled = cancel(&store, &first.doc.id, "bob", "t1").await.unwrap();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        // Cancelling again is a no-op; a done job cannot be cancelled.
+        assert_eq!(
+            cancel(&store, &first.doc.id, "bob", "t2")
+                .await
+                .unwrap()
+                .state,
+            JobState::Cancelled
+        );
+        let again = submit(&store, doc([5; 32], "default")).await.unwrap();
+        assert!(again.requeued && !again.created);
+        assert_eq!(again.doc.state, JobState::Queued);
+        assert_eq!(again.doc.error, None);
+        let (mut d, v) = get(&store, &first.doc.id).await.unwrap().unwrap();
+        d.state = JobState::Done;
+        store
+            .put(&job_key(&d.id), serde_json::to_vec(&d).unwrap(), v)
+            .await
+            .unwrap();
+        assert!(matches!(
+            cancel(&store, &d.id, "bob", "t3").await,
+            Err(CancelError::Final { state: "done", .. })
+        ));
+        let done = submit(&store, doc([5; 32], "default")).await.unwrap();
+        assert!(
+            !done.requeued && done.doc.state == JobState::Done,
+            "a done job stays done"
+        );
+        let (audit, _) = store.list(&format!("{PREFIX}audit/")).await.unwrap();
+        let actions: Vec<String> = audit
+            .iter()
+            .map(|(_, v)| {
+                serde_json::from_slice::<Value>(&v.value).unwrap()["action"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(actions, ["job.submit", "job.cancel", "job.requeue"]);
+    }
+
+    #[test]
+    fn live_progress_counts_done_and_running_video_tasks() {
+        let mut d = doc([1; 32], "default");
+        d.state = JobState::Transcoding;
+        d.farm.segments_total = 10;
+        d.farm.transcoding_since_ms = Some(1_000);
+        let task = |state, segments, segments_done, encoded_secs| TaskDoc {
+            state,
+            segments,
+            segments_done,
+            encoded_secs,
+            ..TaskDoc::new()
+        };
+        let tasks = [
+            task(TaskState::Done, 4, 4, 12.8),
+            task(TaskState::Pending, 4, 2, 6.4),
+            task(TaskState::Pending, 2, 0, 0.0),
+            // Audio and the steps make no video segments.
+            task(TaskState::Done, 0, 0, 30.0),
+        ];
+        let l = live(&d, &tasks, 11_000);
+        assert_eq!((l.segments_done, l.segments_total), (6, 10));
+        assert!((l.progress - 0.9 * 0.6).abs() < 1e-9);
+        assert!((l.speed - 19.2 / 10.0).abs() < 1e-9, "{}", l.speed);
+        d.state = JobState::Done;
+        assert_eq!(live(&d, &tasks, 11_000).progress, 1.0);
+        d.state = JobState::Queued;
+        assert_eq!(live(&d, &[], 0).progress, 0.0);
     }
 }

@@ -12,7 +12,7 @@ use pingora_core::protocols::http::ServerSession;
 use crate::pipeline::Pipeline;
 
 /// Serves the admin endpoints.
-pub struct Admin {
+pub(crate) struct Admin {
     pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) ready: Arc<AtomicBool>,
 }

@@ -25,7 +25,7 @@ impl std::fmt::Debug for Body {
 }
 
 /// Keeps bytes `start..start+len` of a chunk stream.
-pub fn slice_stream(
+pub(crate) fn slice_stream(
     stream: BoxStream<'static, Result<Bytes, OriginError>>,
     start: u64,
     len: u64,

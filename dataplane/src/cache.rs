@@ -53,7 +53,7 @@ pub enum Lookup {
 }
 
 /// The result of filling one key, shared by every collapsed waiter.
-pub type FillResult = Result<Fill, FillError>;
+pub(crate) type FillResult = Result<Fill, FillError>;
 
 /// A successful fill.
 #[derive(Debug, Clone)]

@@ -45,7 +45,7 @@ pub struct EdgeConfig {
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
     /// conditions and ERC-1271 sign-in.
-    pub chains: Vec<crate::chain::ChainConfig>,
+    pub chains: Vec<streamgate_web3::ChainConfig>,
     /// Origin storage.
     pub origin: OriginConfig,
 }
@@ -180,6 +180,20 @@ pub struct GateConfig {
     pub edge_id: Option<String>,
     /// How long a starting edge waits for etcd before it falls back to the snapshot file.
     pub initial_sync_timeout: Duration,
+    /// What a request for an asset the snapshot does not know gets.
+    pub unknown_asset: UnknownAsset,
+}
+
+/// The answer to a request for an asset the edge does not know (guarded edges only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownAsset {
+    /// Answer as a gated asset would, so asset ids cannot be enumerated: 401 without a
+    /// credential, 403 with the token's reason for an invalid one, and 404 only for a
+    /// valid credential (`conceal`, the default).
+    #[default]
+    Conceal,
+    /// 404 `unknown_asset` whatever the request carries (`not_found`).
+    NotFound,
 }
 
 impl Default for GateConfig {
@@ -192,6 +206,7 @@ impl Default for GateConfig {
             etcd: None,
             edge_id: None,
             initial_sync_timeout: Duration::from_secs(3),
+            unknown_asset: UnknownAsset::Conceal,
         }
     }
 }
@@ -470,7 +485,7 @@ impl EdgeConfig {
         };
         a.finish(errs);
 
-        let chains = crate::chain::config::read(&mut e, errs);
+        let chains = streamgate_web3::config::read(&mut e, errs);
 
         let mut g = e.table(errs, "gate");
         let gate = GateConfig {
@@ -491,6 +506,17 @@ impl EdgeConfig {
                 d.gate.initial_sync_timeout,
                 duration,
             ),
+            unknown_asset: match g.opt(errs, "unknown_asset", string).as_deref() {
+                None | Some("conceal") => UnknownAsset::Conceal,
+                Some("not_found") => UnknownAsset::NotFound,
+                Some(other) => {
+                    errs.push(
+                        "edge.gate.unknown_asset",
+                        format!("{other:?} is not one of \"conceal\", \"not_found\""),
+                    );
+                    UnknownAsset::Conceal
+                }
+            },
         };
         let mut gate = gate;
         if let Some(v) = g.opt(errs, "etcd", |v| Ok(v.clone())) {

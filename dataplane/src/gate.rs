@@ -6,12 +6,14 @@
 //! from the request ([`credential`]), verified once and cached ([`jwt`], [`snapshot`]), and
 //! the policy is evaluated on the request's facts.
 //!
-//! Snapshots come from a file ([`crate::listener`]) or from the state store ([`watch`]).
+//! Snapshots come from a file or from the state store ([`crate::source`]).
+
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
 
 pub mod credential;
 pub mod jwt;
 pub mod snapshot;
-pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,9 +24,11 @@ use http::HeaderMap;
 use http::header::{ORIGIN, REFERER};
 use streamgate_policy::{Decision as PolicyDecision, Facts, NftOracle, Policy, TokenFacts};
 
-use crate::chain::Chains;
+use crate::config::UnknownAsset;
+pub(crate) use crate::error::Refusal;
+use streamgate_web3::Chains;
 
-pub use snapshot::{Snapshot, SnapshotError};
+pub use snapshot::Snapshot;
 
 /// What the gate knows about a request.
 #[derive(Debug)]
@@ -42,7 +46,7 @@ pub struct RequestFacts<'a> {
 }
 
 /// The gate's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Serve the object. `query_token` says the token came in the query, so manifests are
     /// rewritten to carry it.
@@ -53,13 +57,8 @@ pub enum Decision {
         /// otherwise responses are `Cache-Control: private`.
         shared: bool,
     },
-    /// Refuse with `status` (401, 403, 404 or 503) and a machine-readable `reason`.
-    Deny {
-        /// HTTP status.
-        status: u16,
-        /// Reason for the JSON body.
-        reason: &'static str,
-    },
+    /// Refuse; [`crate::error`] turns the refusal into a status and a body.
+    Deny(Refusal),
 }
 
 /// The gate.
@@ -70,6 +69,7 @@ pub struct Gate {
     session: Option<(String, jwt::VerifyingKey)>,
     guarded: bool,
     leeway: Duration,
+    unknown_asset: UnknownAsset,
     /// The chain registry, for `nft` conditions.
     chains: Option<Arc<Chains>>,
 }
@@ -90,6 +90,7 @@ impl Gate {
             session: None,
             guarded: false,
             leeway: Duration::ZERO,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
     }
@@ -101,6 +102,7 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
     }
@@ -113,8 +115,14 @@ impl Gate {
             session: None,
             guarded: true,
             leeway,
+            unknown_asset: UnknownAsset::Conceal,
             chains: None,
         }
+    }
+
+    /// Sets what requests for unknown assets get.
+    pub fn set_unknown_asset(&mut self, mode: UnknownAsset) {
+        self.unknown_asset = mode;
     }
 
     /// Accepts tokens signed with the wallet session key `kid` (besides the snapshot's keys).
@@ -183,6 +191,14 @@ impl Gate {
         self.state.load().as_ref().map(|s| s.revision)
     }
 
+    /// The origin prefix of `asset`'s published version, if the farm published one: its
+    /// objects are read from `{prefix}/{path}` instead of `{asset}/{path}`, and cached
+    /// under that key, so a republished asset is never served from the old version.
+    pub fn origin_prefix(&self, asset: &str) -> Option<Arc<str>> {
+        let guard = self.state.load();
+        guard.as_ref()?.origin_prefixes.get(asset).cloned()
+    }
+
     /// Decides whether the request may be served, at time `now`. Answers from the
     /// caches; only a policy whose verdict hangs on an NFT the ownership cache does not
     /// know awaits a chain lookup.
@@ -198,10 +214,7 @@ impl Gate {
         let guard = self.state.load();
         let Some(snap) = guard.as_ref() else {
             return Ok(if self.guarded {
-                Decision::Deny {
-                    status: 503,
-                    reason: "no_policy_snapshot",
-                }
+                Decision::Deny(Refusal::Unavailable("no_policy_snapshot"))
             } else {
                 Decision::Allow {
                     query_token: false,
@@ -210,16 +223,10 @@ impl Gate {
             });
         };
         let Some(binding) = snap.assets.get(f.asset) else {
-            return Ok(Decision::Deny {
-                status: 404,
-                reason: "unknown_asset",
-            });
+            return Ok(self.unknown_asset(snap, f, now));
         };
         let Some(policy) = binding.as_ref().and_then(|p| snap.policies.get(p)) else {
-            return Ok(Decision::Deny {
-                status: 403,
-                reason: "asset_has_no_policy",
-            });
+            return Ok(Decision::Deny(Refusal::Denied("asset_has_no_policy")));
         };
         let credential = if policy.uses_token() {
             credential::find(f.headers, f.query)
@@ -248,6 +255,24 @@ impl Gate {
                 None => Ok(verdict(policy, PolicyDecision::Pending, query_token)),
             },
             d => Ok(verdict(policy, d, query_token)),
+        }
+    }
+
+    /// An asset the snapshot does not know. Concealed, it answers as a token-gated asset
+    /// would, so that a request without a valid credential cannot tell whether it exists.
+    fn unknown_asset(&self, snap: &Snapshot, f: &RequestFacts<'_>, now: SystemTime) -> Decision {
+        if self.unknown_asset == UnknownAsset::NotFound {
+            return Decision::Deny(Refusal::UnknownAsset);
+        }
+        let Some((token, _)) = credential::find(f.headers, f.query) else {
+            return Decision::Deny(Refusal::NoCredential);
+        };
+        match &snap
+            .verify(&token, now, self.leeway, self.session.as_ref())
+            .result
+        {
+            Ok(_) => Decision::Deny(Refusal::UnknownAsset),
+            Err(why) => Decision::Deny(Refusal::Denied(why.as_str())),
         }
     }
 
@@ -281,6 +306,7 @@ fn facts<'a>(
     let (token, wallet) = match verified {
         None => (TokenFacts::Absent, None),
         Some(v) => match &v.result {
+            Ok(ok) if ok.session => (TokenFacts::Session(&ok.claims), ok.wallet.as_ref()),
             Ok(ok) => (TokenFacts::Valid(&ok.claims), ok.wallet.as_ref()),
             Err(why) => (TokenFacts::Invalid(*why), None),
         },
@@ -313,18 +339,19 @@ fn verdict(policy: &Policy, d: PolicyDecision, query_token: bool) -> Decision {
             query_token,
             shared: policy.always_allows(),
         },
-        PolicyDecision::Deny { status, reason } => Decision::Deny {
-            status,
-            reason: reason.as_str(),
-        },
-        PolicyDecision::Unavailable { reason } => Decision::Deny {
-            status: 503,
-            reason: reason.as_str(),
-        },
+        PolicyDecision::Deny {
+            reason: streamgate_policy::Reason::NoCredential,
+        } => Decision::Deny(Refusal::NoCredential),
+        PolicyDecision::Deny { reason } => Decision::Deny(Refusal::Denied(reason.as_str())),
+        PolicyDecision::Unavailable { reason } => {
+            Decision::Deny(Refusal::Unavailable(reason.as_str()))
+        }
         // Still unknown after a lookup (or nothing to look up with): unavailable.
-        PolicyDecision::Pending => Decision::Deny {
-            status: 503,
-            reason: streamgate_policy::Reason::DependencyUnavailable.as_str(),
-        },
+        PolicyDecision::Pending => Decision::Deny(Refusal::Unavailable(
+            streamgate_policy::Reason::DependencyUnavailable.as_str(),
+        )),
     }
 }
+
+#[cfg(test)]
+mod tests;

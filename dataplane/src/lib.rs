@@ -1,25 +1,52 @@
 //! StreamGate's edge: serves HLS and DASH from origin storage through a cache, and checks
 //! every request at the gate first.
 //!
-//! A request flows `listener -> pipeline (request parsing) -> gate -> cache -> origin`.
-//! [`listener::Edge`] runs the Pingora server (HTTP/1.1, h2c, TLS with h2) and the admin
-//! port; [`pipeline::Pipeline`] is the one request path every front shares; [`cache::Cache`]
-//! collapses concurrent misses; [`config::EdgeConfig`] is the typed configuration.
+//! A request flows `listener -> pipeline (route) -> gate -> cache -> origin`, and
+//! `response`/`error` shape what goes back. The state the gate enforces comes from the
+//! `source`s (the state store, or a snapshot file) between the listeners and the
+//! pipeline; chains are asked through `streamgate-web3`.
+//!
+//! The public surface is what runs an edge: [`Edge`] (built from an [`EdgeConfig`], run
+//! until [`Shutdown`]), the [`config`] types, and [`dev_certificate`]. Everything else is
+//! private; the fuzz targets and benchmarks reach the pure parsers and the gate through
+//! `internals` (and the public `gate`, `request` and `rewrite` modules) when built with `--cfg fuzzing` or the `internals` feature.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod auth;
-pub mod body;
-pub mod cache;
-pub mod chain;
+mod admin;
+mod auth;
+mod body;
+mod cache;
 pub mod config;
+mod error;
+#[cfg(any(fuzzing, feature = "internals"))]
 pub mod gate;
-pub mod listener;
-pub mod metrics;
-pub mod pipeline;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod gate;
+mod listener;
+mod metrics;
+mod pipeline;
+#[cfg(any(fuzzing, feature = "internals"))]
 pub mod request;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod request;
+mod response;
+#[cfg(any(fuzzing, feature = "internals"))]
 pub mod rewrite;
-pub mod tls;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod rewrite;
+mod source;
+mod tls;
 
 pub use config::EdgeConfig;
 pub use listener::{Edge, Shutdown, StartError};
+pub use tls::dev_certificate;
+
+/// The pure parsers, the gate and the session-token minting, for the fuzz targets and the
+/// benchmarks only. Not a stable interface.
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod internals {
+    pub use crate::auth::session::session_token;
+    pub use crate::error::Refusal;
+    pub use crate::gate::{Decision, Gate, RequestFacts, Snapshot, jwt};
+    pub use crate::source::watch::{PurgeRecordError, purge_prefix};
+}

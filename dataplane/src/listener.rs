@@ -21,10 +21,10 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::config::EdgeConfig;
-use crate::gate::watch::{Source, StateWatcher};
 use crate::gate::{Gate, Snapshot};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::source::watch::{Source, StateWatcher};
 use crate::tls::CertStore;
 
 /// Why the edge could not start.
@@ -102,20 +102,6 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Reads and validates a policy snapshot file.
-pub fn load_snapshot(
-    path: &std::path::Path,
-    token_cache_entries: u64,
-) -> Result<Snapshot, StartError> {
-    let fail = |message: String| StartError::Snapshot {
-        path: path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let doc = serde_json::from_slice(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
-    Snapshot::from_value(doc, token_cache_entries).map_err(|e| fail(e.0.join("; ")))
-}
-
 /// `<hostname>-<http port>`: stable across restarts, distinct for edges sharing a host.
 fn default_edge_id(port: u16) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -172,15 +158,25 @@ impl Edge {
             (Some(_), _) => Gate::waiting(cfg.gate.leeway),
             (None, None) => Gate::open(),
             (None, Some(path)) => Gate::guarded(
-                load_snapshot(path, cfg.gate.token_cache_entries)?,
+                Snapshot::load(path, cfg.gate.token_cache_entries).map_err(|e| {
+                    StartError::Snapshot {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    }
+                })?,
                 cfg.gate.leeway,
             ),
         };
+        gate.set_unknown_asset(cfg.gate.unknown_asset);
         if let Some(rev) = gate.revision() {
             metrics.policy_revision.set(rev);
         }
-        let chains = (!cfg.chains.is_empty())
-            .then(|| Arc::new(crate::chain::Chains::new(&cfg.chains, metrics.registry())));
+        let chains = (!cfg.chains.is_empty()).then(|| {
+            Arc::new(streamgate_web3::Chains::new(
+                &cfg.chains,
+                metrics.registry(),
+            ))
+        });
         if let Some(c) = &chains {
             gate.set_chains(Arc::clone(c));
         }
@@ -307,7 +303,7 @@ impl Edge {
             watcher.threads = Some(1);
             server.add_service(watcher);
         } else if let Some(path) = &self.cfg.gate.snapshot {
-            let reloader = reload::SnapshotReloader {
+            let reloader = crate::source::file::SnapshotReloader {
                 pipeline: Arc::clone(&self.pipeline),
                 path: path.clone(),
                 interval: self.cfg.gate.reload_interval,
@@ -325,10 +321,10 @@ impl Edge {
                 name.push(".chains.json");
                 p.with_file_name(name)
             });
-            let indexer = crate::chain::index::Indexer {
+            let indexer = ChainIndexer(streamgate_web3::index::Indexer {
                 chains: Arc::clone(chains),
                 cursor_file,
-            };
+            });
             let mut indexer = background_service("chain-index", indexer);
             indexer.threads = Some(1);
             server.add_service(indexer);
@@ -356,5 +352,18 @@ impl Edge {
             shutdown_signal: Box::new(Signals(shutdown.subscribe())),
         });
         Ok(())
+    }
+}
+
+/// Runs the chain indexer as a Pingora background service.
+struct ChainIndexer(streamgate_web3::index::Indexer);
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for ChainIndexer {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        // Pingora's shutdown watch turns true on shutdown, as the indexer expects.
+        let stop = shutdown.clone();
+        let _ = &mut shutdown;
+        self.0.run(stop).await;
     }
 }

@@ -102,6 +102,7 @@ pub struct Metrics {
     pub quic: QuicMetrics,
     gate_allowed: IntCounter,
     gate_denied: Vec<(&'static str, IntCounter)>,
+    errors: IntCounterVec,
     /// The policy snapshot revision in force (absent while the edge is open).
     pub policy_revision: IntGauge,
     /// State watch: 1 while the edge is connected to its store and watching, else 0.
@@ -120,8 +121,7 @@ pub struct Metrics {
     pub state_apply_seconds: Histogram,
 }
 
-/// Refusals decided by the gate itself, before any policy.
-const GATE_REASONS: [&str; 3] = ["unknown_asset", "asset_has_no_policy", "no_policy_snapshot"];
+use crate::error::GATE_REASONS;
 
 /// Transport metrics of the HTTP/3 listener. Path figures are sampled when a connection closes.
 pub struct QuicMetrics {
@@ -251,6 +251,14 @@ impl Metrics {
             .chain(GATE_REASONS)
             .map(|r| (r, decisions.with_label_values(&["deny", r])))
             .collect();
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "streamgate_edge_errors_total",
+                "Requests refused or failed, by class (client, gate, origin, chain, internal) and reason",
+            ),
+            &["class", "reason"],
+        )
+        .expect("valid metric");
         let policy_revision = IntGauge::new(
             "streamgate_edge_policy_revision",
             "Revision of the policy snapshot in force",
@@ -324,6 +332,7 @@ impl Metrics {
             Box::new(quic.lost_packets.clone()),
             Box::new(quic.congestion_events.clone()),
             Box::new(decisions),
+            Box::new(errors.clone()),
             Box::new(policy_revision.clone()),
             Box::new(state_connected.clone()),
             Box::new(state_reloads.clone()),
@@ -347,6 +356,7 @@ impl Metrics {
             quic,
             gate_allowed,
             gate_denied,
+            errors,
             policy_revision,
             state_connected,
             state_reloads,
@@ -368,6 +378,12 @@ impl Metrics {
         if let Some((_, c)) = self.gate_denied.iter().find(|(r, _)| *r == reason) {
             c.inc();
         }
+    }
+
+    /// Counts a refused or failed request by its class and reason (the error path only:
+    /// the label lookup hashes; both labels come from a fixed set of static strings).
+    pub(crate) fn error(&self, class: &'static str, reason: &'static str) {
+        self.errors.with_label_values(&[class, reason]).inc();
     }
 
     /// Counts one response.

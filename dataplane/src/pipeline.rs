@@ -1,24 +1,29 @@
-//! The request pipeline shared by every front: parse and validate, gate, cache, origin.
+//! The request pipeline shared by every front: route, gate, cache, origin.
 //!
 //! A front (Pingora for HTTP/1.1 and HTTP/2; the HTTP/3 listener) turns its request into
 //! `http::request::Parts`, calls [`Pipeline::handle`], and writes the returned
-//! `http::Response<Body>` as it is. Nothing about routing, gating or caching lives in a front.
+//! `http::Response<Body>` as it is. Nothing about routing, gating or caching lives in a
+//! front. This module keeps the flow; how responses look is [`crate::response`], and how
+//! failures become statuses is [`crate::error`].
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, request::Parts};
 use streamgate_origin::{ObjectKey, Origin, OriginError};
 
 use crate::body::{Body, slice_stream};
 use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Lookup};
 use crate::config::{CacheConfig, CorsConfig};
+use crate::error::{ClientError, EdgeError, OriginFailure, Refusal};
 use crate::gate::{Decision, Gate, RequestFacts, credential};
 use crate::metrics::{CacheStatus, Metrics, OriginResult, Proto};
-use crate::request::{self, ObjectKind, PathError, RangeOutcome, Route};
+use crate::request::{self, ObjectKind, RangeOutcome, Route, SignIn};
+use crate::response::{self, BYTES, Shaper};
 
 /// What the transport knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -32,22 +37,7 @@ pub struct Conn {
 }
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const BYTES: HeaderValue = HeaderValue::from_static("bytes");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-const PLAYER_HTML: &str = include_str!("player.html");
-
-/// Response headers computed once from configuration.
-struct Fixed {
-    manifest_cc: HeaderValue,
-    segment_cc: HeaderValue,
-    manifest_cc_private: HeaderValue,
-    segment_cc_private: HeaderValue,
-    cors_any: bool,
-    cors_origins: Vec<HeaderValue>,
-    cors_max_age: HeaderValue,
-    alt_svc: Option<HeaderValue>,
-}
+const POST_OPTIONS: HeaderValue = HeaderValue::from_static("POST, OPTIONS");
 
 /// The shared request pipeline.
 pub struct Pipeline {
@@ -57,7 +47,7 @@ pub struct Pipeline {
     origin: Origin,
     metrics: Arc<Metrics>,
     cfg: CacheConfig,
-    fixed: Fixed,
+    shape: Shaper,
 }
 
 impl Pipeline {
@@ -69,39 +59,20 @@ impl Pipeline {
         cors: &CorsConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let cc = |scope: &str, ttl: Duration| {
-            HeaderValue::try_from(format!("{scope}, max-age={}", ttl.as_secs()))
-                .expect("digits are a valid header")
-        };
-        let fixed = Fixed {
-            manifest_cc: cc("public", cache.manifest_ttl),
-            segment_cc: cc("public", cache.segment_ttl),
-            manifest_cc_private: cc("private", cache.manifest_ttl),
-            segment_cc_private: cc("private", cache.segment_ttl),
-            cors_any: cors.allow_origins.iter().any(|o| o == "*"),
-            cors_origins: cors
-                .allow_origins
-                .iter()
-                .filter_map(|o| HeaderValue::try_from(o.as_str()).ok())
-                .collect(),
-            cors_max_age: HeaderValue::from(cors.max_age.as_secs()),
-            alt_svc: None,
-        };
         Self {
             gate,
             auth: None,
             cache: Arc::new(Cache::new(cache.max_bytes)),
             origin,
             metrics,
+            shape: Shaper::new(&cache, cors),
             cfg: cache,
-            fixed,
         }
     }
 
     /// Announces HTTP/3 with `Alt-Svc` on every TLS response.
     pub fn set_alt_svc(&mut self, port: u16, max_age: Duration) {
-        self.fixed.alt_svc =
-            HeaderValue::try_from(format!("h3=\":{port}\"; ma={}", max_age.as_secs())).ok();
+        self.shape.set_alt_svc(port, max_age);
     }
 
     /// The gate, for installing new policy snapshots.
@@ -126,12 +97,17 @@ impl Pipeline {
         self.auth = Some(auth);
     }
 
+    /// The sign-in service, when on.
+    pub fn auth(&self) -> Option<&Arc<crate::auth::Auth>> {
+        self.auth.as_ref()
+    }
+
     /// Whether the front must read this request's body (up to
     /// [`crate::auth::MAX_BODY_BYTES`]) and pass it to [`Pipeline::handle_with_body`].
     pub fn wants_body(&self, req: &Parts) -> bool {
         req.method == Method::POST
             && self.auth.is_some()
-            && crate::auth::Auth::handles(req.uri.path())
+            && matches!(request::route(req.uri.path()), Ok(Route::SignIn(_)))
     }
 
     /// Handles one request and records it in the metrics.
@@ -146,19 +122,17 @@ impl Pipeline {
         conn: &Conn,
         body: Option<Bytes>,
     ) -> Response<Body> {
-        let (mut resp, cache) = match &self.auth {
-            Some(auth) if crate::auth::Auth::handles(req.uri.path()) => {
-                (self.sign_in(auth, req, body).await, CacheStatus::None)
-            }
-            _ => self.dispatch(req, conn).await,
+        let (mut resp, cache) = match self.dispatch(req, conn, body).await {
+            Ok(ok) => ok,
+            Err(e) => (self.fail(&e), CacheStatus::None),
         };
         let h = resp.headers_mut();
         // x-cache says what the cache did; responses that never reached it carry none.
         if cache != CacheStatus::None {
             h.insert(X_CACHE.clone(), HeaderValue::from_static(cache.as_str()));
         }
-        self.cors(req, h);
-        if let (true, Some(v)) = (conn.tls, &self.fixed.alt_svc) {
+        self.shape.cors(req, h);
+        if let (true, Some(v)) = (conn.tls, self.shape.alt_svc()) {
             h.insert(header::ALT_SVC, v.clone());
         }
         let sent = match resp.body() {
@@ -171,34 +145,47 @@ impl Pipeline {
         resp
     }
 
-    async fn dispatch(&self, req: &Parts, conn: &Conn) -> (Response<Body>, CacheStatus) {
+    /// The one place where a failure is counted and turned into a response.
+    pub(crate) fn fail(&self, e: &EdgeError) -> Response<Body> {
+        if let EdgeError::Gate(r) = e
+            && !matches!(r, Refusal::SignIn(..))
+        {
+            self.metrics.gate_deny(e.reason());
+        }
+        self.metrics.error(e.class(), e.reason());
+        response::failure(e)
+    }
+
+    async fn dispatch(
+        &self,
+        req: &Parts,
+        conn: &Conn,
+        body: Option<Bytes>,
+    ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
+        let route = request::route(req.uri.path())
+            .map_err(|e| EdgeError::Client(ClientError::BadPath(e)))?;
+        let (asset, key) = match route {
+            Route::Object { asset, key } => (asset, key),
+            Route::SignIn(endpoint) => {
+                return Ok((self.sign_in(endpoint, req, body).await?, CacheStatus::None));
+            }
+            Route::Player | Route::NotFound => {
+                return match req.method {
+                    Method::GET | Method::HEAD if route == Route::Player => Ok((
+                        response::player(req.method == Method::HEAD),
+                        CacheStatus::None,
+                    )),
+                    Method::OPTIONS => Ok((self.shape.object_preflight(req), CacheStatus::None)),
+                    _ if route == Route::Player => Err(get_or_head()),
+                    _ => Err(EdgeError::Client(ClientError::NoRoute)),
+                };
+            }
+        };
         let head = match req.method {
             Method::GET => false,
             Method::HEAD => true,
-            Method::OPTIONS => return (self.preflight(req), CacheStatus::None),
-            _ => {
-                let mut r = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET or HEAD",
-                );
-                r.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("GET, HEAD, OPTIONS"),
-                );
-                return (r, CacheStatus::None);
-            }
-        };
-        let (asset, key) = match request::route(req.uri.path()) {
-            Ok(Route::Object { asset, key }) => (asset, key),
-            Ok(Route::Player) => return (player(head), CacheStatus::None),
-            Ok(Route::NotFound) => {
-                return (
-                    error(StatusCode::NOT_FOUND, "not_found", "no such route"),
-                    CacheStatus::None,
-                );
-            }
-            Err(e) => return (bad_path(e), CacheStatus::None),
+            Method::OPTIONS => return Ok((self.shape.object_preflight(req), CacheStatus::None)),
+            _ => return Err(get_or_head()),
         };
         let facts = RequestFacts {
             asset: &asset,
@@ -217,21 +204,17 @@ impl Pipeline {
                 }
                 (query_token, shared)
             }
-            Decision::Deny { status, reason } => {
-                self.metrics.gate_deny(reason);
-                let (status, kind) = match status {
-                    401 => (StatusCode::UNAUTHORIZED, "access_denied"),
-                    404 => (StatusCode::NOT_FOUND, "not_found"),
-                    503 => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                    _ => (StatusCode::FORBIDDEN, "access_denied"),
-                };
-                return (error(status, kind, reason), CacheStatus::None);
-            }
+            Decision::Deny(refusal) => return Err(EdgeError::Gate(refusal)),
         };
         let token = if query_token {
             req.uri.query().and_then(credential::raw_query_pair)
         } else {
             None
+        };
+        // A published version: `{asset}/{path}` is read (and cached) as `{prefix}/{path}`.
+        let key = match self.gate.origin_prefix(&asset) {
+            Some(prefix) => Cow::Owned(format!("{prefix}{}", &key[asset.len()..])),
+            None => key,
         };
         self.serve_object(req, &key, head, token, shared).await
     }
@@ -243,7 +226,7 @@ impl Pipeline {
         head: bool,
         token: Option<&str>,
         shared: bool,
-    ) -> (Response<Body>, CacheStatus) {
+    ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
         let (kind, ctype) = request::classify(key);
         let (entry, status) = match self.cache.lookup(key, Instant::now()) {
             Lookup::Fresh(e) => (e, CacheStatus::Hit),
@@ -255,7 +238,10 @@ impl Pipeline {
                 }
                 Err(FillError::NotFound) => {
                     self.cache.invalidate(key);
-                    return (not_found(), CacheStatus::Miss);
+                    return Ok((
+                        self.fail(&origin_failure(&FillError::NotFound)),
+                        CacheStatus::Miss,
+                    ));
                 }
                 Err(_) => (old, CacheStatus::Stale),
             },
@@ -264,16 +250,18 @@ impl Pipeline {
                 Ok(Fill::TooLarge) => {
                     return self.bypass(req, key, ctype, kind, head, shared).await;
                 }
-                Err(e) => return (fill_error(&e), CacheStatus::Miss),
+                Err(e) => return Ok((self.fail(&origin_failure(&e)), CacheStatus::Miss)),
             },
         };
         if let (ObjectKind::Manifest, Some(param)) = (kind, token) {
-            return (rewritten_manifest(&entry, ctype, param, head), status);
+            let resp = response::rewritten_manifest(&entry, ctype, param, head)
+                .unwrap_or_else(|e| self.fail(&e));
+            return Ok((resp, status));
         }
-        (
-            self.entry_response(req, &entry, ctype, kind, head, shared),
+        Ok((
+            self.shape.entry(req, &entry, ctype, kind, head, shared),
             status,
-        )
+        ))
     }
 
     async fn fill(&self, key: &str, kind: ObjectKind) -> FillResult {
@@ -333,9 +321,10 @@ impl Pipeline {
         kind: ObjectKind,
         head: bool,
         shared: bool,
-    ) -> (Response<Body>, CacheStatus) {
+    ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
+        let bypassed = |e: EdgeError| Ok((self.fail(&e), CacheStatus::Bypass));
         let Ok(okey) = ObjectKey::new(key) else {
-            return (not_found(), CacheStatus::Bypass);
+            return bypassed(EdgeError::Origin(OriginFailure::NotFound));
         };
         let t0 = Instant::now();
         let obj = match self.origin.get(&okey).await {
@@ -343,19 +332,24 @@ impl Pipeline {
             Err(e) => {
                 let (result, err) = classify_origin_error(e);
                 self.metrics.origin(result, t0.elapsed().as_secs_f64());
-                return (fill_error(&err), CacheStatus::Bypass);
+                return bypassed(origin_failure(&err));
             }
         };
         self.metrics
             .origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
         let len = obj.size;
-        let range = range_of(req, len, None);
+        let range = response::range_of(req, len, None);
         let mut b = Response::builder()
             .header(header::CONTENT_TYPE, ctype)
             .header(header::ACCEPT_RANGES, BYTES)
-            .header(header::CACHE_CONTROL, self.cache_control(kind, shared));
+            .header(
+                header::CACHE_CONTROL,
+                self.shape.cache_control(kind, shared),
+            );
         let (status, body, n) = match range {
-            RangeOutcome::Unsatisfiable => return (unsatisfiable(len), CacheStatus::Bypass),
+            RangeOutcome::Unsatisfiable => {
+                return bypassed(EdgeError::Client(ClientError::Range { len }));
+            }
             RangeOutcome::Full => (StatusCode::OK, obj.body, len),
             RangeOutcome::Partial { start, end } => {
                 b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
@@ -377,150 +371,36 @@ impl Pipeline {
             .header(header::CONTENT_LENGTH, n)
             .body(body)
             .expect("static headers are valid");
-        (resp, CacheStatus::Bypass)
-    }
-
-    /// `public, max-age` for assets anyone may fetch; `private, max-age` for gated ones, so
-    /// that no shared cache downstream stores what the gate allowed for one viewer.
-    fn cache_control(&self, kind: ObjectKind, shared: bool) -> HeaderValue {
-        let f = &self.fixed;
-        match (kind, shared) {
-            (ObjectKind::Manifest, true) => f.manifest_cc.clone(),
-            (ObjectKind::Manifest, false) => f.manifest_cc_private.clone(),
-            (ObjectKind::Segment | ObjectKind::Other, true) => f.segment_cc.clone(),
-            (ObjectKind::Segment | ObjectKind::Other, false) => f.segment_cc_private.clone(),
-        }
-    }
-
-    fn entry_response(
-        &self,
-        req: &Parts,
-        e: &Entry,
-        ctype: &'static str,
-        kind: ObjectKind,
-        head: bool,
-        shared: bool,
-    ) -> Response<Body> {
-        let mut h = HeaderMap::with_capacity(10);
-        h.insert(header::ETAG, e.etag.clone());
-        h.insert(header::CACHE_CONTROL, self.cache_control(kind, shared));
-        h.insert(header::ACCEPT_RANGES, BYTES);
-        if let Some(inm) = req.headers.get(header::IF_NONE_MATCH)
-            && request::if_none_match(inm.as_bytes(), e.etag.as_bytes())
-        {
-            return with_headers(StatusCode::NOT_MODIFIED, h, Body::Empty);
-        }
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        let len = e.body.len() as u64;
-        let (status, body) = match range_of(req, len, Some(&e.etag)) {
-            RangeOutcome::Full => (StatusCode::OK, e.body.clone()),
-            RangeOutcome::Partial { start, end } => {
-                let cr = format!("bytes {start}-{end}/{len}");
-                h.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::try_from(cr).expect("digits"),
-                );
-                (
-                    StatusCode::PARTIAL_CONTENT,
-                    e.body.slice(start as usize..=end as usize),
-                )
-            }
-            RangeOutcome::Unsatisfiable => return unsatisfiable(len),
-        };
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let body = if head { Body::Empty } else { Body::Full(body) };
-        with_headers(status, h, body)
+        Ok((resp, CacheStatus::Bypass))
     }
 
     async fn sign_in(
         &self,
-        auth: &crate::auth::Auth,
+        endpoint: SignIn,
         req: &Parts,
         body: Option<Bytes>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, EdgeError> {
+        let Some(auth) = &self.auth else {
+            return Err(EdgeError::Client(ClientError::NoRoute));
+        };
         match req.method {
-            Method::POST => match body {
-                Some(b) => auth.serve(req.uri.path(), &b, SystemTime::now()).await,
-                None => error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "sign-in requests are at most 16 KiB",
-                ),
-            },
-            Method::OPTIONS => {
-                let mut r = self.preflight(req);
-                let h = r.headers_mut();
-                h.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-                if h.contains_key(header::ACCESS_CONTROL_ALLOW_METHODS) {
-                    h.insert(
-                        header::ACCESS_CONTROL_ALLOW_METHODS,
-                        HeaderValue::from_static("POST, OPTIONS"),
-                    );
-                }
-                r
+            Method::POST => {
+                let body = body.ok_or(EdgeError::Client(ClientError::TooLarge))?;
+                let v = auth.serve(endpoint, &body, SystemTime::now()).await?;
+                Ok(response::json(&v))
             }
-            _ => {
-                let mut r = error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use POST",
-                );
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-                r
-            }
+            Method::OPTIONS => Ok(self.shape.preflight(req, POST_OPTIONS)),
+            _ => Err(EdgeError::Client(ClientError::Method {
+                allow: "POST, OPTIONS",
+            })),
         }
     }
+}
 
-    fn preflight(&self, req: &Parts) -> Response<Body> {
-        let mut h = HeaderMap::with_capacity(6);
-        h.insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
-        );
-        if self.allowed_origin(req).is_some() {
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, HEAD, OPTIONS"),
-            );
-            let allow_headers = req
-                .headers
-                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-                .cloned()
-                .unwrap_or(HeaderValue::from_static("authorization, range"));
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                self.fixed.cors_max_age.clone(),
-            );
-        }
-        with_headers(StatusCode::NO_CONTENT, h, Body::Empty)
-    }
-
-    fn allowed_origin(&self, req: &Parts) -> Option<HeaderValue> {
-        let origin = req.headers.get(header::ORIGIN)?;
-        if self.fixed.cors_any {
-            return Some(HeaderValue::from_static("*"));
-        }
-        self.fixed
-            .cors_origins
-            .iter()
-            .find(|o| *o == origin)
-            .cloned()
-    }
-
-    fn cors(&self, req: &Parts, h: &mut HeaderMap) {
-        if let Some(allow) = self.allowed_origin(req) {
-            if allow != "*" {
-                h.append(header::VARY, HeaderValue::from_static("origin"));
-            }
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("content-length, content-range, x-cache, etag"),
-            );
-        }
-    }
+fn get_or_head() -> EdgeError {
+    EdgeError::Client(ClientError::Method {
+        allow: "GET, HEAD, OPTIONS",
+    })
 }
 
 fn classify_origin_error(e: OriginError) -> (OriginResult, FillError) {
@@ -534,125 +414,17 @@ fn classify_origin_error(e: OriginError) -> (OriginResult, FillError) {
     }
 }
 
-/// The range to serve; an `If-Range` that does not match the validator disables it.
-fn range_of(req: &Parts, len: u64, etag: Option<&HeaderValue>) -> RangeOutcome {
-    let Some(range) = req.headers.get(header::RANGE) else {
-        return RangeOutcome::Full;
-    };
-    if let Some(ir) = req.headers.get(header::IF_RANGE)
-        && etag != Some(ir)
-    {
-        return RangeOutcome::Full;
-    }
-    request::parse_range(range.as_bytes(), len)
-}
-
-fn content_length(h: &HeaderMap) -> u64 {
+fn content_length(h: &http::HeaderMap) -> u64 {
     h.get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
-fn with_headers(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
-}
-
-/// A JSON error response: `{"error": ..., "reason": ...}`.
-pub fn error(status: StatusCode, error: &str, reason: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
-    let mut h = HeaderMap::with_capacity(3);
-    h.insert(header::CONTENT_TYPE, JSON);
-    h.insert(header::CACHE_CONTROL, NO_STORE);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    with_headers(status, h, Body::Full(Bytes::from(body)))
-}
-
-fn not_found() -> Response<Body> {
-    error(StatusCode::NOT_FOUND, "not_found", "object not found")
-}
-
-fn bad_path(e: PathError) -> Response<Body> {
-    error(StatusCode::BAD_REQUEST, "bad_request", e.reason())
-}
-
-fn unsatisfiable(len: u64) -> Response<Body> {
-    let mut r = error(
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        "range_not_satisfiable",
-        "range starts past the end of the object",
-    );
-    r.headers_mut().insert(
-        header::CONTENT_RANGE,
-        HeaderValue::try_from(format!("bytes */{len}")).expect("digits"),
-    );
-    r
-}
-
-fn fill_error(e: &FillError) -> Response<Body> {
-    match e {
-        FillError::NotFound => not_found(),
-        FillError::Timeout => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "origin_timeout",
-            "origin did not answer in time",
-        ),
-        FillError::Unavailable(_) => error(
-            StatusCode::BAD_GATEWAY,
-            "origin_unavailable",
-            "origin unreachable or failing",
-        ),
-    }
-}
-
-/// A manifest with the viewer's `token=` added to every URI. It is made per request from the
-/// cached original, so the cache never holds a credential, and it is marked so that no
-/// downstream cache stores it.
-fn rewritten_manifest(e: &Entry, ctype: &'static str, param: &str, head: bool) -> Response<Body> {
-    let body = if ctype == "application/dash+xml" {
-        crate::rewrite::rewrite_mpd(&e.body, param).map(Bytes::from)
-    } else {
-        std::str::from_utf8(&e.body)
-            .map(|t| Bytes::from(crate::rewrite::rewrite_hls(t, param)))
-            .map_err(|_| crate::rewrite::RewriteError::Xml("playlist is not UTF-8".into()))
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(err) => {
-            tracing::warn!(error = %err, "manifest could not be rewritten");
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "bad_manifest",
-                "manifest could not be rewritten",
-            );
-        }
-    };
-    let mut h = HeaderMap::with_capacity(5);
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let body = if head { Body::Empty } else { Body::Full(body) };
-    with_headers(StatusCode::OK, h, body)
-}
-
-fn player(head: bool) -> Response<Body> {
-    let mut h = HeaderMap::with_capacity(3);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(PLAYER_HTML.len()));
-    let body = if head {
-        Body::Empty
-    } else {
-        Body::Full(Bytes::from_static(PLAYER_HTML.as_bytes()))
-    };
-    with_headers(StatusCode::OK, h, body)
+fn origin_failure(e: &FillError) -> EdgeError {
+    EdgeError::Origin(match e {
+        FillError::NotFound => OriginFailure::NotFound,
+        FillError::Timeout => OriginFailure::Timeout,
+        FillError::Unavailable(_) => OriginFailure::Unavailable,
+    })
 }

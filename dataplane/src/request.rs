@@ -1,5 +1,8 @@
 //! Request parsing: routing, path validation, ranges and validators. Pure functions.
 
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
+
 use std::borrow::Cow;
 
 use streamgate_origin::{KeyError, MAX_KEY_LEN, validate_key};
@@ -19,8 +22,19 @@ pub enum Route<'a> {
     },
     /// `/` or `/player`: the built-in demo player page.
     Player,
+    /// `/auth/challenge` or `/auth/verify`: wallet sign-in (when the edge has it on).
+    SignIn(SignIn),
     /// Anything else.
     NotFound,
+}
+
+/// The two sign-in endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    /// `POST /auth/challenge`.
+    Challenge,
+    /// `POST /auth/verify`.
+    Verify,
 }
 
 /// Why a request path was refused with 400.
@@ -63,6 +77,8 @@ pub fn route(raw_path: &str) -> Result<Route<'_>, PathError> {
     let Some(rest) = raw_path.strip_prefix("/v/") else {
         return Ok(match raw_path {
             "/" | "/player" | "/player/" => Route::Player,
+            "/auth/challenge" => Route::SignIn(SignIn::Challenge),
+            "/auth/verify" => Route::SignIn(SignIn::Verify),
             _ => Route::NotFound,
         });
     };

@@ -2,8 +2,16 @@
 //! playlist or DASH MPD gets the same `token=` parameter, so players need no custom code.
 //! Pure functions over bytes; fuzzed.
 //!
-//! Only relative URIs are rewritten. An absolute URI (`scheme://...`) may point at another
-//! host, and the token must never leak there; `data:` URIs carry no request at all.
+//! Only URIs that stay on the edge's own origin are rewritten, decided as browsers and
+//! players resolve them (WHATWG URL): leading and trailing controls and spaces are
+//! ignored, tabs and newlines anywhere are dropped, and `\` counts as `/` in http(s)
+//! URLs. So `\\host/x`, `/\host/x` and `/<TAB>/host/x` are other hosts, like `//host/x`
+//! and `https://host/x`, and never get the token; `data:` URIs carry no request at all. In
+//! an MPD, a URI is resolved against the `BaseURL`s above it: under an absolute one,
+//! relative templates point at another host too.
+
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
 
 use std::borrow::Cow;
 
@@ -13,7 +21,7 @@ use quick_xml::events::{BytesStart, BytesText, Event};
 /// name. Returns `None` when the URI must be left alone.
 pub fn add_param(uri: &str, param: &str) -> Option<String> {
     let uri_trim = uri.trim();
-    if uri_trim.is_empty() || is_absolute(uri_trim) {
+    if uri_trim.is_empty() || !same_origin(uri_trim) {
         return None;
     }
     let name = param.split('=').next().unwrap_or(param);
@@ -42,23 +50,36 @@ pub fn add_param(uri: &str, param: &str) -> Option<String> {
     Some(out)
 }
 
-fn is_absolute(uri: &str) -> bool {
-    if uri.starts_with("//") {
-        return true;
+/// Whether `uri`, a reference found in a manifest the edge served, resolves to the edge's
+/// own origin under WHATWG URL parsing with an http(s) base. References with a scheme
+/// count as elsewhere, even `http:x` (which a browser would resolve here): the edge does
+/// not know its own public name, so it never appends a token to an absolute URI.
+pub fn same_origin(uri: &str) -> bool {
+    let c0_or_space = |c: char| c <= ' ';
+    let mut chars = uri
+        .trim_matches(c0_or_space)
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'));
+    let slash = |c: Option<char>| matches!(c, Some('/' | '\\'));
+    let first = chars.next();
+    if slash(first) {
+        // `/x` stays here; `//host`, `\\host`, `/\host` name another host.
+        return !slash(chars.next());
     }
-    // RFC 3986 scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"
-    match uri.find(':') {
-        Some(i) => {
-            let scheme = &uri[..i];
-            !scheme.is_empty()
-                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-                && !scheme.contains('/')
+    // A scheme is ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"; anything else before
+    // the first ':' makes the reference a relative path.
+    match first {
+        Some(c) if c.is_ascii_alphabetic() => {}
+        _ => return true,
+    }
+    for c in chars {
+        match c {
+            ':' => return false,
+            c if c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.') => {}
+            _ => return true,
         }
-        None => false,
     }
+    true
 }
 
 /// Rewrites an HLS playlist: URI lines, and every `URI="..."` attribute (EXT-X-MEDIA,
@@ -143,41 +164,174 @@ fn local_name(name: &[u8]) -> &[u8] {
     name.rsplit(|c| *c == b':').next().unwrap_or(name)
 }
 
+/// Elements whose `BaseURL` children set the base of everything below them, and whose
+/// segment information (templates, lists, bases) applies to all their descendants.
+fn is_scope(local: &[u8]) -> bool {
+    matches!(
+        local,
+        b"MPD" | b"Period" | b"AdaptationSet" | b"Representation"
+    )
+}
+
+/// Where an MPD's `BaseURL`s point elsewhere, by element (numbered in document order,
+/// counting start and empty tags): `direct[n]`: element `n` has a `BaseURL` child that is
+/// not same-origin; `below[n]`: such a `BaseURL` sits anywhere inside element `n`.
+#[derive(Default)]
+struct Foreign {
+    direct: Vec<bool>,
+    below: Vec<bool>,
+}
+
+impl Foreign {
+    fn scan(xml: &[u8]) -> Result<Self, RewriteError> {
+        let mut f = Self::default();
+        let mut reader = quick_xml::Reader::from_reader(xml);
+        let mut open: Vec<usize> = Vec::new();
+        let mut in_base: Option<usize> = None;
+        loop {
+            match reader.read_event().map_err(|e| xml_err(&e))? {
+                Event::Eof => break,
+                Event::Start(s) => {
+                    let n = f.push();
+                    if local_name(s.name().as_ref()) == b"BaseURL" {
+                        in_base = Some(open.len());
+                    }
+                    open.push(n);
+                }
+                Event::Empty(_) => {
+                    f.push();
+                }
+                Event::End(_) => {
+                    open.pop();
+                    if in_base.is_some_and(|d| d >= open.len()) {
+                        in_base = None;
+                    }
+                }
+                Event::Text(t) if in_base.is_some() => {
+                    let raw = t.decode().map_err(|e| xml_err(&e))?;
+                    let text = quick_xml::escape::unescape(&raw).map_err(|e| xml_err(&e))?;
+                    if !text.trim().is_empty() && !same_origin(text.trim()) {
+                        // open = [..., parent, BaseURL]
+                        let parents = &open[..open.len().saturating_sub(1)];
+                        if let Some(&p) = parents.last() {
+                            f.direct[p] = true;
+                        }
+                        for &a in parents {
+                            f.below[a] = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    fn push(&mut self) -> usize {
+        self.direct.push(false);
+        self.below.push(false);
+        self.direct.len() - 1
+    }
+}
+
+fn xml_err(e: &dyn std::fmt::Display) -> RewriteError {
+    RewriteError::Xml(e.to_string())
+}
+
+/// One open element during the rewrite.
+struct Open {
+    /// Its number in document order.
+    n: usize,
+    /// It is a scope element ([`is_scope`]).
+    scope: bool,
+    /// It, or an element above it, has a `BaseURL` pointing elsewhere.
+    inherited: bool,
+}
+
 /// Rewrites a DASH MPD: `BaseURL` text and the URI attributes of `SegmentTemplate`,
-/// `SegmentURL`, `Initialization` and `RepresentationIndex`.
+/// `SegmentURL`, `Initialization` and `RepresentationIndex`, where they resolve to the
+/// edge. A URI in segment information resolves against the `BaseURL` of every
+/// Representation it applies to, so it is rewritten only when no `BaseURL` above its
+/// scope, or anywhere inside that scope, points at another host.
 pub fn rewrite_mpd(xml: &[u8], param: &str) -> Result<Vec<u8>, RewriteError> {
+    // The pre-pass is only needed when there are BaseURLs at all.
+    let foreign = if xml.windows(7).any(|w| w == b"BaseURL") {
+        Foreign::scan(xml)?
+    } else {
+        Foreign::default()
+    };
+    let flag = |v: &[bool], n: usize| v.get(n).copied().unwrap_or(false);
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len() + xml.len() / 4));
+    let mut open: Vec<Open> = Vec::new();
+    let mut next = 0usize;
     let mut in_base_url = 0usize;
-    let err = |e: &dyn std::fmt::Display| RewriteError::Xml(e.to_string());
+    // Whether URIs of an element whose parent is at the top of `open` may carry the token.
+    let rewritable = |open: &[Open]| {
+        let scope = open.iter().rev().find(|o| o.scope);
+        match scope {
+            Some(s) => !s.inherited && !flag(&foreign.below, s.n),
+            None => !open.last().is_some_and(|o| o.inherited),
+        }
+    };
     loop {
-        let ev = reader.read_event().map_err(|e| err(&e))?;
+        let ev = reader.read_event().map_err(|e| xml_err(&e))?;
         let out = match ev {
             Event::Eof => break,
             Event::Start(s) => {
-                if local_name(s.name().as_ref()) == b"BaseURL" {
+                let n = next;
+                next += 1;
+                let name = s.name();
+                let local = local_name(name.as_ref());
+                if local == b"BaseURL" {
                     in_base_url += 1;
                 }
-                Event::Start(rewrite_element(&s, param).map_err(|e| err(&e))?)
+                let scope = is_scope(local);
+                let ok = rewritable(&open);
+                let inherited =
+                    open.last().is_some_and(|o| o.inherited) || flag(&foreign.direct, n);
+                let el = if ok {
+                    rewrite_element(&s, param).map_err(|e| xml_err(&e))?
+                } else {
+                    s.clone()
+                };
+                open.push(Open {
+                    n,
+                    scope,
+                    inherited,
+                });
+                Event::Start(el)
             }
-            Event::Empty(s) => Event::Empty(rewrite_element(&s, param).map_err(|e| err(&e))?),
+            Event::Empty(s) => {
+                next += 1;
+                if rewritable(&open) {
+                    Event::Empty(rewrite_element(&s, param).map_err(|e| xml_err(&e))?)
+                } else {
+                    Event::Empty(s)
+                }
+            }
             Event::End(e) => {
                 if local_name(e.name().as_ref()) == b"BaseURL" {
                     in_base_url = in_base_url.saturating_sub(1);
                 }
+                open.pop();
                 Event::End(e)
             }
             Event::Text(t) if in_base_url > 0 => {
-                let raw = t.decode().map_err(|e| err(&e))?;
-                let text = quick_xml::escape::unescape(&raw).map_err(|e| err(&e))?;
-                match add_param(&text, param) {
-                    Some(u) => Event::Text(BytesText::new(&u).into_owned()),
-                    None => Event::Text(t),
+                // open = [..., grandparent, parent, BaseURL]: this BaseURL resolves against
+                // the base its parent inherits, which the BaseURLs above the parent set
+                // (the parent's other BaseURLs are alternatives to this one).
+                let parent_foreign = open.len() >= 3 && open[open.len() - 3].inherited;
+                let raw = t.decode().map_err(|e| xml_err(&e))?;
+                let text = quick_xml::escape::unescape(&raw).map_err(|e| xml_err(&e))?;
+                match (parent_foreign, add_param(&text, param)) {
+                    (false, Some(u)) => Event::Text(BytesText::new(&u).into_owned()),
+                    _ => Event::Text(t),
                 }
             }
             other => other,
         };
-        writer.write_event(out).map_err(|e| err(&e))?;
+        writer.write_event(out).map_err(|e| xml_err(&e))?;
     }
     if in_base_url != 0 {
         return Err(RewriteError::Xml("unclosed BaseURL".into()));

@@ -61,7 +61,7 @@ pub fn dev_certificate(dir: &Path) -> Result<TlsFiles, CertError> {
 /// Why a certificate and key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LoadCertError {
+pub(crate) enum LoadCertError {
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -96,7 +96,7 @@ pub enum LoadCertError {
 
 /// The edge's certificate, shared by the TCP TLS listener and the QUIC listener, and
 /// swapped in place when its files change. Read once per handshake, never per request.
-pub struct CertStore {
+pub(crate) struct CertStore {
     files: TlsFiles,
     current: std::sync::RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
 }
@@ -153,7 +153,7 @@ fn load_pair(files: &TlsFiles) -> Result<CertifiedKey, LoadCertError> {
 
 impl CertStore {
     /// Loads the certificate chain and key in `files`.
-    pub fn load(files: TlsFiles) -> Result<Arc<Self>, LoadCertError> {
+    pub(crate) fn load(files: TlsFiles) -> Result<Arc<Self>, LoadCertError> {
         let stamp = mtime(&files);
         let ck = load_pair(&files)?;
         Ok(Arc::new(Self {
@@ -164,7 +164,7 @@ impl CertStore {
 
     /// Reloads the files if they changed since the last load (or if `force`). A pair that
     /// fails to load leaves the current certificate in service. Returns whether it swapped.
-    pub fn reload(&self, force: bool) -> Result<bool, LoadCertError> {
+    pub(crate) fn reload(&self, force: bool) -> Result<bool, LoadCertError> {
         let stamp = mtime(&self.files);
         let known = self.current.read().unwrap_or_else(|p| p.into_inner()).1;
         if !force && stamp == known {
@@ -173,16 +173,6 @@ impl CertStore {
         let ck = load_pair(&self.files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(ck), stamp);
         Ok(true)
-    }
-
-    /// The certificate chain currently served, leaf first.
-    pub fn chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .cert
-            .clone()
     }
 }
 

@@ -322,7 +322,7 @@ async fn cors_tls_h2_and_admin() {
         "origin/d/master.m3u8",
         b"#EXTM3U\n#EXT-X-VERSION:7\n",
     );
-    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let tls = streamgate_edge::dev_certificate(&dir.path().join("tls")).unwrap();
     let edge = TestEdge::start(EdgeConfig {
         origin: OriginConfig::Fs {
             root: dir.path().join("origin"),
@@ -431,4 +431,61 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     // The request that was in flight when the shutdown began still completes.
     assert_eq!(inflight.await.unwrap().unwrap(), 200);
     stopper.await.unwrap();
+}
+
+/// Requests a client pipelines on one keep-alive connection are all answered, in order,
+/// and a request that does not parse gets a 400 with the JSON error body (then the
+/// connection closes: what follows it cannot be framed).
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_in_order_and_malformed_ones_get_400() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "origin/demo/a.m3u8", b"#EXTM3U\n#A\n");
+    write(dir.path(), "origin/demo/b.m3u8", b"#EXTM3U\n#B\n");
+    let edge = fs_edge(dir.path());
+    let get = |path: &str, last: bool| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\n{}\r\n",
+            if last { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let raw = [
+        get("/v/demo/a.m3u8", false),
+        get("/v/demo/b.m3u8", false),
+        get("/v/demo/missing.m3u8", false),
+        get("/v/demo/a.m3u8", true),
+    ]
+    .concat();
+    let out = raw_request(edge.http, raw.as_bytes()).await;
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "404", "200"], "{out}");
+    let bodies: Vec<usize> = ["#A", "#B", "#A"]
+        .iter()
+        .map(|b| out.find(b).unwrap_or(usize::MAX))
+        .collect();
+    assert!(bodies[0] < bodies[1], "responses in request order: {out}");
+    assert!(out.rfind("#A") > out.find("#B"), "{out}");
+
+    for bad in [
+        "GET /v/demo/a.m3u8 HTTP/1.1\r\nHost: t\r\nNo colon here\r\n\r\n",
+        "GET /v/demo/a.m3u8 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "GET /v/demo/a.m3u8 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "G\x01T / HTTP/1.1\r\nHost: t\r\n\r\n",
+    ] {
+        let out = raw_request(edge.http, bad.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?} -> {out}");
+        assert!(out.contains("application/json"), "{out}");
+        assert!(out.contains(r#""error":"bad_request""#), "{out}");
+    }
+    // A good request after a pipelined one that is bad: the good one is answered, then
+    // the 400, then the connection ends.
+    let raw = format!(
+        "{}GET / HTTP/1.1\r\nHost: t\r\nBad header\r\n\r\n",
+        get("/v/demo/b.m3u8", false)
+    );
+    let out = raw_request(edge.http, raw.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("#B") && out.contains("HTTP/1.1 400"), "{out}");
 }

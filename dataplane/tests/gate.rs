@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use streamgate_edge::EdgeConfig;
-use streamgate_edge::config::GateConfig;
+use streamgate_edge::config::{GateConfig, UnknownAsset};
 use streamgate_origin::OriginConfig;
 use support::{TestEdge, noise, run_client, write};
 
@@ -209,7 +209,8 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "cookie");
-    // The scoped token does not open the other asset, and unknown assets are 404.
+    // The scoped token does not open the other asset; to a valid credential, an unknown
+    // asset is 404.
     let r = c
         .get(f.edge.url("/v/other/master.m3u8"))
         .bearer_auth(&t)
@@ -224,6 +225,29 @@ async fn token_matrix() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Without a valid credential, an unknown asset answers exactly as a gated one does, so
+    // asset ids cannot be enumerated: the same status and body, byte for byte.
+    for (what, token) in [("none", None), ("forged", Some(tok("bad_signature")))] {
+        let get = |path: &str| {
+            let r = c.get(f.edge.url(path));
+            match &token {
+                Some(t) => r.bearer_auth(t),
+                None => r,
+            }
+        };
+        let known = get("/v/demo/master.m3u8").send().await.unwrap();
+        let unknown = get("/v/nosuch/master.m3u8").send().await.unwrap();
+        assert_eq!(known.status(), unknown.status(), "{what}");
+        assert_eq!(
+            known.headers()["content-type"],
+            unknown.headers()["content-type"]
+        );
+        assert_eq!(
+            known.text().await.unwrap(),
+            unknown.text().await.unwrap(),
+            "{what}"
+        );
+    }
     let r = c
         .get(f.edge.url("/v/open/master.m3u8"))
         .send()
@@ -240,6 +264,33 @@ async fn token_matrix() {
     let allow = "streamgate_edge_gate_decisions_total{reason=\"\",result=\"allow\"}";
     assert!(f.edge.metric(allow).await >= 7.0);
     assert_eq!(f.edge.metric("streamgate_edge_policy_revision").await, 1.0);
+
+    // Operators who prefer it can have unknown assets answer 404 to everyone.
+    let strict = TestEdge::start(EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: f._dir.path().join("origin"),
+        },
+        gate: GateConfig {
+            snapshot: Some(f.snapshot.0.clone()),
+            unknown_asset: UnknownAsset::NotFound,
+            ..GateConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let (s, why) = status_and_reason(
+        c.get(strict.url("/v/nosuch/master.m3u8"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, why.as_str()), (404, "unknown_asset"));
+    let r = c
+        .get(strict.url("/v/demo/master.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -395,4 +446,74 @@ async fn snapshot_changes_apply_without_restart_and_bad_ones_are_refused() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A version the farm published: the asset record's origin prefix decides where objects
+/// are read from, and the cache key follows it, so a republish is never served stale.
+#[tokio::test]
+async fn published_versions_are_read_from_their_prefix_and_never_served_stale() {
+    let f = fixture();
+    let root = f.snapshot.0.parent().unwrap().join("origin");
+    for v in ["j1", "j2"] {
+        write(
+            root.parent().unwrap(),
+            &format!("origin/open/{v}/master.m3u8"),
+            format!("#EXTM3U\n# version {v}\n").as_bytes(),
+        );
+    }
+    let c = reqwest::Client::new();
+    let url = f.edge.url("/v/open/master.m3u8");
+    let get = || async {
+        let r = c.get(&url).send().await.unwrap();
+        let cache = r.headers()["x-cache"].to_str().unwrap().to_owned();
+        (r.status().as_u16(), cache, r.text().await.unwrap())
+    };
+    // No prefix: the flat objects, as before.
+    let (status, _, body) = get().await;
+    assert_eq!((status, body.as_str()), (200, MASTER));
+    let (path, mut doc) = f.snapshot.clone();
+    let mut apply = |rev: i64, prefix: Value| {
+        doc["revision"] = json!(rev);
+        doc["assets"][2]["origin_prefix"] = prefix;
+        std::fs::write(&path, doc.to_string()).unwrap();
+    };
+    let wait_body = |want: &'static str| {
+        let get = &get;
+        async move {
+            let t0 = std::time::Instant::now();
+            loop {
+                let (status, cache, body) = get().await;
+                if status == 200 && body.contains(want) {
+                    return cache;
+                }
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(5),
+                    "still {status} {body:?}, waiting for {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    apply(2, json!("open/j1"));
+    assert_eq!(wait_body("version j1").await, "MISS");
+    assert_eq!(get().await.1, "HIT", "the version's object is cached");
+    // Republished: the next request reads the new version, not the cached old one.
+    apply(3, json!("open/j2"));
+    wait_body("version j2").await;
+    let missing = c
+        .get(f.edge.url("/v/open/video/720p/index.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "only what the version holds is served"
+    );
+    // A prefix outside the asset's folder: an operator's snapshot file that says so is
+    // refused whole, and the version in force stays (the store's snapshot leaves only
+    // that asset out; see the snapshot unit tests).
+    apply(4, json!("demo"));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(get().await.2.contains("version j2"));
 }

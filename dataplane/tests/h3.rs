@@ -74,7 +74,7 @@ fn get(path: &str, headers: &[(&str, &str)]) -> Value {
 }
 
 fn tls_edge(dir: &std::path::Path, origin: OriginConfig, http3: Http3Config) -> TestEdge {
-    let tls = streamgate_edge::tls::dev_certificate(&dir.join("tls")).unwrap();
+    let tls = streamgate_edge::dev_certificate(&dir.join("tls")).unwrap();
     TestEdge::start(EdgeConfig {
         origin,
         tls: Some(tls),
@@ -300,8 +300,8 @@ fn tcp_cert_sha256(port: u16) -> String {
 async fn certificates_reload_without_restart_on_tcp_and_quic() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
-    let a = streamgate_edge::tls::dev_certificate(&dir.path().join("a")).unwrap();
-    let b = streamgate_edge::tls::dev_certificate(&dir.path().join("b")).unwrap();
+    let a = streamgate_edge::dev_certificate(&dir.path().join("a")).unwrap();
+    let b = streamgate_edge::dev_certificate(&dir.path().join("b")).unwrap();
     let live = streamgate_edge::config::TlsFiles {
         cert: dir.path().join("cert.pem"),
         key: dir.path().join("key.pem"),
@@ -368,7 +368,7 @@ async fn h3_graceful_shutdown_lets_in_flight_requests_finish() {
     let seg = noise(200_000, 21);
     origin.put("demo/seg.m4s", seg.clone());
     origin.set_delay(Duration::from_millis(1000));
-    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let tls = streamgate_edge::dev_certificate(&dir.path().join("tls")).unwrap();
     let mut cfg = EdgeConfig {
         origin: http_origin_cfg(&origin, Duration::from_secs(10)),
         tls: Some(tls),

@@ -8,9 +8,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use streamgate_edge::chain::Chains;
-use streamgate_edge::chain::config::{ChainConfig, EndpointConfig, Secret};
 use streamgate_policy::address::ChainId;
+use streamgate_web3::Chains;
+use streamgate_web3::config::{ChainConfig, EndpointConfig, Secret};
 use support::TestOrigin;
 
 fn endpoint(name: &str, origin: &TestOrigin, priority: u32) -> EndpointConfig {

@@ -24,10 +24,10 @@ use serde_json::{Value, json};
 use solana_program::program_pack::Pack;
 use solana_program::pubkey::Pubkey;
 use streamgate_edge::EdgeConfig;
-use streamgate_edge::chain::config::{ChainConfig, EndpointConfig, Secret};
 use streamgate_edge::config::{AuthConfig, GateConfig};
 use streamgate_origin::OriginConfig;
 use streamgate_policy::address::ChainId;
+use streamgate_web3::config::{ChainConfig, EndpointConfig, Secret};
 use support::{TestEdge, run_client, write};
 
 const SEED_A: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -216,7 +216,7 @@ impl SolanaRpcStub {
         let data = borsh::BorshSerialize::try_to_vec(&md).unwrap();
         let (pda, _) = Metadata::find_pda(mint);
         assert_eq!(
-            streamgate_edge::chain::solana::metadata_address(&mint.to_bytes()),
+            streamgate_web3::solana::metadata_address(&mint.to_bytes()),
             pda.to_bytes(),
             "the edge's PDA derivation must match mpl-token-metadata's"
         );

@@ -337,3 +337,146 @@ async fn wallets_sign_in_and_policies_see_them() {
     .await;
     assert_eq!((s, b["reason"].as_str().unwrap()), (401, "bad_signature"));
 }
+
+/// A signed sign-in message is usable once across the fleet: two edges share one etcd,
+/// the message verified at one is refused at the other, and the used nonce is kept under
+/// a lease (it vanishes on its own). With the store gone, sign-in fails closed (503)
+/// rather than accept a nonce it cannot record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nonces_are_single_use_across_edges() {
+    use streamgate_store::{PREFIX, Store};
+    let mut etcd = streamgate_store::testkit::start_etcd();
+    let store = streamgate_store::etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+        .await
+        .unwrap();
+    let holder = sign(json!([{"op": "address", "kind": "evm", "key": KEY1}])).remove(0);
+    let policy = json!({"id": "holders", "rule": {"wallet": {"allow": [holder]}}});
+    store
+        .put(
+            &format!("{PREFIX}policies/holders"),
+            policy.to_string().into_bytes(),
+            0,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &format!("{PREFIX}assets/demo"),
+            br#"{"id": "demo", "policy": "holders"}"#.to_vec(),
+            0,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    std::fs::write(dir.path().join("session.der"), pkcs8.as_ref()).unwrap();
+    let edge = |id: &str| {
+        TestEdge::start(EdgeConfig {
+            origin: OriginConfig::Fs {
+                root: dir.path().join("origin"),
+            },
+            gate: GateConfig {
+                etcd: Some(streamgate_store::etcd::EtcdConfig::new(vec![
+                    etcd.endpoint.clone(),
+                ])),
+                edge_id: Some(id.into()),
+                ..GateConfig::default()
+            },
+            auth: Some(AuthConfig {
+                session_key: dir.path().join("session.der"),
+                session_kid: "wallet-session".into(),
+                domain: "watch.test".into(),
+                uri: "https://watch.test".into(),
+                chains: vec![streamgate_policy::address::ChainId::parse("eip155:1").unwrap()],
+                statement: "Sign in to watch.".into(),
+                nonce_ttl: std::time::Duration::from_secs(300),
+                session_ttl: std::time::Duration::from_secs(600),
+            }),
+            ..EdgeConfig::default()
+        })
+    };
+    let (a, b) = (edge("edge-a"), edge("edge-b"));
+    let c = reqwest::Client::new();
+    for e in [&a, &b] {
+        let t0 = std::time::Instant::now();
+        while c
+            .get(e.url("/v/demo/master.m3u8"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != 401
+        {
+            assert!(t0.elapsed().as_secs() < 20, "edge never synced");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let signed_challenge = |e: &TestEdge| {
+        let url = e.url("/auth/challenge");
+        let c = c.clone();
+        let holder = holder.clone();
+        async move {
+            let (s, ch) = post(&c, url, json!({"address": holder, "chain": "eip155:1"})).await;
+            assert_eq!(s, 200, "{ch}");
+            let m = ch["message"].as_str().unwrap().to_owned();
+            let sig =
+                sign(json!([{"op": "sign", "kind": "evm", "key": KEY1, "message": m}])).remove(0);
+            (
+                json!({"message": m, "signature": sig}),
+                ch["nonce"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (body, nonce) = signed_challenge(&a).await;
+    let (s, session) = post(&c, a.url("/auth/verify"), body.clone()).await;
+    assert_eq!(s, 200, "{session}");
+    // Captured and replayed at another edge within the nonce's lifetime: refused.
+    let (s, replay) = post(&c, b.url("/auth/verify"), body.clone()).await;
+    assert_eq!(
+        (s, replay["reason"].as_str()),
+        (401, Some("nonce_replayed"))
+    );
+    // The record is leased: etcd holds it with a lease, and it lives no longer than that.
+    let raw = store.client().await.unwrap();
+    let got = raw
+        .clone()
+        .get(format!("{PREFIX}nonces/{nonce}"), None)
+        .await
+        .unwrap();
+    let lease = got.kvs().first().expect("the nonce is recorded").lease();
+    assert_ne!(lease, 0, "recorded under a lease");
+    let ttl = raw.clone().lease_time_to_live(lease, None).await.unwrap();
+    assert!(
+        (300..=500).contains(&ttl.ttl()),
+        "the lease outlives the nonce, briefly: {}",
+        ttl.ttl()
+    );
+    // A fresh message the other way round works once.
+    let (body2, _) = signed_challenge(&b).await;
+    assert_eq!(post(&c, b.url("/auth/verify"), body2.clone()).await.0, 200);
+    assert_eq!(post(&c, a.url("/auth/verify"), body2).await.0, 401);
+
+    // The store is gone: a sign-in that cannot be recorded is refused, not accepted.
+    let (body3, _) = signed_challenge(&a).await;
+    etcd.stop();
+    let (s, down) = post(&c, a.url("/auth/verify"), body3.clone()).await;
+    assert_eq!(
+        (s, down["reason"].as_str()),
+        (503, Some("state_unavailable")),
+        "{down}"
+    );
+    // Back up, the same message goes through (it was not burnt by the failed attempt).
+    etcd.start();
+    let t0 = std::time::Instant::now();
+    loop {
+        let (s, r) = post(&c, a.url("/auth/verify"), body3.clone()).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 503, "{r}");
+        assert!(t0.elapsed().as_secs() < 30, "sign-in did not come back");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

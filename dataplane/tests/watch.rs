@@ -123,7 +123,8 @@ async fn edge_follows_etcd_changes_purges_and_reports_its_revision() {
     ready(&edge).await;
     let master = edge.url("/v/demo/master.m3u8");
     until_status(&master, 200, Duration::from_secs(5)).await;
-    assert_eq!(status(&edge.url("/v/unknown/x.m3u8")).await, 404);
+    // Without a credential an unknown asset answers as a gated one: 401.
+    assert_eq!(status(&edge.url("/v/unknown/x.m3u8")).await, 401);
 
     // A policy change applies without a restart, both ways.
     put(&store, "policies/p", CLOSED).await;

@@ -6,7 +6,6 @@
 //! `streamgate load proto` is the command line; `loadtests/*.py` are the comparison scripts.
 #![forbid(unsafe_code)]
 
-pub mod nft;
 pub mod plot;
 pub mod propagation;
 pub mod proto;

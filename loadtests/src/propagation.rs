@@ -71,7 +71,7 @@ async fn poll_until(http: &reqwest::Client, url: &str, want: u16, deadline: Inst
 }
 
 /// Latency percentiles in ms, with the `distribution` that `load plot` draws.
-pub(crate) fn summary(h: &Histogram<u64>) -> serde_json::Value {
+pub fn summary(h: &Histogram<u64>) -> serde_json::Value {
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     let distribution: Vec<(f64, f64)> = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0]
         .iter()
@@ -130,6 +130,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<()> {
         policy_id: args.policy.clone(),
         description: "load propagation".into(),
         version: 0,
+        ..Default::default()
     };
     if let Err(s) = assets
         .register(pb::RegisterAssetRequest { asset: Some(asset) })

@@ -22,7 +22,7 @@ async fn h1_h2_h3_against_the_edge() {
     let body = vec![7u8; 65536];
     std::fs::create_dir_all(dir.path().join("origin/a")).unwrap();
     std::fs::write(dir.path().join("origin/a/seg.m4s"), &body).unwrap();
-    let tls = streamgate_edge::tls::dev_certificate(&dir.path().join("tls")).unwrap();
+    let tls = streamgate_edge::dev_certificate(&dir.path().join("tls")).unwrap();
     let (http, tls_port, admin) = (free_port(), free_port(), free_port());
     let cfg = EdgeConfig {
         http_listen: SocketAddr::from(([127, 0, 0, 1], http)),

@@ -72,6 +72,26 @@ fn retry(timeout: Duration) -> RetryConfig {
     }
 }
 
+/// The S3 client for `s3`, with `retry`; shared by reads and by the staging area.
+pub(crate) fn s3_builder(s3: &S3Origin, retry: RetryConfig) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region)
+        .with_allow_http(s3.allow_http)
+        .with_retry(retry)
+        .with_client_options(ClientOptions::new().with_allow_http(s3.allow_http));
+    if let Some(e) = &s3.endpoint {
+        b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+    }
+    if let Some(k) = &s3.access_key_id {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(s) = &s3.secret_access_key {
+        b = b.with_secret_access_key(s);
+    }
+    b
+}
+
 pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
     match cfg {
         OriginConfig::Fs { root } => {
@@ -85,32 +105,19 @@ pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
                 store: Arc::new(store) as Arc<dyn ObjectStore>,
                 kind: OriginKind::Fs,
                 prefix: None,
+                fs_root: Some(root.clone()),
                 timeout: Duration::from_secs(30),
             })
         }
         OriginConfig::S3(s3) => {
-            let mut b = AmazonS3Builder::new()
-                .with_bucket_name(&s3.bucket)
-                .with_region(&s3.region)
-                .with_allow_http(s3.allow_http)
-                .with_retry(retry(s3.timeout))
-                .with_client_options(ClientOptions::new().with_allow_http(s3.allow_http));
-            if let Some(e) = &s3.endpoint {
-                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
-            }
-            if let Some(k) = &s3.access_key_id {
-                b = b.with_access_key_id(k);
-            }
-            if let Some(s) = &s3.secret_access_key {
-                b = b.with_secret_access_key(s);
-            }
-            let store = b
+            let store = s3_builder(s3, retry(s3.timeout))
                 .build()
                 .map_err(|source| BuildError::Store { kind: "s3", source })?;
             Ok(Origin {
                 store: Arc::new(store),
                 kind: OriginKind::S3,
                 prefix: s3.prefix.as_deref().map(StorePath::from),
+                fs_root: None,
                 timeout: s3.timeout,
             })
         }
@@ -135,6 +142,7 @@ pub(crate) fn build(cfg: &OriginConfig) -> Result<Origin, BuildError> {
                 store: Arc::new(store),
                 kind: OriginKind::Http,
                 prefix: None,
+                fs_root: None,
                 timeout: h.timeout,
             })
         }

@@ -4,11 +4,14 @@
 //! renditions into it. One type, [`Origin`], covers the three kinds of storage:
 //! a local directory (the default), an S3-compatible bucket, and an upstream
 //! HTTP server pulled with pooled connections, as a CDN edge pulls its origin.
-//! Keys are [`ObjectKey`]s, which can only hold a safe relative path.
+//! Keys are [`ObjectKey`]s, which can only hold a safe relative path. [`Staging`] is
+//! the area where partial uploads live until the farm reads them.
 #![forbid(unsafe_code)]
 
 mod config;
 mod key;
+mod read;
+pub mod staging;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,8 @@ use object_store::{GetOptions, ObjectStore, PutPayload};
 
 pub use config::{HttpOrigin, OriginConfig, S3Origin};
 pub use key::{KeyError, MAX_KEY_LEN, ObjectKey, validate as validate_key};
+pub use read::read_origin;
+pub use staging::{StageState, StageWriter, Staging, StagingError};
 
 /// Which kind of storage an [`Origin`] reads; also the `origin` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +135,8 @@ pub struct Origin {
     store: Arc<dyn ObjectStore>,
     kind: OriginKind,
     prefix: Option<StorePath>,
+    /// The directory of a filesystem origin, whose emptied folders a purge removes.
+    fs_root: Option<std::path::PathBuf>,
     timeout: Duration,
 }
 
@@ -191,6 +198,63 @@ impl Origin {
             .await
             .map(|_| ())
             .map_err(OriginError::from_store)
+    }
+
+    /// Copies `from` to `to` inside the storage (a server-side copy on S3, a hard link
+    /// or copy on a filesystem), replacing any object at `to`.
+    pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), OriginError> {
+        self.store
+            .copy(&self.path(from), &self.path(to))
+            .await
+            .map_err(OriginError::from_store)
+    }
+
+    /// Deletes `key`; an absent key is fine.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), OriginError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(OriginError::from_store(e)),
+        }
+    }
+
+    /// Every key under the folder `prefix` (not including `prefix/` itself), in no
+    /// particular order.
+    pub async fn list(&self, prefix: &ObjectKey) -> Result<Vec<ObjectKey>, OriginError> {
+        let base = self.path(prefix);
+        let skip = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut out = Vec::new();
+        let mut items = self.store.list(Some(&base));
+        while let Some(meta) = items.next().await {
+            let meta = meta.map_err(OriginError::from_store)?;
+            let rel: Vec<String> = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            if let Ok(k) = ObjectKey::new(&rel.join("/")) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object under the folder `prefix`; returns how many there were.
+    pub async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<usize, OriginError> {
+        let keys = self.list(prefix).await?;
+        for k in &keys {
+            self.delete(k).await?;
+        }
+        // Object stores have no folders; a directory tree left empty is removed too.
+        if let Some(root) = &self.fs_root {
+            let dir = root.join(prefix.as_str());
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(OriginError::Io(e)),
+            }
+        }
+        Ok(keys.len())
     }
 
     /// Whether `key` exists.

@@ -35,38 +35,85 @@ pub fn eip55(addr: &[u8; 20]) -> String {
     out
 }
 
+/// Why an address, chain id or account did not parse. The text it names is cut to 100
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// Not `0x` and 40 hex digits.
+    #[error("{0:?}: an EVM address is 0x and 40 hex digits")]
+    EvmFormat(String),
+    /// Mixed case that is not the EIP-55 checksum.
+    #[error("{got:?}: wrong EIP-55 checksum (expected {want})")]
+    Checksum {
+        /// The text.
+        got: String,
+        /// The checksummed form.
+        want: String,
+    },
+    /// Not base58.
+    #[error("{0:?}: not base58")]
+    Base58(String),
+    /// A Solana key of another length.
+    #[error("{text:?}: a Solana public key is 32 bytes, not {len}")]
+    SolanaLength {
+        /// The text.
+        text: String,
+        /// Its decoded length.
+        len: usize,
+    },
+    /// No `namespace:reference`.
+    #[error("{0:?}: a CAIP-2 chain id looks like eip155:1 or solana:mainnet")]
+    Caip2(String),
+    /// An eip155 reference that is not a decimal chain id.
+    #[error("{0:?}: an eip155 reference is a decimal chain id")]
+    EvmChain(String),
+    /// A solana reference that is not a cluster name.
+    #[error("{0:?}: a solana reference is a cluster name")]
+    SolanaCluster(String),
+    /// Another namespace.
+    #[error("{0:?}: unknown chain namespace (eip155 or solana)")]
+    Namespace(String),
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
 /// Parses `0x` + 40 hex digits. Mixed case must be a correct EIP-55 checksum; all-lower or
 /// all-upper carries no checksum and is accepted.
-pub fn parse_evm(s: &str) -> Result<[u8; 20], String> {
+pub fn parse_evm(s: &str) -> Result<[u8; 20], AddressError> {
     let hex = s
         .strip_prefix("0x")
-        .ok_or_else(|| format!("{s:?}: an EVM address starts with 0x"))?;
-    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{s:?}: an EVM address is 0x and 40 hex digits"));
-    }
+        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| AddressError::EvmFormat(cut(s)))?;
     let mut out = [0u8; 20];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| AddressError::EvmFormat(cut(s)))?;
     }
     let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
     let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
     if has_lower && has_upper && eip55(&out) != s {
-        return Err(format!(
-            "{s:?}: wrong EIP-55 checksum (expected {})",
-            eip55(&out)
-        ));
+        return Err(AddressError::Checksum {
+            got: cut(s),
+            want: eip55(&out),
+        });
     }
     Ok(out)
 }
 
 /// Parses a base58 Solana public key (32 bytes).
-pub fn parse_solana(s: &str) -> Result<[u8; 32], String> {
+pub fn parse_solana(s: &str) -> Result<[u8; 32], AddressError> {
     let bytes = bs58::decode(s)
         .into_vec()
-        .map_err(|e| format!("{s:?}: not base58: {e}"))?;
+        .map_err(|_| AddressError::Base58(cut(s)))?;
     bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("{s:?}: a Solana public key is 32 bytes, not {}", b.len()))
+        .map_err(|b: Vec<u8>| AddressError::SolanaLength {
+            text: cut(s),
+            len: b.len(),
+        })
 }
 
 /// A chain namespace this edge knows.
@@ -89,10 +136,10 @@ pub struct ChainId {
 
 impl ChainId {
     /// Parses `eip155:137` or `solana:mainnet`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (ns, reference) = s.split_once(':').ok_or_else(|| {
-            format!("{s:?}: a CAIP-2 chain id looks like eip155:1 or solana:mainnet")
-        })?;
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
+        let (ns, reference) = s
+            .split_once(':')
+            .ok_or_else(|| AddressError::Caip2(cut(s)))?;
         let namespace = match ns {
             "eip155" => {
                 if reference.is_empty()
@@ -100,7 +147,7 @@ impl ChainId {
                     || !reference.bytes().all(|b| b.is_ascii_digit())
                     || reference.starts_with('0')
                 {
-                    return Err(format!("{s:?}: an eip155 reference is a decimal chain id"));
+                    return Err(AddressError::EvmChain(cut(s)));
                 }
                 Namespace::Eip155
             }
@@ -111,11 +158,11 @@ impl ChainId {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 {
-                    return Err(format!("{s:?}: a solana reference is a cluster name"));
+                    return Err(AddressError::SolanaCluster(cut(s)));
                 }
                 Namespace::Solana
             }
-            other => return Err(format!("{s:?}: unknown chain namespace {other:?}")),
+            _ => return Err(AddressError::Namespace(cut(s))),
         };
         Ok(Self {
             namespace,
@@ -159,7 +206,7 @@ pub struct Account {
 impl Account {
     /// Parses a CAIP-10 account (`eip155:1:0xAb...`, `solana:mainnet:7xK...`) or a bare
     /// address (`0x...` is EVM, anything else base58 Solana).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
         let (chain, addr) = match s.rsplit_once(':') {
             Some((chain, addr)) => (Some(ChainId::parse(chain)?), addr),
             None => (None, s),
@@ -227,7 +274,7 @@ mod tests {
         }
         assert!(parse_evm("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_ok());
         let bad = parse_evm("0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").unwrap_err();
-        assert!(bad.contains("checksum"), "{bad}");
+        assert!(matches!(bad, AddressError::Checksum { .. }), "{bad}");
         assert!(parse_evm("0x1234").is_err());
         assert!(parse_evm("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_err());
     }

@@ -14,8 +14,13 @@ pub enum TokenFacts<'a> {
     Absent,
     /// A credential was presented and failed verification for this reason.
     Invalid(Reason),
-    /// A credential was presented and verified (signature, `exp`, `nbf`); these are its claims.
+    /// A credential was presented and verified (signature, `exp`, `nbf`) with one of the
+    /// deployment's keys; these are its claims.
     Valid(&'a Claims),
+    /// A wallet session token, verified with the edges' own session key. Anyone can get
+    /// one by signing in with any wallet, so it satisfies `wallet` and `nft` conditions,
+    /// and a `jwt` condition only when that condition names the session issuer.
+    Session(&'a Claims),
 }
 
 /// Everything a decision may depend on. The caller supplies `now`.
@@ -161,14 +166,13 @@ impl Reason {
 pub enum Decision {
     /// Serve.
     Allow,
-    /// Refuse: 401 when no credential came and one would be needed, else 403.
+    /// Refuse, for `reason` ([`Reason::NoCredential`] when a credential would be needed and
+    /// none came). The evaluator knows no HTTP: the edge maps reasons to statuses.
     Deny {
-        /// 401 or 403.
-        status: u16,
         /// Why.
         reason: Reason,
     },
-    /// A dependency was unreachable and the policy fails closed: 503.
+    /// A dependency was unreachable and the policy fails closed.
     Unavailable {
         /// Why.
         reason: Reason,
@@ -192,14 +196,7 @@ impl Policy {
     pub fn evaluate(&self, facts: &Facts<'_>) -> Decision {
         match eval(&self.rule, facts) {
             Outcome::True => Decision::Allow,
-            Outcome::False(Reason::NoCredential) => Decision::Deny {
-                status: 401,
-                reason: Reason::NoCredential,
-            },
-            Outcome::False(reason) => Decision::Deny {
-                status: 403,
-                reason,
-            },
+            Outcome::False(reason) => Decision::Deny { reason },
             Outcome::Unknown(reason) => match self.on_unavailable {
                 FailMode::Closed => Decision::Unavailable { reason },
                 FailMode::Open => Decision::Allow,
@@ -416,29 +413,37 @@ fn cond(c: &Condition, f: &Facts<'_>) -> Outcome {
             TokenFacts::Absent => Outcome::False(Reason::NoCredential),
             TokenFacts::Invalid(why) => Outcome::False(why),
             TokenFacts::Valid(claims) => jwt(j, claims, f.key),
+            // Self-service sessions are not the operator's tokens: only a condition that
+            // names their issuer accepts them.
+            TokenFacts::Session(claims) => match (&j.issuer, claims.get("iss")) {
+                (Some(want), Some(Value::String(iss))) if want == iss => jwt(j, claims, f.key),
+                _ => Outcome::False(Reason::WrongIssuer),
+            },
         },
         Condition::Wallet(w) => match f.token {
             TokenFacts::Absent => Outcome::False(Reason::NoCredential),
             TokenFacts::Invalid(why) => Outcome::False(why),
-            TokenFacts::Valid(claims) => wallet(w, f, claims),
+            TokenFacts::Valid(claims) | TokenFacts::Session(claims) => wallet(w, f, claims),
         },
         Condition::Nft(n) => match f.token {
             TokenFacts::Absent => Outcome::False(Reason::NoCredential),
             TokenFacts::Invalid(why) => Outcome::False(why),
-            TokenFacts::Valid(claims) => match session_account(f, claims, &n.issuer) {
-                Err(why) => Outcome::False(why),
-                Ok(account) if account.namespace != n.chain.namespace => {
-                    Outcome::False(Reason::NftNotHeld)
-                }
-                Ok(account) => match f.nft.map(|o| o.holds(n, account.as_ref())) {
-                    Some(Holding::Yes) => Outcome::True,
-                    Some(Holding::No) => Outcome::False(Reason::NftNotHeld),
-                    Some(Holding::Pending) => Outcome::Pending,
-                    Some(Holding::Unavailable) | None => {
-                        Outcome::Unknown(Reason::DependencyUnavailable)
+            TokenFacts::Valid(claims) | TokenFacts::Session(claims) => {
+                match session_account(f, claims, &n.issuer) {
+                    Err(why) => Outcome::False(why),
+                    Ok(account) if account.namespace != n.chain.namespace => {
+                        Outcome::False(Reason::NftNotHeld)
                     }
-                },
-            },
+                    Ok(account) => match f.nft.map(|o| o.holds(n, account.as_ref())) {
+                        Some(Holding::Yes) => Outcome::True,
+                        Some(Holding::No) => Outcome::False(Reason::NftNotHeld),
+                        Some(Holding::Pending) => Outcome::Pending,
+                        Some(Holding::Unavailable) | None => {
+                            Outcome::Unknown(Reason::DependencyUnavailable)
+                        }
+                    },
+                }
+            }
         },
     }
 }

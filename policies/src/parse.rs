@@ -604,7 +604,7 @@ fn wallet(cx: &mut Ctx, path: &str, v: &Value) -> Option<WalletCondition> {
         for (i, a) in list.iter().enumerate() {
             match crate::address::Account::parse(a) {
                 Ok(acc) => out.push(acc),
-                Err(e) => cx.err(&format!("{p}[{i}]"), e),
+                Err(e) => cx.err(&format!("{p}[{i}]"), e.to_string()),
             }
         }
         out
@@ -658,7 +658,7 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
         }
         Some(v) => string(cx, &join(path, "chain"), v).and_then(|s| {
             crate::address::ChainId::parse(&s)
-                .map_err(|e| cx.err(&join(path, "chain"), e))
+                .map_err(|e| cx.err(&join(path, "chain"), e.to_string()))
                 .ok()
         }),
     };
@@ -713,7 +713,7 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
             string(cx, &p, &m["contract"]).and_then(|s| {
                 crate::address::parse_evm(&s)
                     .map(NftTarget::Contract)
-                    .map_err(|e| cx.err(&p, e))
+                    .map_err(|e| cx.err(&p, e.to_string()))
                     .ok()
             })
         }
@@ -728,7 +728,7 @@ fn nft(cx: &mut Ctx, path: &str, v: &Value) -> Option<NftCondition> {
                             NftTarget::Collection(b)
                         }
                     })
-                    .map_err(|e| cx.err(&p, e))
+                    .map_err(|e| cx.err(&p, e.to_string()))
                     .ok()
             })
         }

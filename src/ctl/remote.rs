@@ -595,6 +595,7 @@ async fn asset(api: &mut Api, out: Output, cmd: AssetCmd) -> Result<()> {
                         policy_id: policy.unwrap_or_default(),
                         description,
                         version: 0,
+                        ..Default::default()
                     }),
                 })
                 .await?

@@ -9,6 +9,10 @@
 
 use std::fmt;
 
+mod shift;
+
+pub use shift::shift_segment;
+
 /// A four-character box type.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FourCc(pub [u8; 4]);

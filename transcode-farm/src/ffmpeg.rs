@@ -11,7 +11,8 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::config::{AudioConfig, LadderConfig};
-use crate::ladder::Plan;
+use crate::ladder::{Plan, PlannedVideo};
+use crate::split::{Grid, VideoRun};
 
 pub(crate) mod progress;
 
@@ -151,6 +152,162 @@ pub(crate) fn ladder_args(input: &Path, plan: &Plan, cfg: &LadderConfig) -> Vec<
         push_hls_output(&mut args, AUDIO_DIR, &seg);
     }
     args
+}
+
+/// `ffmpeg` arguments that encode one run of whole segments of every video rendition
+/// (segment-parallel encoding; see [`crate::split`]).
+///
+/// The run seeks to half a frame before its first frame, takes exactly its frames with
+/// `trim` (the last run takes the rest), forces keyframes on the whole output's segment
+/// boundaries and nowhere else (`-g` is twice the GOP, so x264 adds none of its own), and
+/// the muxer cuts a segment at every keyframe. No audio: it is encoded once, on its own.
+pub(crate) fn video_run_args(
+    input: &Path,
+    plan: &Plan,
+    cfg: &LadderConfig,
+    grid: &Grid,
+    run: &VideoRun,
+) -> Vec<OsString> {
+    let mut args = Vec::new();
+    push_all(
+        &mut args,
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "error",
+            "-progress",
+            "pipe:1",
+            "-xerror",
+        ],
+    );
+    if run.start_frame > 0 {
+        let seek = (grid.frame_secs(run.start_frame) - 0.5 / grid.fps()).max(0.0);
+        push_all(&mut args, &["-ss", &format!("{seek:.6}")]);
+    }
+    args.push("-i".into());
+    args.push(file_url(input));
+    // The run's first frame is its time 0, so the muxer's constant-rate sync has no gap
+    // to fill with a duplicate.
+    let mut graph = format!("[0:v:0]setpts=PTS-STARTPTS,fps={}", plan.fps.to_ffmpeg());
+    if let Some(frames) = run.frames {
+        graph.push_str(&format!(",trim=end_frame={frames}"));
+    }
+    args.push("-filter_complex".into());
+    args.push(split_and_scale(graph, plan).into());
+
+    let gop = plan.gop.to_string();
+    let keyint = (plan.gop.saturating_mul(2)).to_string();
+    let force_kf = grid.keyframe_expr(run);
+    let threads = cfg.threads.map(|t| t.to_string());
+    for (i, v) in plan.video.iter().enumerate() {
+        push_x264(
+            &mut args,
+            i,
+            v,
+            cfg,
+            &keyint,
+            &gop,
+            &force_kf,
+            threads.as_deref(),
+        );
+        // Any positive value below a frame: every keyframe starts a segment.
+        push_hls_output(&mut args, &video_dir(&v.name), "0.001");
+    }
+    args
+}
+
+/// `ffmpeg` arguments that encode the audio rendition of `plan` alone, for the whole
+/// source, cut on the same segment grid as the video.
+pub(crate) fn audio_args(input: &Path, plan: &Plan, cfg: &LadderConfig) -> Vec<OsString> {
+    let mut args = Vec::new();
+    push_all(
+        &mut args,
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "error",
+            "-progress",
+            "pipe:1",
+            "-xerror",
+            "-i",
+        ],
+    );
+    args.push(file_url(input));
+    let threads = cfg.threads.map(|t| t.to_string());
+    push_audio(&mut args, &cfg.audio, threads.as_deref());
+    push_hls_output(&mut args, AUDIO_DIR, &plan.segment.ffmpeg_secs());
+    args
+}
+
+/// One libx264 encoder fed by `[v{i}]`.
+#[allow(clippy::too_many_arguments)]
+fn push_x264(
+    args: &mut Vec<OsString>,
+    i: usize,
+    v: &PlannedVideo,
+    cfg: &LadderConfig,
+    keyint: &str,
+    keyint_min: &str,
+    force_kf: &str,
+    threads: Option<&str>,
+) {
+    let label = format!("[v{i}]");
+    let kbps = u64::from(v.bitrate_kbps);
+    let b = format!("{kbps}k");
+    let maxrate = format!("{}k", kbps * 11 / 10);
+    let bufsize = format!("{}k", kbps * 2);
+    push_all(
+        args,
+        &[
+            "-map",
+            &label,
+            "-c:v",
+            "libx264",
+            "-preset",
+            &cfg.x264_preset,
+            "-profile:v",
+            "high",
+            "-b:v",
+            &b,
+            "-maxrate",
+            &maxrate,
+            "-bufsize",
+            &bufsize,
+            "-g",
+            keyint,
+            "-keyint_min",
+            keyint_min,
+            "-sc_threshold",
+            "0",
+            "-force_key_frames",
+            force_kf,
+        ],
+    );
+    if let Some(t) = threads {
+        push_all(args, &["-threads", t]);
+    }
+    push_all(args, &["-an", "-sn", "-dn"]);
+}
+
+/// `head` (a chain ending in decoded frames), then `split` and per rendition `scale,
+/// setsar, format`.
+fn split_and_scale(mut g: String, plan: &Plan) -> String {
+    let n = plan.video.len();
+    g.push_str(&format!(",split={n}"));
+    for i in 0..n {
+        g.push_str(&format!("[s{i}]"));
+    }
+    for (i, v) in plan.video.iter().enumerate() {
+        g.push_str(&format!(
+            ";[s{i}]scale={}:{},setsar=1,format=yuv420p[v{i}]",
+            v.width, v.height
+        ));
+    }
+    g
 }
 
 /// `[0:v:0] fps, split` then per rendition `scale, setsar, format`.
@@ -310,7 +467,6 @@ pub(crate) fn test_pattern_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ladder::PlannedVideo;
     use crate::probe::Rational;
 
     fn plan(audio: bool) -> Plan {
@@ -421,5 +577,65 @@ mod tests {
         ));
         assert!(has_pair(&args, "-t", "10"));
         assert_eq!(args.last().unwrap(), "file:demo.mp4");
+    }
+
+    #[test]
+    fn run_command_seeks_trims_and_forces_the_whole_grid() {
+        let grid = Grid {
+            fps_num: 30,
+            fps_den: 1,
+            segment_millis: 3200,
+        };
+        let runs = crate::split::split(&grid, Some(1800), 5);
+        let cfg = LadderConfig::default();
+        let first = strings(&video_run_args(
+            Path::new("/in.mp4"),
+            &plan(true),
+            &cfg,
+            &grid,
+            &runs[0],
+        ));
+        assert!(
+            !first.contains(&"-ss".to_owned()),
+            "the first run starts at 0"
+        );
+        assert!(
+            !first.iter().any(|a| a.starts_with("audio/")),
+            "audio is encoded once, apart"
+        );
+        let second = strings(&video_run_args(
+            Path::new("/in.mp4"),
+            &plan(true),
+            &cfg,
+            &grid,
+            &runs[1],
+        ));
+        assert!(has_pair(&second, "-ss", "15.983333"));
+        assert!(second.iter().any(|a| a.starts_with(
+            "[0:v:0]setpts=PTS-STARTPTS,fps=30/1,trim=end_frame=480,split=2[s0][s1];"
+        )));
+        assert!(has_pair(&second, "-g", "192"));
+        assert!(has_pair(&second, "-keyint_min", "96"));
+        assert!(has_pair(
+            &second,
+            "-force_key_frames",
+            &grid.keyframe_expr(&runs[1])
+        ));
+        let last = strings(&video_run_args(
+            Path::new("/in.mp4"),
+            &plan(true),
+            &cfg,
+            &grid,
+            &runs[3],
+        ));
+        assert!(
+            last.iter()
+                .any(|a| a.starts_with("[0:v:0]setpts=PTS-STARTPTS,fps=30/1,split=2")),
+            "the last run takes the rest"
+        );
+        let audio = strings(&audio_args(Path::new("/in.mp4"), &plan(true), &cfg));
+        assert!(has_pair(&audio, "-map", "0:a:0"));
+        assert!(has_pair(&audio, "-hls_time", "3.2"));
+        assert!(!audio.iter().any(|a| a.starts_with("video/")));
     }
 }

@@ -27,7 +27,7 @@ const DERIVED_FRACTIONS: [(u32, u32); 8] = [
 ];
 
 /// One video rendition to encode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PlannedVideo {
     /// `<height>p`, also the folder name under `video/`.
     pub(crate) name: String,
@@ -37,7 +37,7 @@ pub(crate) struct PlannedVideo {
 }
 
 /// Everything ffmpeg is asked to produce.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Plan {
     /// Highest first.
     pub(crate) video: Vec<PlannedVideo>,

@@ -7,6 +7,9 @@
 //! -> [`cmaf`] measurement of every segment -> manifests written here from
 //! those measurements -> [`verify_output`] -> atomic rename into place.
 //!
+//! [`ingest`] is the tus 1.0.0 upload server that stages sources and submits their jobs;
+//! [`service`] runs `streamgate transcode` (ingest and workers) from its config.
+//!
 //! Main types: [`LadderConfig`] (with [`SegmentDuration`] and [`Rung`]),
 //! [`Report`], [`TranscodeError`], [`VerifyReport`] and [`VerifyError`].
 #![forbid(unsafe_code)]
@@ -15,12 +18,17 @@ mod check;
 pub mod cmaf;
 mod config;
 mod error;
+pub mod farm;
 mod ffmpeg;
+pub mod ingest;
 mod ladder;
 mod manifest;
 mod probe;
 mod process;
 mod report;
+pub mod segmented;
+pub mod service;
+pub mod split;
 mod transcode;
 pub mod verify;
 
@@ -33,4 +41,4 @@ pub use ffmpeg::progress::Progress;
 pub use ladder::LadderError;
 pub use report::{Rendition, RenditionKind, Report, SourceReport};
 pub use transcode::{make_test_pattern, transcode, transcode_with_progress};
-pub use verify::{VerifyError, VerifyReport, verify_output};
+pub use verify::{VerifyError, VerifyReport, verify_listing, verify_output};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// An exact frame rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct Rational {
     pub(crate) num: u32,
     pub(crate) den: u32,
@@ -31,7 +31,7 @@ impl Rational {
 }
 
 /// What the transcode needs to know about the input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub(crate) struct SourceInfo {
     /// Displayed width: after the sample aspect ratio and rotation are applied.
     pub(crate) width: u32,

@@ -109,7 +109,7 @@ pub async fn make_test_pattern(
     result
 }
 
-async fn open_input(input: &Path) -> Result<PathBuf, TranscodeError> {
+pub(crate) async fn open_input(input: &Path) -> Result<PathBuf, TranscodeError> {
     let input_err = |source| TranscodeError::Input {
         path: input.to_path_buf(),
         source,
@@ -196,7 +196,10 @@ async fn walk_mp4_boxes(input: &Path) -> Result<BoxWalk, TranscodeError> {
     Ok(BoxWalk::Complete)
 }
 
-async fn probe_input(input: &Path, cfg: &LadderConfig) -> Result<SourceInfo, TranscodeError> {
+pub(crate) async fn probe_input(
+    input: &Path,
+    cfg: &LadderConfig,
+) -> Result<SourceInfo, TranscodeError> {
     let walk = walk_mp4_boxes(input).await?;
     if let BoxWalk::Overrun(detail) = walk {
         return Err(TranscodeError::Truncated {
@@ -369,7 +372,11 @@ async fn encode(
 
 /// Reads one rendition folder: removes ffmpeg's playlist, checks the file
 /// names, and measures the init and every media segment.
-async fn measure(staging: &Path, name: &str, dir: &str) -> Result<Track, TranscodeError> {
+pub(crate) async fn measure(
+    staging: &Path,
+    name: &str,
+    dir: &str,
+) -> Result<Track, TranscodeError> {
     let folder = staging.join(dir);
     match tokio::fs::remove_file(folder.join(FFMPEG_PLAYLIST)).await {
         Ok(()) => {}

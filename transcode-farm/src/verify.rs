@@ -4,7 +4,7 @@
 //! folder, and each file must exist and be non-empty. HLS and DASH must name
 //! the same media files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,18 +85,77 @@ pub enum VerifyError {
     },
 }
 
+/// Where [`verify_files`] reads an output from: a folder, or a listing of objects.
+trait Files {
+    /// The bytes of manifest `rel`; [`VerifyError::Missing`] when absent.
+    fn read(&self, rel: &str) -> Result<Vec<u8>, VerifyError>;
+    /// The size of `rel`, `None` when absent.
+    fn size(&self, rel: &str) -> Result<Option<u64>, VerifyError>;
+}
+
+/// An output folder on disk.
+struct Dir {
+    root: PathBuf,
+}
+
+impl Files for Dir {
+    fn read(&self, rel: &str) -> Result<Vec<u8>, VerifyError> {
+        read(&self.root, rel)
+    }
+
+    fn size(&self, rel: &str) -> Result<Option<u64>, VerifyError> {
+        file_size(&self.root, rel)
+    }
+}
+
+/// An output known by its manifests' text and the sizes of its media objects, as the farm
+/// has it before publishing to object storage.
+struct Listing<'a> {
+    manifests: &'a BTreeMap<String, String>,
+    media: &'a BTreeMap<String, u64>,
+}
+
+impl Files for Listing<'_> {
+    fn read(&self, rel: &str) -> Result<Vec<u8>, VerifyError> {
+        self.manifests
+            .get(rel)
+            .map(|m| m.as_bytes().to_vec())
+            .ok_or_else(|| VerifyError::Missing {
+                count: 1,
+                first: vec![rel.to_owned()],
+            })
+    }
+
+    fn size(&self, rel: &str) -> Result<Option<u64>, VerifyError> {
+        Ok(self.media.get(rel).copied())
+    }
+}
+
 /// Checks that `out_dir` holds a complete, self-consistent HLS + DASH output.
 pub fn verify_output(out_dir: &Path) -> Result<VerifyReport, VerifyError> {
     let root = fs::canonicalize(out_dir).map_err(|source| VerifyError::Read {
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let (playlists, hls_files) = hls_references(&root)?;
+    verify_files(&Dir { root })
+}
 
-    let mpd_path = root.join(DASH_MANIFEST);
-    let xml = fs::read_to_string(&mpd_path).map_err(|source| VerifyError::Read {
-        path: mpd_path,
-        source,
+/// [`verify_output`] of an output held as `manifests` (path relative to the output root
+/// and text) and `media` (path and size of every init and media segment), with the same
+/// independent parsers and the same rules.
+pub fn verify_listing(
+    manifests: &BTreeMap<String, String>,
+    media: &BTreeMap<String, u64>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_files(&Listing { manifests, media })
+}
+
+fn verify_files(files: &dyn Files) -> Result<VerifyReport, VerifyError> {
+    let (playlists, hls_files) = hls_references(files)?;
+
+    let xml = String::from_utf8(files.read(DASH_MANIFEST)?).map_err(|e| VerifyError::Read {
+        path: PathBuf::from(DASH_MANIFEST),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
     })?;
     let reps = mpd_references(&xml)?;
     let mut dash_files = BTreeSet::new();
@@ -109,7 +168,7 @@ pub fn verify_output(out_dir: &Path) -> Result<VerifyReport, VerifyError> {
     let mut missing = Vec::new();
     let mut media_bytes = 0u64;
     for rel in hls_files.union(&dash_files) {
-        match file_size(&root, rel)? {
+        match files.size(rel)? {
             Some(len) if len > 0 => media_bytes = media_bytes.saturating_add(len),
             _ => missing.push(rel.clone()),
         }
@@ -144,8 +203,8 @@ pub fn verify_output(out_dir: &Path) -> Result<VerifyReport, VerifyError> {
 
 /// Parses the master and every media playlist; returns how many playlists
 /// were read and the media files they name.
-fn hls_references(root: &Path) -> Result<(usize, BTreeSet<String>), VerifyError> {
-    let master_bytes = read(root, MASTER_PLAYLIST)?;
+fn hls_references(src: &dyn Files) -> Result<(usize, BTreeSet<String>), VerifyError> {
+    let master_bytes = src.read(MASTER_PLAYLIST)?;
     let master =
         m3u8_rs::parse_master_playlist_res(&master_bytes).map_err(|_| VerifyError::Playlist {
             uri: MASTER_PLAYLIST.to_owned(),
@@ -169,7 +228,7 @@ fn hls_references(root: &Path) -> Result<(usize, BTreeSet<String>), VerifyError>
 
     let mut files = BTreeSet::new();
     for rel in &playlists {
-        let bytes = read(root, rel)?;
+        let bytes = src.read(rel)?;
         let bad = |reason: &str| VerifyError::Playlist {
             uri: rel.clone(),
             reason: reason.to_owned(),

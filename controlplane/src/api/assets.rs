@@ -15,7 +15,7 @@ fn asset_key(id: &str) -> String {
 
 /// An asset id is one path segment of `a-z`, `0-9`, `.`, `_`, `-` (at most 128, not `.` or
 /// `..`): it is the first segment of every URL under `/v/` and of every object key.
-pub(super) fn is_asset_id(id: &str) -> bool {
+pub fn is_asset_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id != "."
@@ -26,7 +26,7 @@ pub(super) fn is_asset_id(id: &str) -> bool {
 }
 
 /// What [`is_asset_id`] asks for, for error messages.
-pub(super) const ASSET_ID_RULE: &str = "1 to 128 characters of a-z, 0-9, '.', '_', '-'";
+pub const ASSET_ID_RULE: &str = "1 to 128 characters of a-z, 0-9, '.', '_', '-'";
 
 fn valid_id(id: &str) -> Result<(), Status> {
     if is_asset_id(id) {
@@ -61,7 +61,19 @@ impl AssetApi {
     ) -> Result<pb::Asset, Status> {
         valid_id(&a.id)?;
         let key = asset_key(&a.id);
-        let doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
+        let mut doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
+        // The published version (origin prefix and job) belongs to the farm: operators'
+        // edits keep it. The guard below makes sure it is the one read here.
+        if expected != 0
+            && let Some(old) = self.store.get(&key).await.map_err(status)?
+            && let Ok(old) = serde_json::from_slice::<Value>(&old.value)
+        {
+            for field in ["origin_prefix", "job"] {
+                if let Some(v) = old.get(field) {
+                    doc[field] = v.clone();
+                }
+            }
+        }
         let mut guards = vec![guard(key.clone(), expected)];
         let mut ops = vec![Op::put(key, serde_json::to_vec(&doc).expect("JSON"))];
         if !a.policy_id.is_empty() {
@@ -92,6 +104,8 @@ impl AssetApi {
         .await?;
         Ok(pb::Asset {
             version,
+            origin_prefix: doc["origin_prefix"].as_str().unwrap_or_default().to_owned(),
+            job_id: doc["job"].as_str().unwrap_or_default().to_owned(),
             ..a.clone()
         })
     }
@@ -115,6 +129,8 @@ fn from_doc(value: &[u8], version: i64) -> pb::Asset {
         policy_id: s("policy"),
         description: s("description"),
         version,
+        origin_prefix: s("origin_prefix"),
+        job_id: s("job"),
     }
 }
 

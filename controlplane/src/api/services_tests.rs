@@ -122,6 +122,7 @@ fn asset(id: &str, policy: &str) -> pb::Asset {
         policy_id: policy.into(),
         description: String::new(),
         version: 0,
+        ..Default::default()
     }
 }
 

@@ -258,6 +258,7 @@ async fn assets_bind_only_to_existing_policies_with_versions() {
         policy_id: policy.into(),
         description: "d".into(),
         version: 0,
+        ..Default::default()
     };
     let e = a
         .register(pb::RegisterAssetRequest {

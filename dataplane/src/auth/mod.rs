@@ -10,30 +10,37 @@
 //!    that every edge holds, so any edge accepts it. Policies test it with `wallet`.
 //!
 //! Nonces are stateless: `issued-at ‖ random ‖ HMAC(key, issued-at ‖ random ‖ account)`,
-//! so any edge can check them without shared state; each is accepted once per edge (a set
-//! of used nonces kept until they expire). The HMAC key is derived from the session key.
+//! so any edge can check them without shared state. Each is accepted once across the
+//! fleet: the first verify records it at `nonces/<nonce>` in the state store with a
+//! create-if-absent transaction under a lease that outlives the nonce ([`ledger`]), one
+//! write per sign-in; a second verify anywhere finds it and is refused. An edge without a
+//! state store (a snapshot file, or an open edge) remembers used nonces itself. The HMAC
+//! key is derived from the session key.
 
-pub mod siwe;
-pub mod wallet;
+mod ledger;
+pub(crate) mod session;
+
+pub(crate) use session::session_token;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
-use http::{Response, StatusCode, header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 use streamgate_policy::address::{Account, ChainId, Namespace};
 use streamgate_policy::{KeyDoc, WALLET_ISSUER};
 
-use crate::body::Body;
+use streamgate_web3::{Chains, siwe, wallet};
+
 use crate::config::AuthConfig;
+use crate::error::{ClientError, EdgeError, Internal, Refusal};
 use crate::gate::jwt::VerifyingKey;
+use crate::request::SignIn;
 
 /// Request bodies larger than this are refused (413).
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Allowed clock skew on a message's `Issued At`.
 const SKEW: Duration = Duration::from_secs(60);
@@ -44,7 +51,8 @@ pub struct Auth {
     key: Ed25519KeyPair,
     nonce_key: ring::hmac::Key,
     used: moka::sync::Cache<String, ()>,
-    chains: Option<Arc<crate::chain::Chains>>,
+    ledger: ledger::Ledger,
+    chains: Option<Arc<Chains>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -63,24 +71,14 @@ pub struct AuthSetupError {
     message: String,
 }
 
-/// A refusal: status, machine-readable reason, and a sentence for people.
-struct Refusal(StatusCode, &'static str, String);
-
-fn bad(reason: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::BAD_REQUEST, reason, msg.into())
+/// A malformed sign-in request (400), with its reason and a sentence for people.
+fn bad(reason: &'static str, msg: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Client(ClientError::SignIn(reason, msg.to_string()))
 }
 
-fn denied(reason: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal(StatusCode::UNAUTHORIZED, reason, msg.into())
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Body::Full(Bytes::from(v.to_string())))
-        .expect("static headers are valid")
+/// A well-formed sign-in that is refused (401).
+fn denied(reason: &'static str, msg: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Gate(Refusal::SignIn(reason, msg.to_string()))
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -117,17 +115,25 @@ impl Auth {
             .max_capacity(1_000_000)
             .time_to_live(cfg.nonce_ttl + SKEW)
             .build();
+        let ledger = ledger::Ledger::new(cfg.nonce_ttl + SKEW);
         Ok(Self {
             cfg,
             key,
             nonce_key,
             used,
+            ledger,
             chains: None,
         })
     }
 
+    /// Records used nonces in `store` from now on, so each is usable once across every
+    /// edge that shares it (the edge's watcher hands over its store when it connects).
+    pub fn use_store(&self, store: Arc<dyn streamgate_store::Store>) {
+        self.ledger.set_store(store);
+    }
+
     /// Checks ERC-1271 contract-wallet signatures on the chains these clients reach.
-    pub fn set_chains(&mut self, chains: Arc<crate::chain::Chains>) {
+    pub fn set_chains(&mut self, chains: Arc<Chains>) {
         self.chains = Some(chains);
     }
 
@@ -143,27 +149,20 @@ impl Auth {
         (self.cfg.session_kid.clone(), key)
     }
 
-    /// Whether `path` is one of the sign-in endpoints.
-    pub fn handles(path: &str) -> bool {
-        path == "/auth/challenge" || path == "/auth/verify"
-    }
-
-    /// Serves `POST /auth/challenge` and `POST /auth/verify`.
-    pub async fn serve(&self, path: &str, body: &[u8], now: SystemTime) -> Response<Body> {
-        let result = match path {
-            "/auth/challenge" => self.challenge(body, now),
-            _ => self.verify(body, now).await,
-        };
-        match result {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(Refusal(status, reason, message)) => json_response(
-                status,
-                &json!({"error": "sign_in_refused", "reason": reason, "message": message}),
-            ),
+    /// Answers `POST /auth/challenge` or `POST /auth/verify` with the JSON document to send.
+    pub(crate) async fn serve(
+        &self,
+        endpoint: SignIn,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Value, EdgeError> {
+        match endpoint {
+            SignIn::Challenge => self.challenge(body, now),
+            SignIn::Verify => self.verify(body, now).await,
         }
     }
 
-    fn chain(&self, chain: &str) -> Result<ChainId, Refusal> {
+    fn chain(&self, chain: &str) -> Result<ChainId, EdgeError> {
         let c = ChainId::parse(chain).map_err(|e| bad("bad_chain", e))?;
         if !self.cfg.chains.iter().any(|a| a == &c) {
             return Err(bad(
@@ -196,7 +195,7 @@ impl Auth {
     }
 
     /// Checks that `nonce` was made by an edge with this key for `account`, recently.
-    fn check_nonce(&self, nonce: &str, account: &str, now: SystemTime) -> Result<(), Refusal> {
+    fn check_nonce(&self, nonce: &str, account: &str, now: SystemTime) -> Result<(), EdgeError> {
         let raw: Option<Vec<u8>> = (nonce.len() == 64)
             .then(|| {
                 (0..32)
@@ -230,7 +229,7 @@ impl Auth {
         Ok(())
     }
 
-    fn challenge(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+    fn challenge(&self, body: &[u8], now: SystemTime) -> Result<Value, EdgeError> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
         let (Some(address), Some(chain)) = (req["address"].as_str(), req["chain"].as_str()) else {
@@ -279,7 +278,7 @@ impl Auth {
         Ok(out)
     }
 
-    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, Refusal> {
+    async fn verify(&self, body: &[u8], now: SystemTime) -> Result<Value, EdgeError> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| bad("malformed_request", format!("not JSON: {e}")))?;
         let (Some(text), Some(signature)) = (req["message"].as_str(), req["signature"].as_str())
@@ -371,13 +370,24 @@ impl Auth {
                 "the signature is not the account's",
             ));
         }
-        // Single use on this edge: the first verify wins.
+        // Single use: the first verify wins, on this edge and then across the fleet.
         let mut fresh = false;
         self.used.entry(m.nonce.clone()).or_insert_with(|| {
             fresh = true;
         });
         if !fresh {
             return Err(denied("nonce_replayed", "this sign-in was already used"));
+        }
+        match self.ledger.record(&m.nonce).await {
+            Ok(true) => {}
+            Ok(false) => return Err(denied("nonce_replayed", "this sign-in was already used")),
+            Err(e) => {
+                // Unrecorded, the nonce could be replayed elsewhere: refuse, and let the
+                // viewer retry once the store is back.
+                self.used.invalidate(&m.nonce);
+                tracing::warn!(error = %e, "cannot record a sign-in nonce");
+                return Err(EdgeError::Internal(Internal::StateUnavailable));
+            }
         }
         let expires = now + self.cfg.session_ttl;
         let token = session_token(
@@ -400,7 +410,7 @@ impl Auth {
         address: &str,
         digest: [u8; 32],
         signature: &str,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, EdgeError> {
         let recovered = wallet::evm_signer_of_digest(&digest, signature);
         if recovered.as_deref() == Ok(address) {
             return Ok(true);
@@ -417,45 +427,11 @@ impl Auth {
             };
         };
         let raw = wallet::signature_bytes(signature).map_err(|e| bad("malformed_signature", e))?;
-        crate::chain::evm::is_valid_signature(rpc, wallet, digest, &raw)
+        streamgate_web3::evm::is_valid_signature(rpc, wallet, digest, &raw)
             .await
             .map_err(|why| {
                 tracing::warn!(chain = %chain, error = %why, "ERC-1271 check failed: no RPC endpoint answered");
-                Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "chain_unavailable",
-                    format!("cannot reach {chain} to check a contract wallet's signature"),
-                )
+                EdgeError::Chain
             })
     }
 }
-
-/// A wallet session token: an EdDSA JWT from `streamgate-wallet` whose subject and
-/// `sg_wallet` are `account` (CAIP-10), signed with the session key `kid`.
-pub fn session_token(
-    key: &Ed25519KeyPair,
-    kid: &str,
-    account: &str,
-    now: SystemTime,
-    expires: SystemTime,
-) -> String {
-    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
-    let claims = json!({
-        "iss": WALLET_ISSUER,
-        "sub": account,
-        "aud": "streamgate",
-        "iat": unix(now),
-        "exp": unix(expires),
-        "sg_wallet": account,
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-}
-
-/// Makes `Auth` shareable across listeners.
-pub type SharedAuth = Arc<Auth>;

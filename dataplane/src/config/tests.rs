@@ -170,3 +170,24 @@ multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
     }
     assert!(!all.contains("ftp://x"), "URLs are not quoted: {all}");
 }
+
+#[test]
+fn unknown_asset_mode() {
+    let read = |v: &str| {
+        EdgeConfig::from_toml_str(
+            &format!("[edge.gate]\nunknown_asset = {v}\n"),
+            std::iter::empty(),
+            "t.toml",
+        )
+    };
+    assert_eq!(
+        EdgeConfig::default().gate.unknown_asset,
+        UnknownAsset::Conceal
+    );
+    assert_eq!(
+        read("\"not_found\"").unwrap().gate.unknown_asset,
+        UnknownAsset::NotFound
+    );
+    let err = read("\"hide\"").unwrap_err().to_string();
+    assert!(err.contains("edge.gate.unknown_asset"), "{err}");
+}

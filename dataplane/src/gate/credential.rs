@@ -17,8 +17,6 @@ pub enum Source {
     Cookie,
 }
 
-/// The name of the query parameter and of the cookie suffix.
-pub const QUERY_PARAM: &str = "token";
 /// The cookie name.
 pub const COOKIE_NAME: &str = "sg_token";
 

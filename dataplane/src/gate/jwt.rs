@@ -122,8 +122,12 @@ pub type KeySet = HashMap<String, VerifyingKey>;
 pub struct Verified {
     /// The token's claims.
     pub claims: Claims,
-    /// `exp`, as an instant.
-    pub expires: SystemTime,
+    /// When this verdict stops holding: `exp` plus the leeway, or the key's `retire_at`
+    /// if that comes first. A cached verdict is never used from then on.
+    pub valid_until: SystemTime,
+    /// Verified with the edges' wallet-session key (a self-service sign-in), not with one
+    /// of the deployment's keys.
+    pub session: bool,
     /// The `sg_wallet` claim parsed once (a wallet session's account), so that `wallet`
     /// and `nft` conditions do not parse it on every request.
     pub wallet: Option<streamgate_policy::address::Account>,
@@ -183,9 +187,9 @@ pub fn verify(
         .and_then(Value::as_str)
         .ok_or(Reason::UnknownKey)?;
     // The edge's own wallet-session key comes first, so no stored key can shadow it.
-    let key = match session {
-        Some((skid, skey)) if skid == kid => skey,
-        _ => keys.get(kid).ok_or(Reason::UnknownKey)?,
+    let (key, is_session) = match session {
+        Some((skid, skey)) if skid == kid => (skey, true),
+        _ => (keys.get(kid).ok_or(Reason::UnknownKey)?, false),
     };
     if key.retire_at.is_some_and(|t| now >= t) {
         return Err(Reason::UnknownKey);
@@ -220,9 +224,14 @@ pub fn verify(
         .get("sg_wallet")
         .and_then(Value::as_str)
         .and_then(|a| streamgate_policy::address::Account::parse(a).ok());
+    let valid_until = match key.retire_at {
+        Some(r) => r.min(expires + leeway),
+        None => expires + leeway,
+    };
     Ok(Verified {
         claims,
-        expires,
+        valid_until,
+        session: is_session,
         wallet,
     })
 }

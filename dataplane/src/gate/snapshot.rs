@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub policies: HashMap<String, Arc<Policy>>,
     /// Assets by id, with the id of the policy they are bound to.
     pub assets: HashMap<String, Option<String>>,
+    /// Where an asset's objects live when the farm published a version of it
+    /// (`{asset}/{job}`); assets without one are read from `{asset}/`.
+    pub origin_prefixes: HashMap<String, Arc<str>>,
     keys: KeySet,
     verified: moka::sync::Cache<Box<str>, Arc<CachedVerify>, ahash::RandomState>,
     source: Value,
@@ -120,11 +123,31 @@ impl Snapshot {
             }
         }
         let mut assets = HashMap::new();
+        let mut origin_prefixes = HashMap::new();
         for (i, a) in items(&doc, "assets", &mut errs).iter().enumerate() {
             let id = a.get("id").and_then(Value::as_str);
             let policy = a.get("policy").and_then(Value::as_str).map(str::to_owned);
             match id {
                 Some(id) if streamgate_origin::validate_key(id).is_ok() && !id.contains('/') => {
+                    match a.get("origin_prefix") {
+                        None | Some(Value::Null) => {}
+                        // A version lives inside its asset's folder, one level down.
+                        Some(Value::String(p))
+                            if streamgate_origin::validate_key(p).is_ok()
+                                && p.strip_prefix(id)
+                                    .and_then(|r| r.strip_prefix('/'))
+                                    .is_some_and(|v| !v.contains('/')) =>
+                        {
+                            origin_prefixes.insert(id.to_owned(), Arc::from(p.as_str()));
+                        }
+                        Some(_) => {
+                            // Served from nowhere rather than from the wrong place.
+                            errs.push(format!(
+                                "assets[{i}].origin_prefix: must be \"{id}/<version>\""
+                            ));
+                            continue;
+                        }
+                    }
                     if let Some(p) = &policy
                         && !policies.contains_key(p)
                         && strict
@@ -155,6 +178,7 @@ impl Snapshot {
             revision,
             policies,
             assets,
+            origin_prefixes,
             keys,
             // aHash (randomly keyed) hashes a 300-byte token several times faster than SipHash.
             verified: moka::sync::Cache::builder()
@@ -166,14 +190,24 @@ impl Snapshot {
         Ok((snapshot, errs))
     }
 
+    /// Reads and validates a snapshot file (JSON), refusing it whole on any problem.
+    pub fn load(path: &std::path::Path, token_cache_entries: u64) -> Result<Self, SnapshotError> {
+        let text = std::fs::read(path).map_err(|e| SnapshotError(vec![e.to_string()]))?;
+        let doc = serde_json::from_slice(&text)
+            .map_err(|e| SnapshotError(vec![format!("not JSON: {e}")]))?;
+        Self::from_value(doc, token_cache_entries)
+    }
+
     /// The document this snapshot was built from (for the last-known-good file).
     pub fn to_value(&self) -> &Value {
         &self.source
     }
 
     /// Verifies `token` (signature, `exp`, `nbf`, key issuer), remembering the verdict until
-    /// the token expires (or briefly, for a refusal). The cache is part of the snapshot, so a
-    /// key change starts from scratch.
+    /// the token expires or its key retires, whichever comes first (or briefly, for a
+    /// refusal). A remembered verdict is checked against `now` on every use, so a key's
+    /// `retire_at` ends it on time whatever the cache's own clock says. The cache is part
+    /// of the snapshot, so any key change starts from scratch.
     pub(crate) fn verify(
         &self,
         token: &str,
@@ -182,12 +216,16 @@ impl Snapshot {
         session: Option<&(String, VerifyingKey)>,
     ) -> Arc<CachedVerify> {
         if let Some(hit) = self.verified.get(token) {
-            return hit;
+            match &hit.result {
+                Ok(v) if now >= v.valid_until => {}
+                _ => return hit,
+            }
         }
         let session = session.map(|(kid, key)| (kid.as_str(), key));
         let result = super::jwt::verify(token, &self.keys, session, now, leeway);
         let ttl = match &result {
-            Ok(v) => (v.expires + leeway)
+            Ok(v) => v
+                .valid_until
                 .duration_since(now)
                 .unwrap_or(Duration::ZERO)
                 .min(MAX_TTL),
@@ -198,5 +236,39 @@ impl Snapshot {
             self.verified.insert(token.into(), Arc::clone(&entry));
         }
         entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_prefixes_must_be_a_version_inside_the_asset() {
+        let doc = serde_json::json!({
+            "revision": 7,
+            "policies": [{"id": "open", "rule": {"public": true}}],
+            "assets": [
+                {"id": "a", "policy": "open", "origin_prefix": "a/j1"},
+                {"id": "flat", "policy": "open"},
+                {"id": "b", "policy": "open", "origin_prefix": "a/j1"},
+                {"id": "c", "policy": "open", "origin_prefix": "c/j1/deeper"},
+                {"id": "d", "policy": "open", "origin_prefix": "d/../x"},
+            ],
+        });
+        let (s, problems) = Snapshot::from_store(doc.clone(), 10).unwrap();
+        assert_eq!(s.origin_prefixes.get("a").map(|p| &**p), Some("a/j1"));
+        assert!(s.assets.contains_key("flat") && !s.origin_prefixes.contains_key("flat"));
+        for left_out in ["b", "c", "d"] {
+            assert!(
+                !s.assets.contains_key(left_out),
+                "{left_out} is served from nowhere"
+            );
+        }
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            Snapshot::from_value(doc, 10).is_err(),
+            "a file with them is refused"
+        );
     }
 }

@@ -39,11 +39,20 @@ impl HttpServerApp for TcpFront {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // Requests a client pipelines behind this one are answered next, in order
+        // (RFC 9112 §9.3.2), rather than dropped with the connection.
+        session.set_pipelining_enabled(true);
         match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
                 tracing::debug!(error = %e, "reading request failed");
+                if *e.etype() == pingora_error::ErrorType::InvalidHTTPHeader && !session.is_http2()
+                {
+                    // A request that does not parse gets a 400 with the usual JSON body;
+                    // the connection then closes, since what follows cannot be framed.
+                    self.bad_request(&mut session).await;
+                }
                 return None;
             }
         }
@@ -110,6 +119,26 @@ impl HttpServerApp for TcpFront {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+}
+
+impl TcpFront {
+    async fn bad_request(&self, session: &mut ServerSession) {
+        let resp = self.pipeline.fail(&crate::error::EdgeError::Client(
+            crate::error::ClientError::Malformed,
+        ));
+        self.pipeline
+            .metrics()
+            .record(Proto::H1, 400, crate::metrics::CacheStatus::None, 0);
+        let (parts, body) = resp.into_parts();
+        let header = ResponseHeader::from(parts);
+        let body = match body {
+            Body::Full(b) => b,
+            Body::Empty | Body::Stream(_) => bytes::Bytes::new(),
+        };
+        if let Err(e) = session.write_error_response(header, body).await {
+            tracing::debug!(error = %e, "writing the 400 failed");
+        }
     }
 }
 

@@ -108,15 +108,148 @@ fn mpd_templates_and_base_urls() {
         out.contains("<BaseURL>https://cdn.other/x/</BaseURL>"),
         "absolute BaseURL untouched"
     );
-    assert!(
-        out.contains(r#"sourceURL="i.mp4?a=1&amp;b=2&amp;token=abc.def.ghi""#),
-        "{out}"
-    );
-    assert!(out.contains(r#"media="s1.m4s?token=abc.def.ghi""#));
+    // Under an absolute BaseURL, relative segment URIs resolve to the other host.
+    assert!(out.contains(r#"sourceURL="i.mp4?a=1&amp;b=2""#), "{out}");
+    assert!(out.contains(r#"media="s1.m4s""#), "{out}");
+    assert!(!out.contains("s1.m4s?token"), "{out}");
     assert!(rewrite_mpd(b"<MPD><BaseURL>x", P).is_err());
 }
 
+/// References that browsers resolve to another host never get the token, however they
+/// are spelled.
+#[test]
+fn other_hosts_in_disguise() {
+    for uri in [
+        "\\\\evil.example/x.m4s",
+        "/\\evil.example/x.m4s",
+        "\\/evil.example/x.m4s",
+        "/\t/evil.example/x.m4s",
+        "/\n/evil.example/x.m4s",
+        "\t//evil.example/x.m4s",
+        " //evil.example/x.m4s",
+        "\u{1}//evil.example/x.m4s",
+        "h\tttps://evil.example/x.m4s",
+        "HTTPS://evil.example/x.m4s",
+        "http:evil.example/x.m4s",
+    ] {
+        assert!(add_param(uri, P).is_none(), "{uri:?}");
+        if uri.contains(['\n', '\r']) {
+            continue; // a playlist line cannot hold a line break
+        }
+        let playlist = format!("#EXTM3U\n#EXT-X-MAP:URI=\"{uri}\"\n#EXTINF:1,\n{uri}\n");
+        assert!(!rewrite_hls(&playlist, P).contains("token="), "{uri:?}");
+    }
+    for uri in [
+        "seg.m4s",
+        "/v/a/seg.m4s",
+        "../b/seg.m4s",
+        "b/a:c",
+        "1a:b",
+        "?x=1",
+        "%2F%2Fevil/x",
+    ] {
+        assert!(add_param(uri, P).is_some(), "{uri:?}");
+    }
+}
+
+#[test]
+fn mpd_base_url_scopes() {
+    // An absolute BaseURL at the top: nothing below it resolves to the edge.
+    let top = br#"<MPD><BaseURL>https://cdn.other/a/</BaseURL><Period><AdaptationSet>
+<SegmentTemplate media="s$Number$.m4s" initialization="i.mp4"/>
+<Representation id="1"><BaseURL>v/</BaseURL></Representation></AdaptationSet></Period></MPD>"#;
+    let out = String::from_utf8(rewrite_mpd(top, P).unwrap()).unwrap();
+    assert!(!out.contains("token="), "{out}");
+    // A template at the AdaptationSet applies to every Representation; one of them has an
+    // absolute BaseURL, so the shared template must not carry the token. A template of
+    // its own in the other Representation may.
+    let shared = br#"<MPD><Period><AdaptationSet>
+<SegmentTemplate media="s$Number$.m4s" initialization="i.mp4"/>
+<Representation id="1"><BaseURL>v1/</BaseURL></Representation>
+<Representation id="2"><BaseURL>\\evil.example/v2/</BaseURL></Representation>
+</AdaptationSet><AdaptationSet>
+<Representation id="3"><BaseURL>a/</BaseURL><SegmentTemplate media="t$Number$.m4s"/></Representation>
+</AdaptationSet></Period></MPD>"#;
+    let out = String::from_utf8(rewrite_mpd(shared, P).unwrap()).unwrap();
+    assert!(out.contains(r#"media="s$Number$.m4s""#), "{out}");
+    assert!(out.contains(r#"initialization="i.mp4""#), "{out}");
+    assert!(
+        out.contains("<BaseURL>v1/?token=abc.def.ghi</BaseURL>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("<BaseURL>\\\\evil.example/v2/</BaseURL>"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"media="t$Number$.m4s?token=abc.def.ghi""#),
+        "{out}"
+    );
+    // Relative BaseURLs all the way down keep the token everywhere.
+    let local = br#"<MPD><BaseURL>a/</BaseURL><Period><BaseURL>b/</BaseURL><AdaptationSet>
+<SegmentTemplate media="s.m4s"/></AdaptationSet></Period></MPD>"#;
+    let out = String::from_utf8(rewrite_mpd(local, P).unwrap()).unwrap();
+    assert!(out.contains(r#"media="s.m4s?token=abc.def.ghi""#), "{out}");
+}
+
+/// `same_origin` agrees with a WHATWG URL parser (the `url` crate): whatever it calls
+/// same-origin resolves to the base's origin against two different bases (so it names no
+/// host of its own); whatever the parser keeps on the base's origin and that has no scheme,
+/// it calls same-origin.
+fn whatwg_same_origin(uri: &str) -> bool {
+    [
+        "http://a.invalid/v/x/m.m3u8",
+        "https://b.invalid:8443/v/x/m.m3u8",
+    ]
+    .iter()
+    .all(|b| {
+        let base = url::Url::parse(b).unwrap();
+        base.join(uri).is_ok_and(|u| u.origin() == base.origin())
+    })
+}
+
+fn has_scheme(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok()
+}
+
+#[test]
+fn same_origin_matches_whatwg_on_known_tricks() {
+    for uri in [
+        "\\\\h/x",
+        "/\\h/x",
+        "/\t/h/x",
+        "//h",
+        "x",
+        "/x",
+        "\\x",
+        "?q",
+        "#f",
+        "",
+        "http:x",
+        "javascript:alert(1)",
+        "a\tb:c",
+        " \u{0}/x",
+        "\r\n//h/x",
+    ] {
+        assert!(
+            !same_origin(uri) || whatwg_same_origin(uri),
+            "same_origin({uri:?}) but a browser goes elsewhere"
+        );
+        if whatwg_same_origin(uri) && !has_scheme(uri) {
+            assert!(same_origin(uri), "{uri:?}");
+        }
+    }
+}
+
 proptest::proptest! {
+    #[test]
+    fn same_origin_matches_whatwg(uri in "[ \\t\\n\\r\\\\/:.?#a-zA-Z0-9%+\\-@\\[\\]\\x00-\\x1f]{0,12}") {
+        proptest::prop_assert!(!same_origin(&uri) || whatwg_same_origin(&uri), "{:?}", uri);
+        if whatwg_same_origin(&uri) && !has_scheme(&uri) {
+            proptest::prop_assert!(same_origin(&uri), "{:?}", uri);
+        }
+    }
+
     #[test]
     fn hls_rewrite_keeps_lines_and_never_panics(s in "\\PC{0,300}") {
         let out = rewrite_hls(&s, P);

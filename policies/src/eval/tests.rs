@@ -45,21 +45,18 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("other/master.m3u8", TokenFacts::Valid(&good))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Absent)),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Invalid(Reason::TokenExpired))),
         Decision::Deny {
-            status: 403,
             reason: Reason::TokenExpired
         }
     );
@@ -68,7 +65,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongIssuer
         }
     );
@@ -77,7 +73,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongAudience
         }
     );
@@ -86,7 +81,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ClaimMismatch
         }
     );
@@ -95,7 +89,6 @@ fn jwt_conditions() {
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
@@ -132,7 +125,6 @@ rule:
     assert_eq!(
         p.evaluate(&f),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
@@ -156,7 +148,6 @@ rule:
     assert_eq!(
         p.evaluate(&facts("a/b", TokenFacts::Valid(&c))),
         Decision::Deny {
-            status: 403,
             reason: Reason::ScopeMismatch
         }
     );
@@ -168,7 +159,6 @@ fn not_and_public() {
     assert_eq!(
         p.evaluate(&facts("a/b", TokenFacts::Absent)),
         Decision::Deny {
-            status: 403,
             reason: Reason::NegatedRuleMatched
         }
     );
@@ -216,7 +206,6 @@ fn wallet_condition_checks_the_session_wallet() {
     assert!(matches!(
         decide(&denied),
         Decision::Deny {
-            status: 403,
             reason: Reason::WalletNotAllowed
         }
     ));
@@ -258,7 +247,7 @@ fn wallet_condition_checks_the_session_wallet() {
     ));
     assert!(matches!(
         p.evaluate(&facts("a/x", TokenFacts::Absent)),
-        Decision::Deny { status: 401, .. }
+        Decision::Deny { .. }
     ));
     assert!(p.uses_token());
 }
@@ -334,7 +323,6 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     assert_eq!(
         with(&o),
         Decision::Deny {
-            status: 403,
             reason: Reason::NftNotHeld
         }
     );
@@ -356,7 +344,6 @@ fn nft_condition_asks_the_oracle_for_the_session_wallet() {
     assert_eq!(
         open.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::NftNotHeld
         }
     );
@@ -388,7 +375,6 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     assert_eq!(
         p.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::WrongIssuer
         }
     );
@@ -399,13 +385,12 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     );
     let mut f = facts("demo/x", TokenFacts::Valid(&sol));
     f.nft = Some(&o);
-    assert!(matches!(p.evaluate(&f), Decision::Deny { status: 403, .. }));
+    assert!(matches!(p.evaluate(&f), Decision::Deny { .. }));
     assert!(o.asked.borrow().is_empty());
     // No credential: 401.
     assert_eq!(
         p.evaluate(&facts("demo/x", TokenFacts::Absent)),
         Decision::Deny {
-            status: 401,
             reason: Reason::NoCredential
         }
     );
@@ -421,7 +406,6 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
     assert_eq!(
         both.evaluate(&f),
         Decision::Deny {
-            status: 403,
             reason: Reason::IpNotAllowed
         }
     );
@@ -432,4 +416,51 @@ fn nft_condition_short_circuits_and_needs_a_wallet() {
         "id: n\nrule:\n  not:\n    nft: { chain: eip155:1, standard: erc721, contract: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\" }\n",
     );
     assert_eq!(not.evaluate(&f), Decision::Pending);
+}
+
+/// A wallet session (anyone can sign in with any wallet) is not an operator token: a
+/// `jwt` condition without the session issuer refuses it, whatever else it asks; one that
+/// names the session issuer accepts it; `wallet` conditions accept it.
+#[test]
+fn wallet_sessions_satisfy_jwt_conditions_only_when_named() {
+    let who = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+    let session = claims(serde_json::json!({
+        "iss": WALLET_ISSUER, "sub": format!("eip155:1:{who}"), "aud": "streamgate",
+        "sg_wallet": format!("eip155:1:{who}")
+    }));
+    let bare = policy("id: any-token\nrule:\n  jwt: {scope_claim: null}\n");
+    let aud = policy("id: aud\nrule:\n  jwt: {audience: streamgate, scope_claim: null}\n");
+    let named = policy("id: named\nrule:\n  jwt: {issuer: streamgate-wallet, scope_claim: null}\n");
+    let wallets = policy("id: w\nrule:\n  wallet: {}\n");
+    let denied = Decision::Deny {
+        reason: Reason::WrongIssuer,
+    };
+    for p in [&bare, &aud] {
+        assert_eq!(
+            p.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+            denied,
+            "{}",
+            p.id
+        );
+        // The same claims signed with one of the deployment's keys pass.
+        assert_eq!(
+            p.evaluate(&facts("demo/x", TokenFacts::Valid(&session))),
+            Decision::Allow
+        );
+    }
+    assert_eq!(
+        named.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
+    assert_eq!(
+        wallets.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
+    // In an `any_of` with a wallet branch, the session still gets in through that branch.
+    let either =
+        policy("id: e\nrule:\n  any_of:\n    - jwt: {scope_claim: null}\n    - wallet: {}\n");
+    assert_eq!(
+        either.evaluate(&facts("demo/x", TokenFacts::Session(&session))),
+        Decision::Allow
+    );
 }

@@ -62,7 +62,7 @@ fn valid_ed25519_token() {
     );
     let v = verify(&t, &set, None, now(), Duration::ZERO).unwrap();
     assert_eq!(v.claims["sub"], "viewer");
-    assert_eq!(v.expires, UNIX_EPOCH + Duration::from_secs(NOW + 60));
+    assert_eq!(v.valid_until, UNIX_EPOCH + Duration::from_secs(NOW + 60));
 }
 
 #[test]

@@ -15,13 +15,14 @@ use futures::stream::FuturesUnordered;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use serde_json::{Value, json};
 
-use super::config::ChainConfig;
+use crate::config::ChainConfig;
 
 /// The largest response body read from an endpoint.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Why a call did not produce a result.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// The chain answered with an error of its own (a revert): final, not an outage.
     #[error("rejected by the chain: {message} (code {code})")]
@@ -33,9 +34,139 @@ pub enum RpcError {
         /// Its `data` (revert data), when given.
         data: Option<String>,
     },
-    /// No endpoint produced an answer.
-    #[error("every endpoint failed: {0}")]
-    Unavailable(String),
+    /// No endpoint produced an answer; what each one tried got.
+    #[error("{chain}: every endpoint failed: {}", Attempts(.attempts))]
+    Unavailable {
+        /// The chain (CAIP-2).
+        chain: String,
+        /// Each attempt's failure, in the order they ended.
+        attempts: Vec<AttemptError>,
+    },
+    /// An endpoint answered, but not with what the method or the ABI says it returns.
+    #[error("malformed answer to {method}: {what}")]
+    Malformed {
+        /// The JSON-RPC method.
+        method: &'static str,
+        /// What was wrong with it.
+        what: Malformed,
+    },
+}
+
+/// What was wrong with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// A field that must be `0x` hex is not.
+    #[error("a field is not 0x hex")]
+    Hex,
+    /// A quantity is not a hex number that fits 64 bits.
+    #[error("a quantity is not a 64-bit hex number")]
+    Quantity,
+    /// A list or object is missing or has another shape.
+    #[error("{0}")]
+    Shape(&'static str),
+    /// ABI-encoded return data does not decode.
+    #[error("return data does not decode as {0}")]
+    Abi(&'static str),
+    /// A batch answered a different number of calls than it was asked.
+    #[error("{got} results for {want} calls")]
+    Count {
+        /// Calls made.
+        want: usize,
+        /// Results returned.
+        got: usize,
+    },
+    /// Multicall3's `aggregate3` reverted, which it never does when it is deployed.
+    #[error("the Multicall3 call reverted (is it deployed on this chain?)")]
+    MulticallReverted,
+}
+
+impl Malformed {
+    /// The error for `method`.
+    pub fn of(self, method: &'static str) -> RpcError {
+        RpcError::Malformed { method, what: self }
+    }
+}
+
+/// Codes providers answer when an `eth_getLogs` range or result set is over their cap:
+/// EIP-1474's "limit exceeded" (Infura), "invalid params" (Alchemy), and QuickNode's own.
+pub const RANGE_LIMIT_CODES: [i64; 3] = [-32005, -32602, -32614];
+
+impl RpcError {
+    /// Whether the call failed because some endpoint capped the range or the size of the
+    /// answer (by JSON-RPC error code, see [`RANGE_LIMIT_CODES`]): a smaller request may
+    /// pass.
+    pub fn is_range_limit(&self) -> bool {
+        match self {
+            Self::Unavailable { attempts, .. } => attempts.iter().any(|a| {
+                matches!(a.failure, Failure::JsonRpc { code, .. } if RANGE_LIMIT_CODES.contains(&code))
+            }),
+            Self::Rejected { .. } | Self::Malformed { .. } => false,
+        }
+    }
+}
+
+/// One endpoint's failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {failure}")]
+pub struct AttemptError {
+    /// The endpoint's name (never its URL, which may hold an API key).
+    pub endpoint: String,
+    /// What went wrong.
+    pub failure: Failure,
+}
+
+/// What went wrong with one endpoint.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No answer within the attempt timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed (the text has the URL removed).
+    #[error("{0}")]
+    Transport(String),
+    /// An HTTP status other than 2xx.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The body was larger than [`MAX_RESPONSE_BYTES`].
+    #[error("response over {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    /// The body is not JSON.
+    #[error("not JSON")]
+    NotJson,
+    /// The body is JSON, but not a JSON-RPC 2.0 response with a result.
+    #[error("not a JSON-RPC 2.0 response with a result")]
+    NotJsonRpc,
+    /// A JSON-RPC error that is the endpoint's, not the chain's (rate limits, caps).
+    #[error("JSON-RPC error {code}: {message}")]
+    JsonRpc {
+        /// The code.
+        code: i64,
+        /// The message (at most 200 characters).
+        message: String,
+    },
+    /// The endpoint's circuit is half-open and its one trial call is in flight.
+    #[error("circuit half-open, its trial call is in flight")]
+    TrialInFlight,
+    /// Every endpoint's circuit was open: nothing was tried.
+    #[error("circuit open")]
+    CircuitOpen,
+}
+
+/// Displays attempts as `a: why; b: why`.
+struct Attempts<'a>(&'a [AttemptError]);
+
+impl std::fmt::Display for Attempts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Metrics of one chain's endpoints, registered once.
@@ -143,11 +274,11 @@ impl std::fmt::Debug for Rpc {
     }
 }
 
-/// One attempt's failure, for the summary in [`RpcError::Unavailable`].
+/// One attempt's outcome.
 enum Attempt {
     Ok(Value),
     Rejected(RpcError),
-    Failed(String),
+    Failed(Failure),
 }
 
 impl Rpc {
@@ -237,7 +368,7 @@ impl Rpc {
         }
     }
 
-    fn failed(&self, e: &Endpoint, why: &str) {
+    fn failed(&self, e: &Endpoint, why: &Failure) {
         let n = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let was_trial = e.trial.swap(false, Ordering::AcqRel);
         if n >= self.breaker_failures || was_trial {
@@ -245,7 +376,7 @@ impl Rpc {
             // A failed trial reopens the circuit: counted as an opening too.
             if e.open_until.swap(until.max(1), Ordering::AcqRel) == 0 || was_trial {
                 e.opens.inc();
-                tracing::warn!(chain = %self.chain, endpoint = %e.name, failures = n, error = why,
+                tracing::warn!(chain = %self.chain, endpoint = %e.name, failures = n, error = %why,
                     "RPC endpoint failing; circuit open for {:?}", self.breaker_cooldown);
             }
         }
@@ -277,10 +408,17 @@ impl Rpc {
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let order = self.order();
         if order.is_empty() {
-            return Err(RpcError::Unavailable(format!(
-                "{}: every endpoint's circuit is open",
-                self.chain
-            )));
+            return Err(RpcError::Unavailable {
+                chain: self.chain.clone(),
+                attempts: self
+                    .endpoints
+                    .iter()
+                    .map(|e| AttemptError {
+                        endpoint: e.name.clone(),
+                        failure: Failure::CircuitOpen,
+                    })
+                    .collect(),
+            });
         }
         // Shared by every attempt without copying.
         let body = bytes::Bytes::from(
@@ -294,7 +432,7 @@ impl Rpc {
         );
         let mut next = 0;
         let mut running = FuturesUnordered::new();
-        let mut errors: Vec<String> = Vec::new();
+        let mut errors: Vec<AttemptError> = Vec::new();
         let launch = |i: usize| {
             let body = body.clone();
             async move { (i, self.attempt(&self.endpoints[i], body).await) }
@@ -317,17 +455,19 @@ impl Rpc {
                 running.next().await
             };
             let Some((i, res)) = res else {
-                return Err(RpcError::Unavailable(format!(
-                    "{}: {}",
-                    self.chain,
-                    errors.join("; ")
-                )));
+                return Err(RpcError::Unavailable {
+                    chain: self.chain.clone(),
+                    attempts: errors,
+                });
             };
             match res {
                 Attempt::Ok(v) => return Ok(v),
                 Attempt::Rejected(e) => return Err(e),
-                Attempt::Failed(why) => {
-                    errors.push(format!("{}: {why}", self.endpoints[i].name));
+                Attempt::Failed(failure) => {
+                    errors.push(AttemptError {
+                        endpoint: self.endpoints[i].name.clone(),
+                        failure,
+                    });
                     if next < order.len() {
                         running.push(launch(order[next]));
                         next += 1;
@@ -345,7 +485,7 @@ impl Rpc {
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                return Attempt::Failed("circuit half-open, its trial call is in flight".into());
+                return Attempt::Failed(Failure::TrialInFlight);
             }
             // If this attempt is dropped (it lost a hedge), the next caller may try.
             trial = Some(TrialGuard(&e.trial));
@@ -354,7 +494,7 @@ impl Rpc {
         let res = tokio::time::timeout(self.timeout, self.post(e, body)).await;
         e.latency.observe(t0.elapsed().as_secs_f64());
         let out = match res {
-            Err(_) => Attempt::Failed(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Attempt::Failed(Failure::Timeout(self.timeout)),
             Ok(Err(why)) => Attempt::Failed(why),
             Ok(Ok(v)) => classify(v),
         };
@@ -378,7 +518,9 @@ impl Rpc {
         out
     }
 
-    async fn post(&self, e: &Endpoint, body: bytes::Bytes) -> Result<Value, String> {
+    async fn post(&self, e: &Endpoint, body: bytes::Bytes) -> Result<Value, Failure> {
+        // The error's Display may hold the URL (and an API key in it): strip it.
+        let transport = |err: reqwest::Error| Failure::Transport(err.without_url().to_string());
         let mut resp = self
             .http
             .post(e.url.clone())
@@ -386,24 +528,19 @@ impl Rpc {
             .body(body)
             .send()
             .await
-            // The error's Display may hold the URL (and an API key in it): strip it.
-            .map_err(|err| err.without_url().to_string())?;
+            .map_err(transport)?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+            return Err(Failure::Status(status.as_u16()));
         }
         let mut buf = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|err| err.without_url().to_string())?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
             if buf.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!("response over {MAX_RESPONSE_BYTES} bytes"));
+                return Err(Failure::TooLarge);
             }
             buf.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&buf).map_err(|err| format!("not JSON: {err}"))
+        serde_json::from_slice(&buf).map_err(|_| Failure::NotJson)
     }
 }
 
@@ -416,7 +553,25 @@ impl Drop for TrialGuard<'_> {
     }
 }
 
-/// A JSON-RPC response: its result, the chain's refusal, or garbage.
+/// Whether a JSON-RPC error object carries revert data: a hex string in `data`, or in
+/// `data.data` (Hardhat), the way nodes return a reverted call's output.
+fn revert_data(err: &Value) -> Option<String> {
+    let d = match err.get("data")? {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.get("data")?.as_str()?,
+        _ => return None,
+    };
+    let hex = d.strip_prefix("0x")?;
+    (hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| d.to_owned())
+}
+
+/// EIP-1474's code for a reverted execution (geth and most nodes).
+const EXECUTION_REVERTED: i64 = 3;
+
+/// A JSON-RPC response: its result, the chain's refusal, or the endpoint's failure. A
+/// refusal is recognised by its code ([`EXECUTION_REVERTED`]) or by the revert data it
+/// carries, never by the wording of its message.
 fn classify(v: Value) -> Attempt {
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
@@ -427,29 +582,24 @@ fn classify(v: Value) -> Attempt {
             .chars()
             .take(200)
             .collect::<String>();
-        let data = err.get("data").and_then(|d| match d {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("data").and_then(Value::as_str).map(str::to_owned),
-            _ => None,
-        });
-        // Code 3 is EIP-1474's "execution reverted"; many nodes say it in the message only.
-        if code == 3 || message.to_ascii_lowercase().contains("revert") {
+        let data = revert_data(err);
+        if code == EXECUTION_REVERTED || data.is_some() {
             return Attempt::Rejected(RpcError::Rejected {
                 code,
                 message,
                 data,
             });
         }
-        return Attempt::Failed(format!("JSON-RPC error {code}: {message}"));
+        return Attempt::Failed(Failure::JsonRpc { code, message });
     }
     match v {
         Value::Object(mut m) if m.get("jsonrpc").and_then(Value::as_str) == Some("2.0") => {
             match m.remove("result") {
                 Some(r) => Attempt::Ok(r),
-                None => Attempt::Failed("a JSON-RPC response without a result".into()),
+                None => Attempt::Failed(Failure::NotJsonRpc),
             }
         }
-        _ => Attempt::Failed("not a JSON-RPC 2.0 response".into()),
+        _ => Attempt::Failed(Failure::NotJsonRpc),
     }
 }
 
@@ -467,9 +617,18 @@ mod tests {
         assert!(
             matches!(revert, Attempt::Rejected(RpcError::Rejected { data: Some(d), .. }) if d == "0x7e273289")
         );
+        // Hardhat: an internal-error code, with the revert data nested.
         let revert2 = classify(json!({"jsonrpc": "2.0", "id": 1,
-            "error": {"code": -32000, "message": "VM Exception: reverted with custom error"}}));
+            "error": {"code": -32603, "message": "Error: VM Exception while processing transaction",
+                      "data": {"message": "reverted", "data": "0x7e273289"}}}));
         assert!(matches!(revert2, Attempt::Rejected(_)));
+        // The word "revert" in a message proves nothing: no code, no data, not a refusal.
+        let worded = classify(json!({"jsonrpc": "2.0", "id": 1,
+            "error": {"code": -32000, "message": "node will revert to archive mode"}}));
+        assert!(matches!(
+            worded,
+            Attempt::Failed(Failure::JsonRpc { code: -32000, .. })
+        ));
         // Rate limits, wrong versions and missing results are the endpoint's failures.
         for v in [
             json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "rate limited"}}),
@@ -480,5 +639,41 @@ mod tests {
         ] {
             assert!(matches!(classify(v.clone()), Attempt::Failed(_)), "{v}");
         }
+    }
+
+    #[test]
+    fn range_caps_are_recognised_by_code() {
+        let unavailable = |failures: Vec<Failure>| RpcError::Unavailable {
+            chain: "eip155:1".into(),
+            attempts: failures
+                .into_iter()
+                .map(|failure| AttemptError {
+                    endpoint: "e".into(),
+                    failure,
+                })
+                .collect(),
+        };
+        for code in RANGE_LIMIT_CODES {
+            let e = unavailable(vec![
+                Failure::Status(503),
+                Failure::JsonRpc {
+                    code,
+                    message: "whatever the provider says".into(),
+                },
+            ]);
+            assert!(e.is_range_limit(), "{code}");
+        }
+        // Text that looks like a cap, under another code, is not one.
+        let e = unavailable(vec![Failure::JsonRpc {
+            code: -32000,
+            message: "block range too large".into(),
+        }]);
+        assert!(!e.is_range_limit());
+        assert!(!unavailable(vec![Failure::Timeout(Duration::from_secs(2))]).is_range_limit());
+        let shown = unavailable(vec![Failure::Status(503), Failure::NotJson]).to_string();
+        assert_eq!(
+            shown,
+            "eip155:1: every endpoint failed: e: HTTP 503; e: not JSON"
+        );
     }
 }

@@ -21,6 +21,9 @@
 //! applied purge and every 30 s, so the control plane can show which edges run which
 //! revision (and so whether a purge reached them all).
 
+// Public for the fuzz targets and benchmarks (`internals`); crate-private otherwise.
+#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,12 +37,12 @@ use serde_json::{Value, json};
 use streamgate_store::{Batch, Event, Op, PREFIX, Store, StoreError};
 use tokio::sync::watch;
 
-use super::Snapshot;
+use crate::gate::Snapshot;
 use crate::pipeline::Pipeline;
 
 /// Where the state comes from.
 #[derive(Clone)]
-pub enum Source {
+pub(crate) enum Source {
     /// An etcd cluster, connected (and reconnected) by the watcher.
     Etcd(Box<streamgate_store::etcd::EtcdConfig>),
     /// A store handed over by the caller (`streamgate dev` shares its embedded store).
@@ -117,18 +120,34 @@ fn kind(key: &str) -> Kind {
     }
 }
 
+/// Why a purge record was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PurgeRecordError {
+    /// Not a JSON document.
+    #[error("not JSON")]
+    NotJson,
+    /// `asset` is empty or holds a `/`.
+    #[error("the asset is not one path segment")]
+    Asset,
+    /// Neither an asset nor a relative, non-empty prefix.
+    #[error("neither a non-empty asset nor a relative prefix")]
+    Neither,
+}
+
 /// The cache prefix a purge record names: `{"asset": "demo"}` or `{"prefix": "demo/v/"}`.
-pub fn purge_prefix(value: &[u8]) -> Result<String, String> {
-    let v: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+/// Pure; fuzzed (the record comes from the store).
+pub fn purge_prefix(value: &[u8]) -> Result<String, PurgeRecordError> {
+    let v: Value = serde_json::from_slice(value).map_err(|_| PurgeRecordError::NotJson)?;
     if let Some(a) = v.get("asset").and_then(Value::as_str) {
         if a.is_empty() || a.contains('/') {
-            return Err(format!("asset {a:?} is not one path segment"));
+            return Err(PurgeRecordError::Asset);
         }
         return Ok(format!("{a}/"));
     }
     match v.get("prefix").and_then(Value::as_str) {
         Some(p) if !p.is_empty() && !p.starts_with('/') => Ok(p.to_owned()),
-        _ => Err("neither a non-empty asset nor prefix".into()),
+        _ => Err(PurgeRecordError::Neither),
     }
 }
 
@@ -277,7 +296,7 @@ fn load_lkg(pipeline: &Pipeline, lkg: Option<&std::path::Path>, token_cache_entr
         );
         return;
     };
-    match crate::listener::load_snapshot(path, token_cache_entries) {
+    match Snapshot::load(path, token_cache_entries) {
         Ok(s) => {
             let rev = s.revision;
             if pipeline.gate().install_if_empty(s) {
@@ -342,6 +361,9 @@ impl BackgroundService for StateWatcher {
                             .map_err(|_| StoreError::Unavailable("connect timed out".into()))??;
                         store = Some(Arc::clone(&s));
                         publish.send_modify(|p| p.store = Some(Arc::clone(&s)));
+                        if let Some(auth) = self.pipeline.auth() {
+                            auth.use_store(Arc::clone(&s));
+                        }
                         s
                     }
                 };

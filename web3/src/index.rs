@@ -1,7 +1,7 @@
 //! The revocation indexer: for each EVM chain, polls `eth_getLogs` for the Transfer,
 //! TransferSingle and TransferBatch logs of the contracts live policies name, once they are
 //! `confirmations` blocks deep, and evicts the cached answers of the wallets involved
-//! ([`super::Chain::moved`]). Where it got to is saved in a cursor file, so a restarted edge
+//! ([`crate::Chain::moved`]). Where it got to is saved in a cursor file, so a restarted edge
 //! resumes from there.
 
 use std::collections::BTreeMap;
@@ -9,14 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use streamgate_policy::address::Namespace;
 
-use super::{Chain, Chains, evm};
+use crate::rpc::RpcError;
+use crate::{Chain, Chains, evm};
 
-/// The background service that runs one poller per EVM chain.
+/// One poller per EVM chain; [`Indexer::run`] runs them until shutdown.
+#[derive(Debug)]
 pub struct Indexer {
     /// The chains.
     pub chains: Arc<Chains>,
@@ -46,7 +45,7 @@ fn save_cursor(path: &PathBuf, chain: &str, block: u64) {
 
 /// One poll: applies the movements of the blocks after `cursor` that are deep enough.
 /// Returns the new cursor.
-pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>, String> {
+pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>, RpcError> {
     let contracts = chain.live_contracts();
     let head = evm::block_number(&chain.rpc).await?;
     let safe = head.saturating_sub(chain.cfg.confirmations);
@@ -69,9 +68,9 @@ pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>
         let to = safe.min(from + span - 1);
         let moves = match evm::movements(&chain.rpc, &contracts, from, to).await {
             Ok(m) => m,
-            // Providers cap block ranges and result counts ("block range too large",
-            // "query returned more than 10000 results"): halve the range and go on.
-            Err(e) if span > 1 && is_range_limit(&e) => {
+            // Providers cap block ranges and result counts; they say so with a JSON-RPC
+            // error code (see RpcError::is_range_limit): halve the range and go on.
+            Err(e) if span > 1 && e.is_range_limit() => {
                 span = (span / 2).max(1);
                 tracing::debug!(chain = %chain.cfg.id, span, error = %e, "eth_getLogs range refused; halving");
                 continue;
@@ -94,24 +93,9 @@ pub async fn poll_once(chain: &Chain, cursor: Option<u64>) -> Result<Option<u64>
     Ok(Some(safe))
 }
 
-/// Whether an `eth_getLogs` failure is a provider's cap on the range or the result size.
-fn is_range_limit(error: &str) -> bool {
-    let e = error.to_ascii_lowercase();
-    [
-        "range",
-        "too many",
-        "too large",
-        "more than",
-        "limit",
-        "exceed",
-    ]
-    .iter()
-    .any(|w| e.contains(w))
-}
-
-#[async_trait]
-impl BackgroundService for Indexer {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Indexer {
+    /// Polls every EVM chain until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tasks = Vec::new();
         let saved = load_cursors(self.cursor_file.as_ref());
         for chain in self.chains.all() {
@@ -153,7 +137,7 @@ impl BackgroundService for Indexer {
                 }
             }));
         }
-        let _ = shutdown.changed().await;
+        let _ = shutdown.wait_for(|stop| *stop).await;
         for t in tasks {
             t.abort();
         }
@@ -163,20 +147,6 @@ impl BackgroundService for Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn provider_range_caps_are_recognised() {
-        for msg in [
-            "every endpoint failed: alchemy: JSON-RPC error -32602: Log response size exceeded.",
-            "infura: JSON-RPC error -32005: query returned more than 10000 results",
-            "qn: JSON-RPC error -32614: eth_getLogs is limited to a 10,000 range",
-        ] {
-            assert!(is_range_limit(msg), "{msg}");
-        }
-        assert!(!is_range_limit(
-            "node: no answer within 2s; backup: HTTP 503 Service Unavailable"
-        ));
-    }
 
     #[test]
     fn cursors_of_several_chains_share_one_file() {

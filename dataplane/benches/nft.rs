@@ -1,5 +1,6 @@
-//! `streamgate load nft`: what NFT gating costs, measured on the edge's own gate against a
-//! real chain (a hardhat node that `loadtests/bench_web3.py` starts and fills).
+//! What NFT gating costs, measured on the edge's own gate against a real chain (a hardhat
+//! node that `loadtests/bench_web3.py` starts and fills, then runs this with
+//! `cargo bench -p streamgate-edge --features internals --bench nft -- <args>`).
 //!
 //! 1. Warm decision: `Gate::check` on an `nft` policy whose answer is cached, against the
 //!    same check on a `wallet` policy (same session token, no chain) — the peer.
@@ -14,22 +15,24 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::Parser;
 use hdrhistogram::Histogram;
 use http::HeaderMap;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
-use streamgate_edge::chain::config::{ChainConfig, EndpointConfig, Secret};
-use streamgate_edge::chain::{Chains, index};
-use streamgate_edge::gate::jwt::VerifyingKey;
-use streamgate_edge::gate::{Decision, Gate, RequestFacts, Snapshot};
+use streamgate_edge::internals::jwt::VerifyingKey;
+use streamgate_edge::internals::{Decision, Gate, RequestFacts, Snapshot};
 use streamgate_policy::address::ChainId;
 use streamgate_policy::{KeyDoc, WALLET_ISSUER};
+use streamgate_web3::config::{ChainConfig, EndpointConfig, Secret};
+use streamgate_web3::{Chains, index};
 
-use crate::propagation::summary;
+use streamgate_load::propagation::summary;
 
-/// Arguments of `streamgate load nft`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NftArgs {
+/// The benchmark's arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "NFT gating cost on the edge's own gate against a real chain")]
+struct NftArgs {
     /// The chain's JSON-RPC URL (a hardhat node: its accounts are unlocked).
     #[arg(long)]
     pub rpc: String,
@@ -104,7 +107,7 @@ impl Signer {
     /// A wallet session token for `account` (CAIP-10), as `/auth/verify` issues them.
     fn session(&self, account: &str) -> String {
         let now = SystemTime::now();
-        streamgate_edge::auth::session_token(
+        streamgate_edge::internals::session_token(
             &self.key,
             "bench",
             account,
@@ -167,7 +170,16 @@ fn word_addr(a: &str) -> String {
 }
 
 /// Runs the measurements and prints the report.
-pub async fn run(args: NftArgs) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; everything else is ours.
+    let args = NftArgs::parse_from(std::env::args().filter(|a| a != "--bench"));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: NftArgs) -> anyhow::Result<()> {
     let chain_id = ChainId::parse(&args.chain).map_err(anyhow::Error::msg)?;
     let mut cfg = ChainConfig::new(chain_id);
     cfg.endpoints = vec![EndpointConfig {

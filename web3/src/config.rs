@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use streamgate_policy::address::{ChainId, Namespace};
 
-use crate::config::reader::{self, Errors, Fields};
+use streamgate_config::{self as reader, Errors, Fields};
 
 /// Multicall3's address, the same on every chain it is deployed to.
 pub const MULTICALL3: [u8; 20] = [
@@ -104,7 +104,8 @@ impl ChainConfig {
 }
 
 /// Reads `[edge.chains]`.
-pub(crate) fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
+/// Reads `[<section>.chains."<CAIP-2 id>"]` tables from `e`, recording every problem.
+pub fn read(e: &mut Fields<'_>, errs: &mut Errors) -> Vec<ChainConfig> {
     use reader::*;
     let mut out: Vec<ChainConfig> = Vec::new();
     for (name, mut c) in e.named_tables(errs, "chains") {

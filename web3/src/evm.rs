@@ -7,7 +7,7 @@ use alloy_sol_types::{SolCall, SolEvent, sol};
 use serde_json::{Value, json};
 use streamgate_policy::{Holding, NftCondition, NftStandard, NftTarget};
 
-use super::rpc::{Rpc, RpcError};
+use crate::rpc::{Malformed, Rpc, RpcError};
 
 sol! {
     interface IERC721 {
@@ -123,18 +123,18 @@ fn hex(b: &[u8]) -> String {
     alloy_primitives::hex::encode_prefixed(b)
 }
 
-fn unhex(v: &Value) -> Result<Vec<u8>, String> {
-    let s = v.as_str().ok_or("expected a hex string")?;
-    alloy_primitives::hex::decode(s).map_err(|e| format!("bad hex: {e}"))
+fn unhex(v: &Value) -> Result<Vec<u8>, Malformed> {
+    let s = v.as_str().ok_or(Malformed::Hex)?;
+    alloy_primitives::hex::decode(s).map_err(|_| Malformed::Hex)
 }
 
-/// One `eth_call` at the latest block.
-async fn eth_call(rpc: &Rpc, read: &Read) -> Result<ReadResult, String> {
+/// One `eth_call` at the latest block: its return data, or `Err(())` for a revert.
+async fn eth_call(rpc: &Rpc, read: &Read) -> Result<ReadResult, RpcError> {
     let params = json!([{"to": read.to.to_string(), "data": hex(&read.data)}, "latest"]);
     match rpc.call("eth_call", params).await {
-        Ok(v) => unhex(&v).map(Ok),
+        Ok(v) => unhex(&v).map(Ok).map_err(|m| m.of("eth_call")),
         Err(RpcError::Rejected { .. }) => Ok(Err(())),
-        Err(RpcError::Unavailable(why)) => Err(why),
+        Err(e) => Err(e),
     }
 }
 
@@ -151,13 +151,17 @@ pub(crate) async fn holdings(
         .map(|(c, o)| reads(c, Address::from(*o)))
         .collect();
     let all: Vec<&Read> = per.iter().flatten().collect();
-    let answers: Result<Vec<ReadResult>, String> = match all.as_slice() {
+    let answers: Result<Vec<ReadResult>, RpcError> = match all.as_slice() {
         [] => Ok(Vec::new()),
         [one] => eth_call(rpc, one).await.map(|a| vec![a]),
         many => aggregate3(rpc, multicall3, many).await,
     };
-    let Ok(answers) = answers else {
-        return vec![Holding::Unavailable; questions.len()];
+    let answers = match answers {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(chain = %rpc.chain(), error = %e, "ownership lookup failed");
+            return vec![Holding::Unavailable; questions.len()];
+        }
     };
     let mut at = 0;
     questions
@@ -175,7 +179,7 @@ async fn aggregate3(
     rpc: &Rpc,
     multicall3: [u8; 20],
     reads: &[&Read],
-) -> Result<Vec<ReadResult>, String> {
+) -> Result<Vec<ReadResult>, RpcError> {
     let call = IMulticall3::aggregate3Call {
         calls: reads
             .iter()
@@ -190,17 +194,23 @@ async fn aggregate3(
         to: Address::from(multicall3),
         data: call.abi_encode(),
     };
-    let data = match eth_call(rpc, &read).await? {
-        Ok(d) => d,
+    match eth_call(rpc, &read).await? {
+        Ok(data) => decode_aggregate3(&data, reads.len()).map_err(|m| m.of("eth_call")),
         // aggregate3 with allowFailure never reverts; a revert means no Multicall3 there.
-        Err(()) => {
-            return Err("the Multicall3 call reverted (is it deployed on this chain?)".into());
-        }
-    };
-    let results = IMulticall3::aggregate3Call::abi_decode_returns(&data)
-        .map_err(|e| format!("Multicall3 returned undecodable data: {e}"))?;
-    if results.len() != reads.len() {
-        return Err("Multicall3 returned a different number of results".into());
+        Err(()) => Err(Malformed::MulticallReverted.of("eth_call")),
+    }
+}
+
+/// Decodes `aggregate3`'s return data for `calls` calls: each call's return data, or
+/// `Err(())` where that call failed. Pure; fuzzed.
+pub fn decode_aggregate3(data: &[u8], calls: usize) -> Result<Vec<Result<Vec<u8>, ()>>, Malformed> {
+    let results = IMulticall3::aggregate3Call::abi_decode_returns(data)
+        .map_err(|_| Malformed::Abi("aggregate3 results"))?;
+    if results.len() != calls {
+        return Err(Malformed::Count {
+            want: calls,
+            got: results.len(),
+        });
     }
     Ok(results
         .into_iter()
@@ -221,7 +231,7 @@ pub async fn is_valid_signature(
     wallet: [u8; 20],
     hash: [u8; 32],
     signature: &[u8],
-) -> Result<bool, String> {
+) -> Result<bool, RpcError> {
     let read = Read {
         to: Address::from(wallet),
         data: IERC1271::isValidSignatureCall {
@@ -238,18 +248,15 @@ pub async fn is_valid_signature(
 }
 
 /// The latest block number.
-pub async fn block_number(rpc: &Rpc) -> Result<u64, String> {
-    let v = rpc
-        .call("eth_blockNumber", json!([]))
-        .await
-        .map_err(|e| e.to_string())?;
-    quantity(&v)
+pub async fn block_number(rpc: &Rpc) -> Result<u64, RpcError> {
+    let v = rpc.call("eth_blockNumber", json!([])).await?;
+    quantity(&v).map_err(|m| m.of("eth_blockNumber"))
 }
 
-fn quantity(v: &Value) -> Result<u64, String> {
-    let s = v.as_str().ok_or("a quantity is a hex string")?;
-    u64::from_str_radix(s.trim_start_matches("0x"), 16)
-        .map_err(|e| format!("bad quantity {s:?}: {e}"))
+fn quantity(v: &Value) -> Result<u64, Malformed> {
+    let s = v.as_str().ok_or(Malformed::Quantity)?;
+    let digits = s.strip_prefix("0x").ok_or(Malformed::Quantity)?;
+    u64::from_str_radix(digits, 16).map_err(|_| Malformed::Quantity)
 }
 
 /// A token movement: `from` and `to` of a Transfer, TransferSingle or TransferBatch log.
@@ -271,7 +278,7 @@ pub async fn movements(
     contracts: &[[u8; 20]],
     from: u64,
     to: u64,
-) -> Result<Vec<Movement>, String> {
+) -> Result<Vec<Movement>, RpcError> {
     let topics = [
         IERC721::Transfer::SIGNATURE_HASH,
         IERC1155::TransferSingle::SIGNATURE_HASH,
@@ -283,11 +290,16 @@ pub async fn movements(
         "address": contracts.iter().map(|c| Address::from(*c).to_string()).collect::<Vec<_>>(),
         "topics": [topics.iter().map(|t| t.to_string()).collect::<Vec<_>>()],
     }]);
-    let v = rpc
-        .call("eth_getLogs", params)
-        .await
-        .map_err(|e| e.to_string())?;
-    let logs = v.as_array().ok_or("eth_getLogs did not return a list")?;
+    let v = rpc.call("eth_getLogs", params).await?;
+    decode_logs(&v).map_err(|m| m.of("eth_getLogs"))
+}
+
+/// The token movements in an `eth_getLogs` answer (Transfer, TransferSingle and
+/// TransferBatch; removed logs and logs of other events are skipped). Pure; fuzzed.
+pub fn decode_logs(v: &Value) -> Result<Vec<Movement>, Malformed> {
+    let logs = v
+        .as_array()
+        .ok_or(Malformed::Shape("eth_getLogs did not return a list"))?;
     let mut out = Vec::with_capacity(logs.len());
     for log in logs {
         if log.get("removed").and_then(Value::as_bool) == Some(true) {
@@ -296,7 +308,7 @@ pub async fn movements(
         let contract = unhex(&log["address"])?;
         let topics: Vec<Vec<u8>> = log["topics"]
             .as_array()
-            .ok_or("a log without topics")?
+            .ok_or(Malformed::Shape("a log without topics"))?
             .iter()
             .map(unhex)
             .collect::<Result<_, _>>()?;

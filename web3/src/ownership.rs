@@ -1,7 +1,7 @@
 //! On-chain ownership for `nft` policy conditions: the chain registry (one [`Rpc`] per
 //! configured chain), the ownership cache, and the Transfer-log indexer that revokes.
 //!
-//! A decision that needs an `nft` condition runs in two steps (see [`crate::gate`]):
+//! A decision that needs an `nft` condition runs in two steps (in the edge's gate):
 //! the policy is evaluated with an oracle that answers from the cache; if the verdict
 //! depends on something the cache does not hold, [`Chains::resolve`] looks it up (every
 //! question of the request on one chain in one `eth_call`, through Multicall3 when there
@@ -13,12 +13,6 @@
 //! positive answers and the receiver's negative ones, so access follows the token within
 //! `confirmations` blocks and one poll interval (EVM). Solana answers are bounded by the
 //! TTLs alone.
-
-pub mod config;
-pub mod evm;
-pub mod index;
-pub mod rpc;
-pub mod solana;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,8 +29,9 @@ use streamgate_policy::{
     Claims, Holding, NftCondition, NftOracle, NftStandard, NftTarget, Policy, session_wallet,
 };
 
-pub use config::ChainConfig;
-pub use rpc::{Rpc, RpcError};
+use crate::config::ChainConfig;
+use crate::rpc::{self, Rpc};
+use crate::{evm, solana};
 
 /// What a cached answer is about: the contract (or collection, or mint), the owner, and a
 /// fingerprint of the question (standard, token ids, minimum balance).

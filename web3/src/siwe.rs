@@ -82,32 +82,35 @@ impl Message {
     }
 
     /// Parses a message strictly: every line in its place, nothing unknown.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, MessageError> {
         if text.len() > MAX_MESSAGE_BYTES {
-            return Err(format!("longer than {MAX_MESSAGE_BYTES} bytes"));
+            return Err(MessageError::TooLong);
         }
         if text.contains('\r') {
-            return Err("lines end with \\n only".into());
+            return Err(MessageError::CarriageReturn);
         }
         let mut lines = text.split('\n').peekable();
-        let first = lines.next().ok_or("empty message")?;
+        let first = lines.next().ok_or(MessageError::FirstLine)?;
         let (domain, account_kind) = if let Some(d) = first.strip_suffix(SUFFIX_ETH) {
             (d, "Ethereum")
         } else if let Some(d) = first.strip_suffix(SUFFIX_SOL) {
             (d, "Solana")
         } else {
-            return Err("the first line must be '<domain> wants you to sign in with your Ethereum (or Solana) account:'".into());
+            return Err(MessageError::FirstLine);
         };
         if domain.is_empty()
             || !domain
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         {
-            return Err(format!("domain {domain:?} is not a host[:port]"));
+            return Err(MessageError::Domain(domain.to_owned()));
         }
-        let address = lines.next().ok_or("missing address line")?.to_owned();
+        let address = lines
+            .next()
+            .ok_or(MessageError::Missing("address"))?
+            .to_owned();
         if lines.next() != Some("") {
-            return Err("an empty line must follow the address".into());
+            return Err(MessageError::NoEmptyLineAfter("the address"));
         }
         // Either "statement\n\n" or just "\n" before the URI line.
         let statement = match lines.peek() {
@@ -119,22 +122,21 @@ impl Message {
                 let st = (*l).to_owned();
                 lines.next();
                 if lines.next() != Some("") {
-                    return Err("an empty line must follow the statement".into());
+                    return Err(MessageError::NoEmptyLineAfter("the statement"));
                 }
                 Some(st)
             }
-            _ => {
-                return Err(
-                    "an empty line, or a statement and an empty line, must follow the address"
-                        .into(),
-                );
-            }
+            _ => return Err(MessageError::NoEmptyLineAfter("the address")),
         };
-        let mut field = |name: &str| -> Result<String, String> {
-            let l = lines.next().ok_or_else(|| format!("missing {name} line"))?;
-            l.strip_prefix(&format!("{name}: "))
+        let mut field = |name: &'static str| -> Result<String, MessageError> {
+            let l = lines.next().ok_or(MessageError::Missing(name))?;
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(": "))
                 .map(str::to_owned)
-                .ok_or_else(|| format!("expected a {name} line, found {l:?}"))
+                .ok_or_else(|| MessageError::Expected {
+                    field: name,
+                    found: l.chars().take(80).collect(),
+                })
         };
         let uri = field("URI")?;
         let version = field("Version")?;
@@ -172,20 +174,20 @@ impl Message {
                 lines.next();
             }
             if m.resources.is_empty() {
-                return Err("Resources: lists at least one '- <uri>' line".into());
+                return Err(MessageError::EmptyResources);
             }
         }
         if let Some(extra) = lines.next() {
-            return Err(format!("unexpected line {extra:?}"));
+            return Err(MessageError::Unexpected(extra.chars().take(80).collect()));
         }
         if m.version != "1" {
-            return Err(format!("Version {:?}: only 1 is defined", m.version));
+            return Err(MessageError::Version(m.version));
         }
         if m.nonce.len() < 8
             || m.nonce.len() > 128
             || !m.nonce.bytes().all(|b| b.is_ascii_alphanumeric())
         {
-            return Err("Nonce: 8 to 128 letters and digits".into());
+            return Err(MessageError::Nonce);
         }
         for (name, t) in [
             ("Issued At", Some(&m.issued_at)),
@@ -195,11 +197,68 @@ impl Message {
             if let Some(t) = t
                 && humantime::parse_rfc3339_weak(t).is_err()
             {
-                return Err(format!("{name} {t:?} is not an RFC 3339 time"));
+                return Err(MessageError::Time {
+                    field: name,
+                    value: t.chars().take(40).collect(),
+                });
             }
         }
         Ok(m)
     }
+}
+
+/// Why a sign-in message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Over [`MAX_MESSAGE_BYTES`].
+    #[error("longer than {MAX_MESSAGE_BYTES} bytes")]
+    TooLong,
+    /// A `\r` anywhere.
+    #[error("lines end with \\n only")]
+    CarriageReturn,
+    /// The first line is not the sign-in request.
+    #[error(
+        "the first line must be '<domain> wants you to sign in with your Ethereum (or Solana) account:'"
+    )]
+    FirstLine,
+    /// The domain is not an authority.
+    #[error("domain {0:?} is not a host[:port]")]
+    Domain(String),
+    /// A required line is missing.
+    #[error("missing {0} line")]
+    Missing(&'static str),
+    /// A line holds another field than the one due.
+    #[error("expected a {field} line, found {found:?}")]
+    Expected {
+        /// The field due.
+        field: &'static str,
+        /// What was there (cut to 80 characters).
+        found: String,
+    },
+    /// The empty line after the address or the statement is missing.
+    #[error("an empty line must follow {0}")]
+    NoEmptyLineAfter(&'static str),
+    /// `Resources:` with no resource.
+    #[error("Resources: lists at least one '- <uri>' line")]
+    EmptyResources,
+    /// A line after the last field.
+    #[error("unexpected line {0:?}")]
+    Unexpected(String),
+    /// A version other than 1.
+    #[error("Version {0:?}: only 1 is defined")]
+    Version(String),
+    /// The nonce's length or characters.
+    #[error("Nonce: 8 to 128 letters and digits")]
+    Nonce,
+    /// A time that is not RFC 3339.
+    #[error("{field} {value:?} is not an RFC 3339 time")]
+    Time {
+        /// The field.
+        field: &'static str,
+        /// Its value (cut to 40 characters).
+        value: String,
+    },
 }
 
 /// Parses an RFC 3339 time from a validated message.
@@ -274,7 +333,7 @@ mod tests {
             (format!("{good}\nResources:"), "Resources"),
         ] {
             let e = Message::parse(&bad).unwrap_err();
-            assert!(e.contains(why), "{why}: {e}");
+            assert!(e.to_string().contains(why), "{why}: {e}");
         }
     }
 }

@@ -13,7 +13,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use serde_json::{Value, json};
 use streamgate_policy::{Holding, NftCondition, NftTarget};
 
-use super::rpc::{Rpc, RpcError};
+use crate::rpc::{Malformed, Rpc, RpcError};
 
 /// The SPL Token program.
 pub const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
@@ -173,11 +173,11 @@ fn account_data(v: &Value, program: &str) -> Option<Vec<u8>> {
     STANDARD.decode(d.first()?.as_str()?).ok()
 }
 
-fn unavailable(e: RpcError) -> Result<Holding, String> {
+fn unavailable(e: RpcError) -> Result<Holding, RpcError> {
     match e {
         // The chain refusing the question (a bad parameter) is not an outage.
         RpcError::Rejected { .. } => Ok(Holding::No),
-        RpcError::Unavailable(why) => Err(why),
+        e => Err(e),
     }
 }
 
@@ -187,7 +187,7 @@ async fn token_accounts(
     rpc: &Rpc,
     owner: &[u8; 32],
     filter: Value,
-) -> Result<Result<Vec<TokenAccount>, Holding>, String> {
+) -> Result<Result<Vec<TokenAccount>, Holding>, RpcError> {
     let params = json!([b58(owner), filter, {"encoding": "base64", "commitment": "confirmed"}]);
     let v = match rpc.call("getTokenAccountsByOwner", params).await {
         Ok(v) => v,
@@ -196,7 +196,7 @@ async fn token_accounts(
     let list = v
         .get("value")
         .and_then(Value::as_array)
-        .ok_or("getTokenAccountsByOwner: no value list")?;
+        .ok_or(Malformed::Shape("no value list").of("getTokenAccountsByOwner"))?;
     Ok(Ok(list
         .iter()
         .filter_map(|a| account_data(a.get("account")?, TOKEN_PROGRAM))
@@ -206,7 +206,7 @@ async fn token_accounts(
 }
 
 /// Whether `owner` meets one Metaplex condition.
-async fn holds(rpc: &Rpc, cond: &NftCondition, owner: &[u8; 32]) -> Result<Holding, String> {
+async fn holds(rpc: &Rpc, cond: &NftCondition, owner: &[u8; 32]) -> Result<Holding, RpcError> {
     match cond.target {
         NftTarget::Mint(mint) => Ok(
             match token_accounts(rpc, owner, json!({"mint": b58(&mint)})).await? {
@@ -241,7 +241,7 @@ async fn holds(rpc: &Rpc, cond: &NftCondition, owner: &[u8; 32]) -> Result<Holdi
                 let list = v
                     .get("value")
                     .and_then(Value::as_array)
-                    .ok_or("getMultipleAccounts: no value list")?;
+                    .ok_or(Malformed::Shape("no value list").of("getMultipleAccounts"))?;
                 let found = list.iter().zip(chunk).any(|(a, mint)| {
                     account_data(a, METADATA_PROGRAM)
                         .and_then(|d| decode_metadata(&d))

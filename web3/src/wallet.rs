@@ -12,7 +12,7 @@ pub fn personal_sign_hash(message: &[u8]) -> [u8; 32] {
 
 /// The EIP-55 address of the key that made `signature` (`0x` + 130 hex digits: r ‖ s ‖ v,
 /// v 27/28 or 0/1) over `personal_sign(message)`.
-pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<String, String> {
+pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<String, SignatureError> {
     evm_signer_of_digest(&personal_sign_hash(message), signature)
 }
 
@@ -20,56 +20,90 @@ pub fn evm_personal_sign_signer(message: &[u8], signature: &str) -> Result<Strin
 /// keys): 2 KiB.
 pub const MAX_SIGNATURE_BYTES: usize = 2048;
 
-/// Decodes a `0x`-hex signature of any length up to [`MAX_SIGNATURE_BYTES`].
-pub fn signature_bytes(signature: &str) -> Result<Vec<u8>, String> {
-    let hex = signature
-        .strip_prefix("0x")
-        .ok_or("an EVM signature is 0x-prefixed hex")?;
-    if hex.len() > 2 * MAX_SIGNATURE_BYTES {
-        return Err(format!(
-            "the signature is {} bytes; at most {MAX_SIGNATURE_BYTES} are accepted",
-            hex.len() / 2
-        ));
-    }
-    if hex.is_empty() || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("an EVM signature is 0x and an even number of hex digits".into());
+/// Why a signature could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// Not `0x` and an even number of hex digits.
+    #[error("an EVM signature is 0x and an even number of hex digits")]
+    NotHex,
+    /// Over [`MAX_SIGNATURE_BYTES`].
+    #[error("the signature is {0} bytes; at most {MAX_SIGNATURE_BYTES} are accepted")]
+    TooLong(usize),
+    /// An EOA signature that is not 65 bytes.
+    #[error("an EVM signature is 0x and 130 hex digits (r, s, v)")]
+    NotRsv,
+    /// `v` other than 27, 28, 0 or 1.
+    #[error("recovery id v={0} is not 27, 28, 0 or 1")]
+    RecoveryId(u8),
+    /// r or s is zero or out of range.
+    #[error("bad r or s")]
+    Scalar,
+    /// A high-s (malleable) signature (EIP-2).
+    #[error("the signature's s is in the upper half (EIP-2)")]
+    HighS,
+    /// No public key recovers from it.
+    #[error("no key recovers from this signature")]
+    NoKey,
+    /// A Solana signature that is not base58.
+    #[error("the signature is not base58")]
+    NotBase58,
+    /// A Solana signature that is not 64 bytes.
+    #[error("an ed25519 signature is 64 bytes, not {0}")]
+    Ed25519Length(usize),
+    /// The address the signature is checked against is malformed.
+    #[error(transparent)]
+    Address(#[from] streamgate_policy::address::AddressError),
+}
+
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
     }
     (0..hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| e.to_string()))
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
         .collect()
 }
 
+/// Decodes a `0x`-hex signature of any length up to [`MAX_SIGNATURE_BYTES`].
+pub fn signature_bytes(signature: &str) -> Result<Vec<u8>, SignatureError> {
+    let hex = signature.strip_prefix("0x").ok_or(SignatureError::NotHex)?;
+    if hex.len() > 2 * MAX_SIGNATURE_BYTES {
+        return Err(SignatureError::TooLong(hex.len() / 2));
+    }
+    hex_bytes(hex).ok_or(SignatureError::NotHex)
+}
+
 /// Parses `0x` + 130 hex digits into r ‖ s and a recovery id (v 27/28 or 0/1).
-fn rsv(signature: &str) -> Result<(Signature, RecoveryId), String> {
-    let hex = signature
+fn rsv(signature: &str) -> Result<(Signature, RecoveryId), SignatureError> {
+    let raw = signature
         .strip_prefix("0x")
-        .ok_or("an EVM signature is 0x and 130 hex digits")?;
-    if hex.len() != 130 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("an EVM signature is 0x and 130 hex digits (r, s, v)".into());
-    }
-    let mut raw = [0u8; 65];
-    for (i, o) in raw.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
+        .filter(|h| h.len() == 130)
+        .and_then(hex_bytes)
+        .ok_or(SignatureError::NotRsv)?;
     let v = match raw[64] {
         27 | 28 => raw[64] - 27,
         0 | 1 => raw[64],
-        other => return Err(format!("recovery id v={other} is not 27, 28, 0 or 1")),
+        other => return Err(SignatureError::RecoveryId(other)),
     };
-    let sig = Signature::from_slice(&raw[..64]).map_err(|e| format!("bad r or s: {e}"))?;
+    let sig = Signature::from_slice(&raw[..64]).map_err(|_| SignatureError::Scalar)?;
     // A high-s signature is malleable; wallets produce low-s ones (EIP-2).
     if sig.normalize_s().is_some() {
-        return Err("the signature's s is in the upper half (EIP-2)".into());
+        return Err(SignatureError::HighS);
     }
-    Ok((sig, RecoveryId::from_byte(v).ok_or("bad recovery id")?))
+    Ok((
+        sig,
+        RecoveryId::from_byte(v).ok_or(SignatureError::RecoveryId(v))?,
+    ))
 }
 
 /// The EIP-55 address of the key that signed the 32-byte `digest`.
-pub fn evm_signer_of_digest(digest: &[u8; 32], signature: &str) -> Result<String, String> {
+pub fn evm_signer_of_digest(digest: &[u8; 32], signature: &str) -> Result<String, SignatureError> {
     let (sig, recid) = rsv(signature)?;
     let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
-        .map_err(|_| "no key recovers from this signature".to_owned())?;
+        .map_err(|_| SignatureError::NoKey)?;
     let point = key.to_encoded_point(false);
     let hash = keccak256(&point.as_bytes()[1..]);
     let addr: [u8; 20] = hash[12..].try_into().expect("20 bytes");
@@ -84,7 +118,7 @@ pub struct TypedSignIn<'a> {
     /// The EVM chain id.
     pub chain_id: u64,
     /// The fields, from the sign-in message.
-    pub message: &'a super::siwe::Message,
+    pub message: &'a crate::siwe::Message,
     /// The wallet address (20 bytes).
     pub wallet: [u8; 20],
 }
@@ -158,16 +192,17 @@ impl TypedSignIn<'_> {
 }
 
 /// Whether `signature` (base58, 64 bytes) is `address`'s ed25519 signature of `message`.
-pub fn solana_verify(address: &str, message: &[u8], signature: &str) -> Result<bool, String> {
+pub fn solana_verify(
+    address: &str,
+    message: &[u8],
+    signature: &str,
+) -> Result<bool, SignatureError> {
     let key = parse_solana(address)?;
     let sig = bs58::decode(signature)
         .into_vec()
-        .map_err(|e| format!("the signature is not base58: {e}"))?;
+        .map_err(|_| SignatureError::NotBase58)?;
     if sig.len() != 64 {
-        return Err(format!(
-            "an ed25519 signature is 64 bytes, not {}",
-            sig.len()
-        ));
+        return Err(SignatureError::Ed25519Length(sig.len()));
     }
     Ok(
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
