@@ -233,6 +233,7 @@ async fn the_fleet_loses_nothing_when_a_member_a_control_plane_or_an_edge_dies()
                     policy_id: policy.into(),
                     description: String::new(),
                     version: 0,
+                    ..Default::default()
                 }),
             }))
             .await;

@@ -300,6 +300,9 @@ impl Pool {
     }
 
     fn mark_down(&self, i: usize, now: Instant) {
+        // A fresh connection next time: a channel whose first connection failed may have
+        // dropped its only endpoint, and one to a frozen process is worth nothing.
+        self.reset(i);
         let mut h = self.members[i]
             .health
             .lock()
@@ -365,9 +368,9 @@ impl Pool {
                                 .with_limit(1);
                             c.get(crate::PREFIX, Some(opts)).await.map_err(classify)
                         };
-                        if let Ok(Ok(_)) = tokio::time::timeout(pool.cfg.request_timeout, ask).await
-                        {
-                            pool.mark_healthy(i);
+                        match tokio::time::timeout(pool.cfg.request_timeout, ask).await {
+                            Ok(Ok(_)) => pool.mark_healthy(i),
+                            _ => pool.reset(i),
                         }
                     }
                 });

@@ -100,9 +100,9 @@ impl TranscodeConfig {
                         "http://127.0.0.1:2379".to_owned(),
                     ])),
                 };
-                StoreConfig::Etcd(Box::new(etcd.unwrap_or_else(|| {
-                    streamgate_store::etcd::EtcdConfig::new(Vec::new())
-                })))
+                StoreConfig::Etcd(Box::new(
+                    etcd.unwrap_or_else(|| streamgate_store::etcd::EtcdConfig::new(Vec::new())),
+                ))
             }
             other => {
                 errs.push(
