@@ -76,6 +76,8 @@ fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) ->
         ])
         .args(["--admin-port", &admin.to_string()])
         .args(["--control-port", &control.to_string()])
+        // Its own ingest port, so dev tests running side by side do not collide on 8090.
+        .args(["--ingest-port", &free_port().to_string()])
         .env("STREAMGATE_LOG", "warn");
     c
 }
