@@ -76,6 +76,8 @@ fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) ->
         ])
         .args(["--admin-port", &admin.to_string()])
         .args(["--control-port", &control.to_string()])
+        // Its own ingest port, so dev tests running side by side do not collide on 8090.
+        .args(["--ingest-port", &free_port().to_string()])
         .env("STREAMGATE_LOG", "warn");
     c
 }
@@ -364,5 +366,141 @@ async fn dev_gates_the_demo_on_an_nft_from_a_local_chain() {
     eprintln!(
         "dev: revoked {:?} after the transfer returned",
         t0.elapsed()
+    );
+}
+
+/// Starts `dev` on `data` and returns it with the HLS URL it printed.
+fn start_dev(data: &std::path::Path, ports: [u16; 4], etcd: &str) -> (Proc, String) {
+    let mut child = dev_command(data, ports)
+        .args(["--etcd", etcd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("streamgate dev starts");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(240))
+            .expect("dev printed its URLs within 4 minutes");
+        if line.starts_with("http://") && line.contains(".m3u8?token=") {
+            return (proc, line);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_on_etcd_restarts_during_an_outage_and_catches_up_when_etcd_returns() {
+    require("ffmpeg");
+    let mut etcd = streamgate_store::testkit::start_etcd();
+    let data = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let [http, _, admin, control] = ports;
+    let (dev, hls) = start_dev(data.path(), ports, &etcd.endpoint);
+    common::wait_ready(admin, Duration::from_secs(10)).await;
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(&hls).send().await.unwrap().status(), 200);
+    // Its edge wrote the state it enforces to its last-known-good file.
+    let lkg = data.path().join("edge-snapshot.json");
+    let t0 = std::time::Instant::now();
+    while !lkg.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no last-known-good file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // etcd dies and dev restarts while it is down: the demo plays from the
+    // last-known-good state.
+    drop(dev);
+    etcd.stop();
+    let (_dev, hls) = start_dev(data.path(), ports, &etcd.endpoint);
+    common::wait_ready(admin, Duration::from_secs(15)).await;
+    let anon = format!("http://127.0.0.1:{http}/v/demo/master.m3u8");
+    assert_eq!(
+        c.get(&anon).send().await.unwrap().status(),
+        401,
+        "still gated"
+    );
+    let h = hls.clone();
+    tokio::task::spawn_blocking(move || play(&h)).await.unwrap();
+
+    // Mutations are refused with UNAVAILABLE, saying why.
+    let admin_token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{control}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", admin_token.trim()).parse().unwrap();
+    let mut policies = pb::policy_service_client::PolicyServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        },
+    );
+    let deny = pb::ApplyPolicyRequest {
+        document: r#"{"id": "demo-viewers", "rule": {"ip": {"deny": ["127.0.0.0/8"]}}}"#.into(),
+        expected_version: 0,
+    };
+    let refused = policies.apply(deny.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("etcd unreachable"),
+        "{refused:?}"
+    );
+
+    // etcd returns: a policy change applies without a restart.
+    etcd.start();
+    let t0 = std::time::Instant::now();
+    let current = loop {
+        match policies
+            .get(pb::GetPolicyRequest {
+                id: "demo-viewers".into(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner().policy.unwrap(),
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "etcd never answered: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    policies
+        .apply(pb::ApplyPolicyRequest {
+            expected_version: current.version,
+            ..deny
+        })
+        .await
+        .unwrap();
+    let t1 = std::time::Instant::now();
+    loop {
+        let status = c.get(&hls).send().await.unwrap().status();
+        if status == 403 {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "the change did not reach the edge: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "etcd back: the control plane answered {:?} after etcd started, the change was enforced {:?} after Apply",
+        t0.elapsed() - t1.elapsed(),
+        t1.elapsed()
     );
 }

@@ -527,4 +527,72 @@ mod tests {
         assert_eq!(applied(&[Op::delete("/c")], &[None], 12), Some(12));
         assert_eq!(applied(&[], &[], 12), None);
     }
+
+    fn arb_ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..8),
+                proptest::option::of(1i64..4),
+            ),
+            1..6,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (put, value, lease))| {
+                    let key = format!("/k{i}");
+                    match (put, lease) {
+                        (true, Some(l)) => Op::put_leased(key, value, l),
+                        (true, None) => Op::put(key, value),
+                        (false, _) => Op::delete(key),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// What the store holds right after `ops` committed at `rev`.
+    fn after_commit(ops: &[Op], rev: i64) -> Vec<Option<Found>> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Put { value, lease, .. } => Some(Found {
+                    value: value.clone(),
+                    revision: rev,
+                    lease: lease.unwrap_or(0),
+                }),
+                Op::Delete { .. } => None,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn its_own_commit_is_recognised_and_any_other_write_is_not(
+            ops in arb_ops(),
+            rev in 1i64..1000,
+            which in 0usize..6,
+            how in 0u8..4,
+        ) {
+            let found = after_commit(&ops, rev);
+            let puts = ops.iter().any(|o| matches!(o, Op::Put { .. }));
+            proptest::prop_assert_eq!(applied(&ops, &found, rev + 5), Some(if puts { rev } else { rev + 5 }));
+            // Someone else's write to any one key (another value, revision, lease, or a
+            // key that should be gone but is there) is not our commit.
+            let i = which % ops.len();
+            let mut other = found.clone();
+            other[i] = match (&other[i], how) {
+                (Some(f), 0) => Some(Found { value: [f.value.as_slice(), b"x"].concat(), ..f.clone() }),
+                (Some(f), 1) => Some(Found { revision: f.revision + 1, ..f.clone() }),
+                (Some(f), 2) => Some(Found { lease: f.lease + 1, ..f.clone() }),
+                (Some(_), _) => None,
+                (None, _) => Some(Found { value: b"v".to_vec(), revision: rev, lease: 0 }),
+            };
+            let only_revision_moved = how == 1 && ops.iter().filter(|o| matches!(o, Op::Put { .. })).count() == 1;
+            if !only_revision_moved {
+                proptest::prop_assert_eq!(applied(&ops, &other, rev + 5), None);
+            }
+        }
+    }
 }

@@ -438,3 +438,65 @@ async fn keys_add_retire_and_rotate_with_overlap() {
         streamgate_policy::KeyDoc::from_value(&v).unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_during_an_etcd_outage_it_reports_not_serving_until_etcd_answers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut etcd = start_etcd();
+    etcd.stop();
+    let mut cfg = streamgate_store::etcd::EtcdConfig::new(vec![etcd.endpoint.clone()]);
+    cfg.retry_timeout = std::time::Duration::from_secs(2);
+    let store = EtcdStore::connect_with(&cfg)
+        .await
+        .expect("connecting does not wait for etcd");
+    let (ch, _stop) = start(Arc::new(store)).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let status = async |h: &mut tonic_health::pb::health_client::HealthClient<Channel>,
+                        svc: &str| {
+        h.check(tonic_health::pb::HealthCheckRequest {
+            service: svc.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+    };
+    assert_eq!(
+        status(&mut health, "").await,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        status(&mut health, "streamgate.control.v1.PolicyService").await,
+        ServingStatus::NotServing as i32
+    );
+    // A mutation is refused with UNAVAILABLE, saying why.
+    let mut c = client(&ch, with_token);
+    let refused = c
+        .apply(pb::ApplyPolicyRequest {
+            document: "id: p\nrule: {public: true}\n".into(),
+            expected_version: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("etcd unreachable"),
+        "{refused:?}"
+    );
+    // etcd comes up: health follows, and the API works.
+    etcd.start();
+    let t0 = std::time::Instant::now();
+    while status(&mut health, "").await != ServingStatus::Serving as i32 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "still NOT_SERVING"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    c.apply(pb::ApplyPolicyRequest {
+        document: "id: p\nrule: {public: true}\n".into(),
+        expected_version: 0,
+    })
+    .await
+    .unwrap();
+}

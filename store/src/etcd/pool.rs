@@ -245,11 +245,19 @@ impl Pool {
                 health: Mutex::new(Health::default()),
             })
             .collect();
+        // Start at a random member, so a fleet's connections spread over the cluster
+        // (the probe at connect then pins whichever member answers first).
+        let n = cfg.endpoints.len();
+        let start = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        ) as usize
+            % n;
         Ok(Self {
             members,
             options,
             cfg,
-            pinned: AtomicUsize::new(0),
+            pinned: AtomicUsize::new(start),
         })
     }
 
@@ -292,6 +300,9 @@ impl Pool {
     }
 
     fn mark_down(&self, i: usize, now: Instant) {
+        // A fresh connection next time: a channel whose first connection failed may have
+        // dropped its only endpoint, and one to a frozen process is worth nothing.
+        self.reset(i);
         let mut h = self.members[i]
             .health
             .lock()
@@ -357,9 +368,9 @@ impl Pool {
                                 .with_limit(1);
                             c.get(crate::PREFIX, Some(opts)).await.map_err(classify)
                         };
-                        if let Ok(Ok(_)) = tokio::time::timeout(pool.cfg.request_timeout, ask).await
-                        {
-                            pool.mark_healthy(i);
+                        match tokio::time::timeout(pool.cfg.request_timeout, ask).await {
+                            Ok(Ok(_)) => pool.mark_healthy(i),
+                            _ => pool.reset(i),
                         }
                     }
                 });
