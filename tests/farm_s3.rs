@@ -2,7 +2,8 @@
 //! `streamgate transcode` worker and a `streamgate edge`, both on moto's S3 server (PyPI,
 //! an independent S3 implementation). `ctl job submit --wait` follows the job to `done`,
 //! `ctl job list -o json` and `ctl asset get` show it, and ffmpeg plays the published
-//! asset through the edge, HLS and DASH.
+//! asset through the edge, HLS and DASH. An `s3://` source is fetched and checked against
+//! its digest.
 
 mod common;
 
@@ -279,6 +280,58 @@ async fn a_job_published_to_s3_plays_through_the_edge() {
             String::from_utf8_lossy(&played.stderr)
         );
     }
+    // An s3:// source: read with the origin's endpoint and credentials, hashed, published.
+    let sha: String = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(&src).unwrap())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let wrong = ctl(&[
+        "job",
+        "submit",
+        "s3://media/vod/in/clip.mp4",
+        "--asset",
+        "clip3",
+        "--sha256",
+        &"0".repeat(64),
+        "--wait",
+    ]);
+    assert!(
+        !wrong.status.success(),
+        "a source whose bytes do not match its digest fails"
+    );
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("changed: its SHA-256 is"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let from_s3 = ok(&[
+        "job",
+        "submit",
+        "s3://media/vod/in/clip.mp4",
+        "--asset",
+        "clip2",
+        "--sha256",
+        &sha,
+        "--policy",
+        "public",
+        "--wait",
+    ]);
+    assert!(from_s3.contains("done"), "{from_s3}");
+    let t0 = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{http}/v/clip2/manifest.mpd"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the edge never served clip2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let probe = Command::new("ffprobe")
         .args([
             "-v",

@@ -80,7 +80,11 @@ pub async fn run(
                 .await
         });
     }
-    if let Some(worker) = cfg.worker.clone() {
+    if let Some(mut worker) = cfg.worker.clone() {
+        // `s3://` sources are read with the S3 origin's endpoint and credentials.
+        if let streamgate_origin::OriginConfig::S3(s3) = &cfg.origin {
+            worker.s3_sources = Some(s3.clone());
+        }
         let origin = streamgate_origin::Origin::from_config(&cfg.origin)
             .map_err(|e| RunError::Serve(std::io::Error::other(e.to_string())))?;
         let store = Arc::clone(&store);

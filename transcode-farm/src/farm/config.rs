@@ -44,6 +44,7 @@ impl WorkerConfig {
             staging_prefix: t.get(errs, "staging_prefix", d.staging_prefix.clone(), string),
             progress_interval: t.get(errs, "progress_interval", d.progress_interval, duration),
             poll_interval: t.get(errs, "poll_interval", d.poll_interval, duration),
+            s3_sources: None,
         };
         cfg.ladder.x264_preset = t.get(errs, "x264_preset", cfg.ladder.x264_preset.clone(), string);
         cfg.ladder.threads = t

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// How often the queue is scanned when nothing changes (default 2 s, for backoffs).
     pub poll_interval: Duration,
+    /// Endpoint and credentials for `s3://` sources (set from an S3 origin); without it
+    /// such jobs fail with a reason.
+    pub s3_sources: Option<streamgate_origin::S3Origin>,
 }
 
 impl WorkerConfig {
@@ -68,6 +71,7 @@ impl WorkerConfig {
             staging_prefix: ".farm".to_owned(),
             progress_interval: Duration::from_secs(2),
             poll_interval: Duration::from_secs(2),
+            s3_sources: None,
         }
     }
 }
@@ -125,7 +129,14 @@ impl Ctx {
             Arc::clone(m.entry(doc.id.clone()).or_default())
         };
         let _held = lock.lock().await;
-        source::fetch(doc, &self.origin, &self.http, &self.job_dir(&doc.id)).await
+        source::fetch(
+            doc,
+            &self.origin,
+            self.cfg.s3_sources.as_ref(),
+            &self.http,
+            &self.job_dir(&doc.id),
+        )
+        .await
     }
 }
 
