@@ -127,7 +127,7 @@ class Farm:
             with open(wcfg, "w") as f:
                 f.write(f'[transcode]\nstore = "etcd"\netcd_endpoints = ["{self.etcd}"]\n'
                         f'data_dir = "{self.dir}/w{i}"\n[transcode.worker]\nname = "w{i}"\n'
-                        f'concurrency = {concurrency}\n[origin]\nkind = "fs"\nroot = "{self.origin}"\n')
+                        f'concurrency = {concurrency}\nadmin_listen = "127.0.0.1:{free_port()}"\n[origin]\nkind = "fs"\nroot = "{self.origin}"\n')
             self.procs.append(subprocess.Popen(["taskset", "-c", cpus, bin_path, "transcode", "--config", wcfg],
                                                stdout=subprocess.DEVNULL,
                                                env={**os.environ, "STREAMGATE_LOG": "warn"}))

@@ -152,9 +152,10 @@ async fn a_job_published_to_s3_plays_through_the_edge() {
         d.join("farm.toml"),
         format!(
             "[transcode]\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\ndata_dir = \"{}\"\n\
-             [transcode.worker]\nconcurrency = 2\nsegments_per_task = 2\nx264_preset = \"superfast\"\nthreads = 1\n{origin_toml}",
+             [transcode.worker]\nconcurrency = 2\nsegments_per_task = 2\nx264_preset = \"superfast\"\nthreads = 1\nadmin_listen = \"127.0.0.1:{}\"\n{origin_toml}",
             etcd.endpoint,
-            d.join("farm").display()
+            d.join("farm").display(),
+            free_port()
         ),
     )
     .unwrap();

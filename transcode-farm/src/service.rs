@@ -89,6 +89,21 @@ pub async fn run(
             .map_err(|e| RunError::Serve(std::io::Error::other(e.to_string())))?;
         let store = Arc::clone(&store);
         let metrics = Arc::new(crate::farm::FarmMetrics::new());
+        if let Some(addr) = worker.admin_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Bind(addr, e))?;
+            tracing::info!(listen = %addr, "farm admin listening");
+            let mut stop = stop_rx.clone();
+            let m = Arc::clone(&metrics);
+            tasks.spawn(async move {
+                crate::farm::admin::serve(listener, m, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+                Ok(())
+            });
+        }
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             crate::farm::run(store, origin, worker, metrics, async move {

@@ -51,6 +51,9 @@ pub struct WorkerConfig {
     /// Endpoint and credentials for `s3://` sources (set from an S3 origin); without it
     /// such jobs fail with a reason.
     pub s3_sources: Option<streamgate_origin::S3Origin>,
+    /// The farm admin port (`/metrics`, `/healthz`) of `streamgate transcode`
+    /// (default `0.0.0.0:9102`; `None`: not served).
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -72,6 +75,7 @@ impl WorkerConfig {
             progress_interval: Duration::from_secs(2),
             poll_interval: Duration::from_secs(2),
             s3_sources: None,
+            admin_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9102))),
         }
     }
 }
