@@ -345,7 +345,7 @@ async fn scan(ctx: &Ctx) -> Result<Vec<(JobView, BTreeMap<String, i64>)>, QueueE
     }
     let mut views = Vec::new();
     for (doc, _) in docs {
-        let (tasks, versions) = if doc.state.is_final() || doc.state == JobState::Queued {
+        let (tasks, versions) = if doc.state.is_final() {
             (BTreeMap::new(), BTreeMap::new())
         } else {
             let mut t = BTreeMap::new();
@@ -522,6 +522,12 @@ async fn failed(ctx: &Ctx, claim: &Claim, kind: Failure, msg: &str) -> Result<()
             ctx.metrics.job_final(JobState::Failed);
             if let Ok(p) = ObjectKey::new(&ctx.staging(&claim.job)) {
                 let _ = ctx.origin.delete_prefix(&p).await;
+            }
+            // A failed job keeps no task records: resubmitting it starts from nothing.
+            if let Ok(records) = job::tasks(&*ctx.store, &claim.job).await {
+                for (n, _, v) in records {
+                    let _ = ctx.store.delete(&job::task_key(&claim.job, &n), v).await;
+                }
             }
         }
     }
