@@ -172,6 +172,25 @@ fn start_ingest(control: &Control, origin_root: &Path, listen: SocketAddr) -> an
     Ok(())
 }
 
+/// Runs one farm worker in the control plane's runtime: it takes the jobs the ingest (or
+/// `ctl job submit`) creates in the dev store and publishes into the dev origin.
+fn start_worker(control: &Control, data_dir: &Path, origin_root: &Path) -> anyhow::Result<()> {
+    use streamgate_transcode::farm;
+    let origin = streamgate_origin::Origin::from_config(&OriginConfig::Fs {
+        root: origin_root.to_owned(),
+    })?;
+    let mut cfg = farm::WorkerConfig::new(data_dir.join("farm"));
+    cfg.name = "dev".to_owned();
+    control.rt.spawn(farm::run(
+        Arc::clone(&control.store),
+        origin,
+        cfg,
+        Arc::new(farm::FarmMetrics::new()),
+        std::future::pending::<()>(),
+    ));
+    Ok(())
+}
+
 pub(crate) fn run(args: DevArgs) -> ExitCode {
     let origin_root = args.data_dir.join("origin");
     if let Err(e) = ensure_demo(&args.data_dir, &origin_root) {
@@ -198,6 +217,10 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     let ingest_listen = SocketAddr::new(args.bind, args.ingest_port);
     if let Err(e) = start_ingest(&control, &origin_root, ingest_listen) {
         eprintln!("error: starting the ingest: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = start_worker(&control, &args.data_dir, &origin_root) {
+        eprintln!("error: starting the farm worker: {e}");
         return ExitCode::FAILURE;
     }
     let state = &control.state;
@@ -271,6 +294,10 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         "Upload your own video (tus on {ingest_listen}; docs/INGEST.md):\nSTREAMGATE_TOKEN=$(cat {}) streamgate ctl upload talk.mp4 --asset talk --ingest http://{host}:{}",
         state.admin_token_file.display(),
         args.ingest_port
+    );
+    println!(
+        "Or transcode a file copied into {}/in/: streamgate ctl policy apply -f policies/examples/public.yaml, then\nstreamgate ctl job submit in/talk.mp4 --asset talk --policy public --wait (follow jobs: streamgate ctl job list; docs/FARM.md)",
+        origin_root_display(&args.data_dir)
     );
     println!(
         "Wallet sign-in: POST {http}/auth/challenge {{\"address\",\"chain\"}}, sign the message, POST {http}/auth/verify (docs/WALLET.md)"
@@ -415,4 +442,8 @@ fn url_encode(s: &str) -> String {
         }
     }
     out
+}
+
+fn origin_root_display(data_dir: &Path) -> String {
+    data_dir.join("origin").display().to_string()
 }

@@ -75,6 +75,11 @@ impl Farm {
 
     /// A `streamgate transcode` process running one worker named `name`.
     fn worker(&self, name: &str, concurrency: u32) -> Proc {
+        self.worker_with_admin(name, concurrency, common::free_port())
+    }
+
+    /// As [`Farm::worker`], with the farm admin port on `admin`.
+    fn worker_with_admin(&self, name: &str, concurrency: u32, admin: u16) -> Proc {
         let cfg = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
@@ -95,6 +100,7 @@ threads = 1
 retry_backoff = "200ms"
 progress_interval = "500ms"
 poll_interval = "500ms"
+admin_listen = "127.0.0.1:{admin}"
 
 [origin]
 kind = "fs"
@@ -252,7 +258,8 @@ async fn a_worker_killed_mid_task_is_replaced_after_its_lease_expires() {
     a.0.kill().unwrap();
     let _ = a.0.wait();
     let killed_at = Instant::now();
-    let _b = farm.worker("wb", 2);
+    let b_admin = common::free_port();
+    let _b = farm.worker_with_admin("wb", 2, b_admin);
     let done = final_doc(&*store, &id, Duration::from_secs(180)).await;
     assert_eq!(
         done.state,

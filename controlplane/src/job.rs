@@ -571,6 +571,9 @@ pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobErro
                     key.clone(),
                     serde_json::to_vec(&existing).expect("a job serialises"),
                 ),
+                // The planning step starts afresh, with no attempts or backoff carried
+                // over (it clears the other task records itself).
+                Op::delete(task_key(&doc.id, "plan")),
                 crate::api::audit_op(
                     &doc.actor,
                     "job.requeue",

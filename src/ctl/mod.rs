@@ -6,6 +6,7 @@
 //! 64 bad local input (unreadable or invalid file, bad flag); 69 the endpoint is unreachable.
 
 mod diff;
+mod job;
 mod local;
 mod remote;
 
@@ -93,6 +94,9 @@ pub(crate) enum CtlCmd {
     },
     /// Which edges run which revision.
     Edges,
+    /// Transcode jobs: list, get, watch, cancel, submit.
+    #[command(subcommand)]
+    Job(job::JobCmd),
 }
 
 #[derive(Subcommand)]
@@ -255,7 +259,11 @@ pub(crate) fn run(args: CtlArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(remote::run(&args.global, cmd)) {
+            let result = match cmd {
+                CtlCmd::Job(j) => rt.block_on(job::run(&args.global, j)),
+                cmd => rt.block_on(remote::run(&args.global, cmd)),
+            };
+            match result {
                 Ok(code) => code,
                 Err(e) => e.report(),
             }

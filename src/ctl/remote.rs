@@ -89,7 +89,7 @@ impl CtlError {
     }
 }
 
-type Result<T> = std::result::Result<T, CtlError>;
+pub(super) type Result<T> = std::result::Result<T, CtlError>;
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
@@ -106,13 +106,15 @@ impl tonic::service::Interceptor for Bearer {
 
 type Svc = InterceptedService<Channel, Bearer>;
 
-struct Api {
+pub(super) struct Api {
     policies: pb::policy_service_client::PolicyServiceClient<Svc>,
     assets: pb::asset_service_client::AssetServiceClient<Svc>,
     keys: pb::key_service_client::KeyServiceClient<Svc>,
     purges: pb::purge_service_client::PurgeServiceClient<Svc>,
     audit: pb::audit_service_client::AuditServiceClient<Svc>,
     edges: pb::edge_service_client::EdgeServiceClient<Svc>,
+    /// `ctl job` (src/ctl/job.rs).
+    pub(super) jobs: pb::job_service_client::JobServiceClient<Svc>,
 }
 
 fn token(g: &Global) -> Result<Option<String>> {
@@ -127,7 +129,7 @@ fn token(g: &Global) -> Result<Option<String>> {
     }
 }
 
-async fn connect(g: &Global) -> Result<Api> {
+pub(super) async fn connect(g: &Global) -> Result<Api> {
     let bearer = match token(g)? {
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
             CtlError::Local("the token has characters a header cannot carry".into())
@@ -190,7 +192,8 @@ async fn connect(g: &Global) -> Result<Api> {
             b.clone(),
         ),
         audit: pb::audit_service_client::AuditServiceClient::with_interceptor(c.clone(), b.clone()),
-        edges: pb::edge_service_client::EdgeServiceClient::with_interceptor(c, b),
+        edges: pb::edge_service_client::EdgeServiceClient::with_interceptor(c.clone(), b.clone()),
+        jobs: pb::job_service_client::JobServiceClient::with_interceptor(c, b),
     })
 }
 
@@ -241,7 +244,7 @@ fn policy_json(p: &pb::Policy) -> Value {
 }
 
 fn asset_json(a: &pb::Asset) -> Value {
-    json!({"id": a.id, "policy": a.policy_id, "description": a.description, "version": a.version})
+    json!({"id": a.id, "policy": a.policy_id, "description": a.description, "version": a.version, "origin_prefix": a.origin_prefix, "job": a.job_id})
 }
 
 fn key_json(k: &pb::Key) -> Value {
@@ -342,7 +345,7 @@ pub(crate) async fn run(g: &Global, cmd: CtlCmd) -> Result<ExitCode> {
     };
     let mut api = connect(g).await?;
     match cmd {
-        CtlCmd::Token(_) | CtlCmd::Policy(PolicyCmd::Check { .. }) => {
+        CtlCmd::Token(_) | CtlCmd::Policy(PolicyCmd::Check { .. }) | CtlCmd::Job(_) => {
             unreachable!("local commands run without the API")
         }
         CtlCmd::Policy(PolicyCmd::Apply {

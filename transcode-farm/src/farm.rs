@@ -12,6 +12,7 @@
 use prometheus::{CounterVec, Encoder, IntCounter, Opts, Registry, TextEncoder};
 use streamgate_control::job::JobState;
 
+pub mod admin;
 mod config;
 mod publish;
 pub mod queue;

@@ -78,11 +78,30 @@ pub async fn run(
                 .await
         });
     }
-    if let Some(worker) = cfg.worker.clone() {
+    if let Some(mut worker) = cfg.worker.clone() {
+        // `s3://` sources are read with the S3 origin's endpoint and credentials.
+        if let streamgate_origin::OriginConfig::S3(s3) = &cfg.origin {
+            worker.s3_sources = Some(s3.clone());
+        }
         let origin = streamgate_origin::Origin::from_config(&cfg.origin)
             .map_err(|e| RunError::Serve(std::io::Error::other(e.to_string())))?;
         let store = Arc::clone(&store);
         let metrics = Arc::new(crate::farm::FarmMetrics::new());
+        if let Some(addr) = worker.admin_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Bind(addr, e))?;
+            tracing::info!(listen = %addr, "farm admin listening");
+            let mut stop = stop_rx.clone();
+            let m = Arc::clone(&metrics);
+            tasks.spawn(async move {
+                crate::farm::admin::serve(listener, m, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+                Ok(())
+            });
+        }
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             crate::farm::run(store, origin, worker, metrics, async move {

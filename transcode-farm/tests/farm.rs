@@ -127,7 +127,7 @@ async fn two_workers_publish_a_job_once_and_a_republish_purges_the_old_version()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cancelled_job_stops_and_publishes_nothing() {
+async fn a_cancelled_job_stops_publishes_nothing_and_runs_again_when_resubmitted() {
     require_ffmpeg();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("origin");
@@ -193,6 +193,18 @@ async fn a_cancelled_job_stops_and_publishes_nothing() {
         "ffmpeg still runs: {}",
         String::from_utf8_lossy(&ps.stdout)
     );
+    // Submitted again, the cancelled job is queued again and runs to the end.
+    let again = job::submit(&*store, {
+        let (mut d, _) = job::get(&*store, &id).await.unwrap().unwrap();
+        d.state = JobState::Queued;
+        d
+    })
+    .await
+    .unwrap();
+    assert!(again.requeued && again.doc.id == id);
+    let done = wait_final(&*store, &id, Duration::from_secs(240)).await;
+    assert_eq!(done.state, JobState::Done, "{:?}", done.error);
+    verify_output(&root.join(format!("long/{id}"))).unwrap();
     drop(tx);
     h.await.unwrap();
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use streamgate_config::{Errors, Fields, duration, int_in, path, string};
+use streamgate_config::{Errors, Fields, duration, int_in, path, socket_addr, string};
 
 use super::WorkerConfig;
 use crate::SegmentDuration;
@@ -44,6 +44,13 @@ impl WorkerConfig {
             staging_prefix: t.get(errs, "staging_prefix", d.staging_prefix.clone(), string),
             progress_interval: t.get(errs, "progress_interval", d.progress_interval, duration),
             poll_interval: t.get(errs, "poll_interval", d.poll_interval, duration),
+            s3_sources: None,
+            admin_listen: Some(t.get(
+                errs,
+                "admin_listen",
+                d.admin_listen.expect("a default admin port"),
+                socket_addr,
+            )),
         };
         cfg.ladder.x264_preset = t.get(errs, "x264_preset", cfg.ladder.x264_preset.clone(), string);
         cfg.ladder.threads = t
@@ -106,6 +113,7 @@ mod tests {
         assert_eq!(cfg.segments_per_task, 5);
         assert_eq!(cfg.scratch, Path::new("/data/farm"));
         assert_eq!(cfg.staging_prefix, ".farm");
+        assert_eq!(cfg.admin_listen.unwrap().port(), 9102);
         assert!(cfg.concurrency >= 1);
     }
 

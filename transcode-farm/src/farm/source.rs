@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use streamgate_control::job::{JobDoc, JobSource};
-use streamgate_origin::{ObjectKey, Origin, OriginError};
+use streamgate_origin::{ObjectKey, Origin, OriginConfig, OriginError, S3Origin};
 use tokio::io::AsyncWriteExt;
 
 /// Why a source could not be fetched.
@@ -58,6 +58,7 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> SourceError + '_ {
 pub async fn fetch(
     doc: &JobDoc,
     origin: &Origin,
+    s3: Option<&S3Origin>,
     http: &reqwest::Client,
     dir: &Path,
 ) -> Result<(PathBuf, String), SourceError> {
@@ -80,22 +81,28 @@ pub async fn fetch(
                 let key = ObjectKey::new(key).map_err(|e| {
                     SourceError::Unsupported(format!("source key {key:?} is not valid: {e}"))
                 })?;
-                let obj = origin.get(&key).await.map_err(|e| match e {
-                    OriginError::NotFound => SourceError::NotFound(name.clone()),
-                    other => SourceError::Io {
-                        what: name.clone(),
-                        message: other.to_string(),
-                    },
+                copy_object(origin, &key, &name, &mut ctx, &mut file).await?;
+            }
+            JobSource::S3 { url } => {
+                let Some(template) = s3 else {
+                    return Err(SourceError::Unsupported(format!(
+                        "{url}: this worker's origin storage is not S3, so it has no S3 endpoint \
+                         or credentials; copy the object into origin storage and submit its key"
+                    )));
+                };
+                let rest = url.strip_prefix("s3://").unwrap_or_default();
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                let key = ObjectKey::new(key).map_err(|e| {
+                    SourceError::Unsupported(format!("{url}: the key is not valid: {e}"))
                 })?;
-                let mut body = obj.body;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| SourceError::Io {
-                        what: name.clone(),
-                        message: e.to_string(),
-                    })?;
-                    ctx.update(&chunk);
-                    file.write_all(&chunk).await.map_err(io(&name))?;
-                }
+                // The origin's endpoint and credentials, the URL's bucket, no prefix.
+                let bucket_origin = Origin::from_config(&OriginConfig::S3(S3Origin {
+                    bucket: bucket.to_owned(),
+                    prefix: None,
+                    ..template.clone()
+                }))
+                .map_err(|e| SourceError::Unsupported(format!("{url}: {e}")))?;
+                copy_object(&bucket_origin, &key, &name, &mut ctx, &mut file).await?;
             }
             JobSource::Https { url } => {
                 let resp = http.get(url).send().await.map_err(|e| SourceError::Io {
@@ -120,12 +127,6 @@ pub async fn fetch(
                     ctx.update(&chunk);
                     file.write_all(&chunk).await.map_err(io(&name))?;
                 }
-            }
-            JobSource::S3 { url } => {
-                return Err(SourceError::Unsupported(format!(
-                    "{url}: this worker reads sources from its origin storage and over https; \
-                     copy the object into origin storage and submit its key"
-                )));
             }
         }
         file.flush().await.map_err(io(&name))?;
@@ -165,4 +166,31 @@ pub fn describe(source: &JobSource) -> String {
         JobSource::Origin { key } => key.clone(),
         JobSource::S3 { url } | JobSource::Https { url } => url.clone(),
     }
+}
+
+/// Streams `key` of `origin` into `file`, hashing it.
+async fn copy_object(
+    origin: &Origin,
+    key: &ObjectKey,
+    name: &str,
+    ctx: &mut ring::digest::Context,
+    file: &mut tokio::fs::File,
+) -> Result<(), SourceError> {
+    let obj = origin.get(key).await.map_err(|e| match e {
+        OriginError::NotFound => SourceError::NotFound(name.to_owned()),
+        other => SourceError::Io {
+            what: name.to_owned(),
+            message: other.to_string(),
+        },
+    })?;
+    let mut body = obj.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| SourceError::Io {
+            what: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        ctx.update(&chunk);
+        file.write_all(&chunk).await.map_err(io(name))?;
+    }
+    Ok(())
 }

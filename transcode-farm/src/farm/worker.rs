@@ -48,6 +48,12 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// How often the queue is scanned when nothing changes (default 2 s, for backoffs).
     pub poll_interval: Duration,
+    /// Endpoint and credentials for `s3://` sources (set from an S3 origin); without it
+    /// such jobs fail with a reason.
+    pub s3_sources: Option<streamgate_origin::S3Origin>,
+    /// The farm admin port (`/metrics`, `/healthz`) of `streamgate transcode`
+    /// (default `0.0.0.0:9102`; `None`: not served).
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -68,6 +74,8 @@ impl WorkerConfig {
             staging_prefix: ".farm".to_owned(),
             progress_interval: Duration::from_secs(2),
             poll_interval: Duration::from_secs(2),
+            s3_sources: None,
+            admin_listen: Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9102))),
         }
     }
 }
@@ -125,7 +133,14 @@ impl Ctx {
             Arc::clone(m.entry(doc.id.clone()).or_default())
         };
         let _held = lock.lock().await;
-        source::fetch(doc, &self.origin, &self.http, &self.job_dir(&doc.id)).await
+        source::fetch(
+            doc,
+            &self.origin,
+            self.cfg.s3_sources.as_ref(),
+            &self.http,
+            &self.job_dir(&doc.id),
+        )
+        .await
     }
 }
 
@@ -330,7 +345,7 @@ async fn scan(ctx: &Ctx) -> Result<Vec<(JobView, BTreeMap<String, i64>)>, QueueE
     }
     let mut views = Vec::new();
     for (doc, _) in docs {
-        let (tasks, versions) = if doc.state.is_final() || doc.state == JobState::Queued {
+        let (tasks, versions) = if doc.state.is_final() {
             (BTreeMap::new(), BTreeMap::new())
         } else {
             let mut t = BTreeMap::new();
@@ -507,6 +522,12 @@ async fn failed(ctx: &Ctx, claim: &Claim, kind: Failure, msg: &str) -> Result<()
             ctx.metrics.job_final(JobState::Failed);
             if let Ok(p) = ObjectKey::new(&ctx.staging(&claim.job)) {
                 let _ = ctx.origin.delete_prefix(&p).await;
+            }
+            // A failed job keeps no task records: resubmitting it starts from nothing.
+            if let Ok(records) = job::tasks(&*ctx.store, &claim.job).await {
+                for (n, _, v) in records {
+                    let _ = ctx.store.delete(&job::task_key(&claim.job, &n), v).await;
+                }
             }
         }
     }
