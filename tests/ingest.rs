@@ -797,3 +797,77 @@ async fn s3_staging_through_moto() {
         .unwrap();
     assert_eq!(list.matches("<Key>").count(), 1, "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_upload_resumes_after_an_interruption() {
+    let etcd = start_etcd();
+    let ing = Ingest::start(&etcd, None, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, sha) = source(dir.path(), "mine.mp4", 32 * MIB + 3);
+    let ctl = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_streamgate"));
+        c.args(["ctl", "upload"])
+            .arg(&file)
+            .args([
+                "--asset",
+                "mine",
+                "--ladder",
+                "mobile",
+                "--chunk-size",
+                "64KiB",
+            ])
+            .args(["--ingest", &format!("http://127.0.0.1:{}", ing.port)])
+            .env("STREAMGATE_TOKEN", TOKEN)
+            .env("XDG_CACHE_HOME", dir.path().join("cache"));
+        if json {
+            c.args(["-o", "json"]);
+        }
+        c
+    };
+    // Interrupted: killed once the server holds some of it.
+    let mut first = ctl(false).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    let url = loop {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no upload appeared");
+        let (items, _) = ing.store.list("/streamgate/v1/uploads/").await.unwrap();
+        if let Some((_, v)) = items.first() {
+            let rec: serde_json::Value = serde_json::from_slice(&v.value).unwrap();
+            if rec["offset"].as_u64().unwrap() >= MIB as u64 {
+                break ing.url(&format!("/uploads/{}", rec["id"].as_str().unwrap()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let kept = offset(&url).await;
+    assert!(
+        kept < 32 * MIB as u64,
+        "the first run was interrupted ({kept})"
+    );
+    // The same command again resumes the same upload.
+    let out = common::output_ok(&mut ctl(true));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("resuming {url}")), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["upload"], url);
+    assert_eq!(sha256_hex(&ing.staged(&url)), sha);
+    check_job(&ing, &url, &sha, "mine").await;
+    assert_eq!(v["job"], ing.record(&url).await["job"]);
+    // A bad asset id is refused by the server with its reason, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["ctl", "upload"])
+        .arg(&file)
+        .args([
+            "--asset",
+            "Not Valid",
+            "--ingest",
+            &format!("http://127.0.0.1:{}", ing.port),
+        ])
+        .env("STREAMGATE_TOKEN", TOKEN)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an asset id"));
+}

@@ -342,7 +342,7 @@ pub(crate) async fn run(g: &Global, cmd: CtlCmd) -> Result<ExitCode> {
     };
     let mut api = connect(g).await?;
     match cmd {
-        CtlCmd::Token(_) | CtlCmd::Policy(PolicyCmd::Check { .. }) => {
+        CtlCmd::Token(_) | CtlCmd::Policy(PolicyCmd::Check { .. }) | CtlCmd::Upload(_) => {
             unreachable!("local commands run without the API")
         }
         CtlCmd::Policy(PolicyCmd::Apply {

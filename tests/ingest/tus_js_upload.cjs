@@ -3,7 +3,8 @@
 // uploadUrl}. abortAt: abort the upload once this many bytes were sent (an interruption
 // mid-request); slowMs: feed the body from a stream, 1 MiB every slowMs (so a test can act
 // mid-request); uploadUrl: resume that upload. Prints JSON lines: created, aborted, success
-// or error (with the status code), each with the upload URL.
+// or error (with the status code), each with the upload URL; success has the time taken
+// from start to the last response (ms).
 const path = require('node:path');
 const fs = require('node:fs');
 const { Readable } = require('node:stream');
@@ -50,6 +51,10 @@ const upload = new tus.Upload(source, {
     say({ event: 'error', url: upload.url, status: err.originalResponse ? err.originalResponse.getStatus() : null, message: String(err) });
     process.exit(1);
   },
-  onSuccess() { say({ event: 'success', url: upload.url }); process.exit(0); },
+  onSuccess() {
+    say({ event: 'success', url: upload.url, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+    process.exit(0);
+  },
 });
+const t0 = process.hrtime.bigint();
 upload.start();
