@@ -871,3 +871,33 @@ async fn ctl_upload_resumes_after_an_interruption() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an asset id"));
 }
+
+#[test]
+fn check_config_lists_every_error_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[transcode]\nstore = \"zk\"\n[transcode.ingest]\nmax_size = \"huge\"\nexpire_after = \"soon\"\n[origin]\nkind = \"ftp\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args(["transcode", "--config"])
+        .arg(&cfg)
+        .arg("--check-config")
+        .env("STREAMGATE_TRANSCODE__INGEST__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "transcode.store",
+        "transcode.admin_token_file",
+        "transcode.ingest.max_size",
+        "transcode.ingest.expire_after",
+        "transcode.ingest.listen",
+        "origin.kind",
+    ] {
+        assert!(err.contains(&format!("{path}:")), "{path} missing in {err}");
+    }
+}
