@@ -755,3 +755,6 @@ async fn fs_call(
     tx.send(cmd(reply)).await.map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())?.map_err(io_err(path))
 }
+
+#[cfg(test)]
+mod tests;
