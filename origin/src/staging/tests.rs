@@ -28,7 +28,8 @@ async fn fs_writer_keeps_only_what_was_recorded() {
     w.write(Bytes::from_static(b"hello ")).await.unwrap();
     assert!(w.checkpoint_due(1));
     assert!(!w.checkpoint_due(1 << 20));
-    let c = w.checkpoint().await.unwrap().unwrap();
+    let (c, durable) = w.checkpoint().await.unwrap().unwrap();
+    durable.await.unwrap();
     assert_eq!(c.offset, 6);
     // Written after the checkpoint, then the process "dies" (the writer is dropped).
     w.write(Bytes::from_static(b"unrecorded")).await.unwrap();
