@@ -352,6 +352,7 @@ impl Staging {
                         path,
                         synced: offset,
                         fsync: *fsync,
+                        batch: bytes::BytesMut::new(),
                     },
                 })
             }
@@ -484,8 +485,24 @@ impl Staging {
     }
 }
 
-/// Chunks queued to the file writer thread before `write` waits.
-const FS_QUEUE: usize = 64;
+/// Writes queued to the file writer thread before `write` waits.
+const FS_QUEUE: usize = 16;
+/// Network reads are often a few KiB; they are gathered into writes of this size, so a
+/// gigabyte costs thousands of system calls and thread wake-ups, not hundreds of thousands.
+const FS_BATCH: usize = 256 << 10;
+
+async fn send_write(
+    tx: &mpsc::Sender<FsCmd>,
+    path: &std::path::Path,
+    b: Bytes,
+) -> Result<(), StagingError> {
+    tx.send(FsCmd::Write(b))
+        .await
+        .map_err(|_| StagingError::Io {
+            path: path.display().to_string(),
+            source: io::Error::other("the writer thread stopped"),
+        })
+}
 
 enum FsCmd {
     Write(Bytes),
@@ -550,6 +567,8 @@ enum Inner {
         path: PathBuf,
         synced: u64,
         fsync: bool,
+        /// Small chunks gathered into one positioned write of up to [`FS_BATCH`].
+        batch: bytes::BytesMut,
     },
     S3(Box<S3Writer>),
 }
@@ -619,12 +638,16 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StagingError> {
         let len = chunk.len() as u64;
         match &mut self.inner {
-            Inner::Fs { tx, path, .. } => {
-                if tx.send(FsCmd::Write(chunk)).await.is_err() {
-                    return Err(StagingError::Io {
-                        path: path.display().to_string(),
-                        source: io::Error::other("the writer thread stopped"),
-                    });
+            Inner::Fs {
+                tx, path, batch, ..
+            } => {
+                if batch.is_empty() && chunk.len() >= FS_BATCH {
+                    send_write(tx, path, chunk).await?;
+                } else {
+                    batch.extend_from_slice(&chunk);
+                    if batch.len() >= FS_BATCH {
+                        send_write(tx, path, batch.split().freeze()).await?;
+                    }
                 }
             }
             Inner::S3(w) => {
@@ -659,8 +682,12 @@ impl StageWriter {
                 path,
                 synced,
                 fsync,
+                batch,
                 ..
             } => {
+                if !batch.is_empty() {
+                    send_write(tx, path, batch.split().freeze()).await?;
+                }
                 let (reply, answer) = oneshot::channel();
                 let p = path.clone();
                 let stopped = move |p: &std::path::Path| StagingError::Io {
@@ -720,8 +747,12 @@ impl StageWriter {
                 task,
                 path,
                 fsync,
+                mut batch,
                 ..
             } => {
+                if !batch.is_empty() {
+                    send_write(&tx, &path, batch.split().freeze()).await?;
+                }
                 if fsync {
                     fs_call(&tx, &path, FsCmd::Sync).await?;
                 } else {

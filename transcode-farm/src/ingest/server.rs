@@ -186,6 +186,8 @@ impl Ingest {
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(hyper_util::rt::TokioTimer::new())
+                            // Read large bodies in large reads.
+                            .max_buf_size(1 << 20)
                             .header_read_timeout(Duration::from_secs(30))
                             .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
                         tokio::pin!(conn);
