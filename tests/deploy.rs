@@ -1,6 +1,6 @@
 //! The deployment files stay true to the binary: every StreamGate config they carry (the
 //! example TOML files, the Kubernetes ConfigMaps, the compose file's configs) passes
-//! `streamgate edge|control --check-config`, and the YAML parses.
+//! `streamgate edge|control|transcode --check-config`, and the YAML parses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,11 +18,15 @@ fn check(name: &str, toml_text: &str, tmp: &Path) {
     let token = tmp.join("admin-tokens");
     std::fs::write(&token, "deploy-test-token-0123456789\n").unwrap();
     let mut text = toml_text.to_owned();
-    if let Some(c) = doc.get("control").and_then(|c| c.get("admin_token_file")) {
-        text = text.replace(c.as_str().unwrap(), token.to_str().unwrap());
+    for section in ["control", "transcode"] {
+        if let Some(c) = doc.get(section).and_then(|c| c.get("admin_token_file")) {
+            text = text.replace(c.as_str().unwrap(), token.to_str().unwrap());
+        }
     }
     let component = if doc.contains_key("control") {
         "control"
+    } else if doc.contains_key("transcode") {
+        "transcode"
     } else {
         "edge"
     };

@@ -159,6 +159,7 @@ pub struct Staging {
 enum Backend {
     Fs {
         root: PathBuf,
+        fsync: bool,
     },
     S3 {
         store: Arc<AmazonS3>,
@@ -174,6 +175,9 @@ impl std::fmt::Debug for Staging {
             .finish_non_exhaustive()
     }
 }
+
+/// Resolves when a checkpoint is durable.
+pub type Durable = std::pin::Pin<Box<dyn Future<Output = Result<(), StagingError>> + Send>>;
 
 /// What a writer made durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +199,10 @@ impl Staging {
             OriginConfig::Fs { root } => {
                 std::fs::create_dir_all(root).map_err(io_err(root))?;
                 Ok(Self {
-                    backend: Backend::Fs { root: root.clone() },
+                    backend: Backend::Fs {
+                        root: root.clone(),
+                        fsync: true,
+                    },
                 })
             }
             OriginConfig::S3(s3) => {
@@ -218,6 +225,16 @@ impl Staging {
             }
             OriginConfig::Http(_) => Err(StagingError::ReadOnly),
         }
+    }
+
+    /// Whether filesystem checkpoints `fdatasync` (the default). Without it offsets still
+    /// survive a crash of the process (the bytes are in the page cache before the record
+    /// is written), but not one of the machine.
+    pub fn with_fsync(mut self, on: bool) -> Self {
+        if let Backend::Fs { fsync, .. } = &mut self.backend {
+            *fsync = on;
+        }
+        self
     }
 
     /// The kind of storage.
@@ -252,7 +269,7 @@ impl Staging {
     /// Starts staging upload `id` of `size` bytes.
     pub async fn create(&self, id: &str, size: u64) -> Result<StageState, StagingError> {
         match &self.backend {
-            Backend::Fs { root } => {
+            Backend::Fs { root, .. } => {
                 let path = Self::fs_file(root, id)?;
                 tokio::task::spawn_blocking(move || -> Result<(), StagingError> {
                     let dir = path.parent().expect("the data file has a folder");
@@ -302,7 +319,7 @@ impl Staging {
         offset: u64,
     ) -> Result<StageWriter, StagingError> {
         match (&self.backend, state) {
-            (Backend::Fs { root }, StageState::Fs) => {
+            (Backend::Fs { root, fsync }, StageState::Fs) => {
                 let path = Self::fs_file(root, id)?;
                 let p = path.clone();
                 let file = tokio::task::spawn_blocking(move || -> Result<_, StagingError> {
@@ -334,6 +351,8 @@ impl Staging {
                         task,
                         path,
                         synced: offset,
+                        fsync: *fsync,
+                        batch: bytes::BytesMut::new(),
                     },
                 })
             }
@@ -427,7 +446,7 @@ impl Staging {
     /// multipart upload.
     pub async fn remove(&self, id: &str, state: &StageState) -> Result<(), StagingError> {
         match &self.backend {
-            Backend::Fs { root } => {
+            Backend::Fs { root, .. } => {
                 let dir = root.join(Self::dir_key(id)?.as_str());
                 match tokio::fs::remove_dir_all(&dir).await {
                     Ok(()) => Ok(()),
@@ -466,12 +485,30 @@ impl Staging {
     }
 }
 
-/// Chunks queued to the file writer thread before `write` waits.
-const FS_QUEUE: usize = 64;
+/// Writes queued to the file writer thread before `write` waits.
+const FS_QUEUE: usize = 16;
+/// Network reads are often a few KiB; they are gathered into writes of this size, so a
+/// gigabyte costs thousands of system calls and thread wake-ups, not hundreds of thousands.
+const FS_BATCH: usize = 256 << 10;
+
+async fn send_write(
+    tx: &mpsc::Sender<FsCmd>,
+    path: &std::path::Path,
+    b: Bytes,
+) -> Result<(), StagingError> {
+    tx.send(FsCmd::Write(b))
+        .await
+        .map_err(|_| StagingError::Io {
+            path: path.display().to_string(),
+            source: io::Error::other("the writer thread stopped"),
+        })
+}
 
 enum FsCmd {
     Write(Bytes),
     Sync(oneshot::Sender<io::Result<()>>),
+    /// Answers, once every earlier write is done, with a handle to `fdatasync` on.
+    Barrier(oneshot::Sender<io::Result<std::fs::File>>),
     Truncate(u64, oneshot::Sender<io::Result<()>>),
 }
 
@@ -503,6 +540,10 @@ fn fs_writer(file: std::fs::File, mut pos: u64, mut rx: mpsc::Receiver<FsCmd>) {
                 let r = take(&mut failed).and_then(|()| file.sync_data());
                 let _ = reply.send(r);
             }
+            FsCmd::Barrier(reply) => {
+                let r = take(&mut failed).and_then(|()| file.try_clone());
+                let _ = reply.send(r);
+            }
             FsCmd::Truncate(len, reply) => {
                 let r = file.set_len(len).and_then(|()| file.sync_data());
                 let _ = reply.send(r);
@@ -525,6 +566,9 @@ enum Inner {
         task: tokio::task::JoinHandle<()>,
         path: PathBuf,
         synced: u64,
+        fsync: bool,
+        /// Small chunks gathered into one positioned write of up to [`FS_BATCH`].
+        batch: bytes::BytesMut,
     },
     S3(Box<S3Writer>),
 }
@@ -594,12 +638,16 @@ impl StageWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StagingError> {
         let len = chunk.len() as u64;
         match &mut self.inner {
-            Inner::Fs { tx, path, .. } => {
-                if tx.send(FsCmd::Write(chunk)).await.is_err() {
-                    return Err(StagingError::Io {
-                        path: path.display().to_string(),
-                        source: io::Error::other("the writer thread stopped"),
-                    });
+            Inner::Fs {
+                tx, path, batch, ..
+            } => {
+                if batch.is_empty() && chunk.len() >= FS_BATCH {
+                    send_write(tx, path, chunk).await?;
+                } else {
+                    batch.extend_from_slice(&chunk);
+                    if batch.len() >= FS_BATCH {
+                        send_write(tx, path, batch.split().freeze()).await?;
+                    }
                 }
             }
             Inner::S3(w) => {
@@ -623,32 +671,67 @@ impl StageWriter {
         }
     }
 
-    /// Makes everything written so far durable, when that is cheap: on the filesystem an
-    /// `fdatasync`; on S3 only when nothing is buffered (right after a part), otherwise
-    /// `None`. Obsolete tails are reported by [`StageWriter::commit`].
-    pub async fn checkpoint(&mut self) -> Result<Option<Committed>, StagingError> {
+    /// Starts making everything written so far durable, without waiting for it: on the
+    /// filesystem the returned future resolves once an `fdatasync` (on its own thread, so
+    /// writing goes on) covers it; on S3 at once, but only when nothing is buffered (right
+    /// after a part), otherwise `None`. Record the [`Committed`] state once it resolves.
+    pub async fn checkpoint(&mut self) -> Result<Option<(Committed, Durable)>, StagingError> {
         match &mut self.inner {
             Inner::Fs {
-                tx, path, synced, ..
+                tx,
+                path,
+                synced,
+                fsync,
+                batch,
+                ..
             } => {
-                fs_call(tx, path, FsCmd::Sync).await?;
+                if !batch.is_empty() {
+                    send_write(tx, path, batch.split().freeze()).await?;
+                }
+                let (reply, answer) = oneshot::channel();
+                let p = path.clone();
+                let stopped = move |p: &std::path::Path| StagingError::Io {
+                    path: p.display().to_string(),
+                    source: io::Error::other("the writer thread stopped"),
+                };
+                tx.send(FsCmd::Barrier(reply))
+                    .await
+                    .map_err(|_| stopped(path))?;
                 *synced = self.written;
-                Ok(Some(Committed {
-                    offset: self.written,
-                    state: StageState::Fs,
-                    obsolete: Vec::new(),
-                }))
+                let fsync = *fsync;
+                let durable = Box::pin(async move {
+                    let f = answer.await.map_err(|_| stopped(&p))?.map_err(io_err(&p))?;
+                    if fsync {
+                        let q = p.clone();
+                        tokio::task::spawn_blocking(move || f.sync_data())
+                            .await
+                            .map_err(|e| StagingError::Store(e.to_string()))?
+                            .map_err(io_err(&q))?;
+                    }
+                    Ok(())
+                });
+                Ok(Some((
+                    Committed {
+                        offset: self.written,
+                        state: StageState::Fs,
+                        obsolete: Vec::new(),
+                    },
+                    durable,
+                )))
             }
             Inner::S3(w) => {
                 if w.buf_len != 0 {
                     return Ok(None);
                 }
                 w.parts_at_checkpoint = w.parts.len();
-                Ok(Some(Committed {
-                    offset: self.written,
-                    state: w.state(false),
-                    obsolete: Vec::new(),
-                }))
+                Ok(Some((
+                    Committed {
+                        offset: self.written,
+                        state: w.state(false),
+                        obsolete: Vec::new(),
+                    },
+                    Box::pin(std::future::ready(Ok(()))),
+                )))
             }
         }
     }
@@ -659,8 +742,24 @@ impl StageWriter {
     pub async fn commit(self, last: bool) -> Result<Committed, StagingError> {
         let written = self.written;
         match self.inner {
-            Inner::Fs { tx, task, path, .. } => {
-                fs_call(&tx, &path, FsCmd::Sync).await?;
+            Inner::Fs {
+                tx,
+                task,
+                path,
+                fsync,
+                mut batch,
+                ..
+            } => {
+                if !batch.is_empty() {
+                    send_write(&tx, &path, batch.split().freeze()).await?;
+                }
+                if fsync {
+                    fs_call(&tx, &path, FsCmd::Sync).await?;
+                } else {
+                    let (reply, answer) = oneshot::channel();
+                    let _ = tx.send(FsCmd::Barrier(reply)).await;
+                    let _ = answer.await;
+                }
                 drop(tx);
                 let _ = task.await;
                 Ok(Committed {
@@ -755,3 +854,6 @@ async fn fs_call(
     tx.send(cmd(reply)).await.map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())?.map_err(io_err(path))
 }
+
+#[cfg(test)]
+mod tests;

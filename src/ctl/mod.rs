@@ -9,6 +9,7 @@ mod diff;
 mod job;
 mod local;
 mod remote;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,6 +98,8 @@ pub(crate) enum CtlCmd {
     /// Transcode jobs: list, get, watch, cancel, submit.
     #[command(subcommand)]
     Job(job::JobCmd),
+    /// Upload a video over tus to the ingest (resumable); prints its job.
+    Upload(upload::UploadArgs),
 }
 
 #[derive(Subcommand)]
@@ -248,6 +251,7 @@ pub(crate) fn run(args: CtlArgs) -> ExitCode {
     match args.cmd {
         CtlCmd::Token(TokenCmd::Mint(a)) => local::mint(a),
         CtlCmd::Policy(PolicyCmd::Check { file, chains }) => local::check_policy(&file, &chains),
+        CtlCmd::Upload(a) => upload::run(&args.global, a),
         cmd => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

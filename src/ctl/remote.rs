@@ -345,7 +345,10 @@ pub(crate) async fn run(g: &Global, cmd: CtlCmd) -> Result<ExitCode> {
     };
     let mut api = connect(g).await?;
     match cmd {
-        CtlCmd::Token(_) | CtlCmd::Policy(PolicyCmd::Check { .. }) | CtlCmd::Job(_) => {
+        CtlCmd::Token(_)
+        | CtlCmd::Policy(PolicyCmd::Check { .. })
+        | CtlCmd::Job(_)
+        | CtlCmd::Upload(_) => {
             unreachable!("local commands run without the API")
         }
         CtlCmd::Policy(PolicyCmd::Apply {

@@ -58,7 +58,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(ingest_cfg) = cfg.ingest.clone() {
-        let staging = Staging::from_config(&cfg.origin, ingest_cfg.s3_part_size)?;
+        let staging = Staging::from_config(&cfg.origin, ingest_cfg.s3_part_size)?
+            .with_fsync(ingest_cfg.fsync);
         let listener = tokio::net::TcpListener::bind(ingest_cfg.listen)
             .await
             .map_err(|e| RunError::Bind(ingest_cfg.listen, e))?;

@@ -17,6 +17,9 @@ pub struct IngestConfig {
     /// On a filesystem origin, a long PATCH is made durable (`fdatasync` and a record
     /// write) every this many bytes (default 64 MiB); on S3, every part is.
     pub checkpoint_every: u64,
+    /// Whether filesystem checkpoints `fdatasync` (default true). Off, offsets survive a
+    /// crash of the process but not one of the machine.
+    pub fsync: bool,
     /// S3 part size (default 8 MiB, at least 5 MiB); raised for uploads that would need
     /// more than 10 000 parts.
     pub s3_part_size: u64,
@@ -42,6 +45,7 @@ impl Default for IngestConfig {
             max_size: 20 << 30,
             expire_after: Duration::from_secs(24 * 3600),
             checkpoint_every: 64 << 20,
+            fsync: true,
             s3_part_size: 8 << 20,
             cors_allow_origins: Vec::new(),
             ladders: vec!["default".to_owned()],
@@ -71,6 +75,7 @@ impl IngestConfig {
             max_size: t.get(errs, "max_size", d.max_size, byte_size),
             expire_after: t.get(errs, "expire_after", d.expire_after, duration),
             checkpoint_every: t.get(errs, "checkpoint_every", d.checkpoint_every, byte_size),
+            fsync: t.get(errs, "fsync", d.fsync, streamgate_config::boolean),
             s3_part_size: t.get(errs, "s3_part_size", d.s3_part_size, byte_size),
             cors_allow_origins: t.get(errs, "cors_allow_origins", d.cors_allow_origins, strings),
             ladders: t.get(errs, "ladders", d.ladders, strings),

@@ -186,6 +186,8 @@ impl Ingest {
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(hyper_util::rt::TokioTimer::new())
+                            // Read large bodies in large reads.
+                            .max_buf_size(1 << 20)
                             .header_read_timeout(Duration::from_secs(30))
                             .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
                         tokio::pin!(conn);
@@ -798,6 +800,7 @@ impl Ingest {
             .await
             .map_err(staging_err)?;
         let mut ck = checksum.as_ref().map(|c| Hasher::new(c.algorithm));
+        let mut pending: Option<tokio::task::JoinHandle<Result<i64, TusError>>> = None;
         let end = loop {
             let frame = tokio::select! {
                 f = tokio::time::timeout(cfg.idle_timeout, body.frame()) => f,
@@ -828,19 +831,35 @@ impl Ingest {
             if ck.is_none()
                 && w.written() < rec.size
                 && w.checkpoint_due(cfg.checkpoint_every)
-                && let Some(c) = w.checkpoint().await.map_err(staging_err)?
+                && pending
+                    .as_ref()
+                    .is_none_or(tokio::task::JoinHandle::is_finished)
             {
-                debug_assert_eq!(c.offset, sha.len());
-                rec.advance(
-                    c.offset,
-                    c.state,
-                    sha.state(),
-                    SystemTime::now(),
-                    cfg.expire_after,
-                );
-                self.save(rec, ver, None).await?;
+                if let Some(p) = pending.take() {
+                    settle(p, ver).await;
+                }
+                if let Some((c, durable)) = w.checkpoint().await.map_err(staging_err)? {
+                    // Recorded once durable, while the body keeps streaming in.
+                    let mut snap = rec.clone();
+                    snap.advance(
+                        c.offset,
+                        c.state,
+                        sha.state(),
+                        SystemTime::now(),
+                        cfg.expire_after,
+                    );
+                    let (this, mut v) = (self.clone(), *ver);
+                    pending = Some(tokio::spawn(async move {
+                        durable.await.map_err(staging_err)?;
+                        this.save(&snap, &mut v, None).await?;
+                        Ok(v)
+                    }));
+                }
             }
         };
+        if let Some(p) = pending.take() {
+            settle(p, ver).await;
+        }
         if let (Some(want), Some(c)) = (checksum, ck) {
             let alg = want.algorithm.as_str();
             let refusal = match end {
@@ -918,6 +937,16 @@ impl Ingest {
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NO_CONTENT;
         Ok(r)
+    }
+}
+
+/// Waits for a checkpoint's record write and takes its version. A failed one is only
+/// logged: the record keeps its earlier offset, and the next write finds out.
+async fn settle(p: tokio::task::JoinHandle<Result<i64, TusError>>, ver: &mut i64) {
+    match p.await {
+        Ok(Ok(v)) => *ver = v,
+        Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint not recorded"),
+        Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
     }
 }
 
