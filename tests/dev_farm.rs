@@ -1,6 +1,7 @@
 //! `streamgate dev` runs a farm worker: a video copied into the dev origin and submitted
 //! with `ctl job submit --wait` is transcoded, published and played through the dev edge
-//! by ffmpeg, as the README tells a newcomer to do.
+//! by ffmpeg, as the README tells a newcomer to do; and a video uploaded with `ctl upload`
+//! (tus, then following the job) plays at the URL it prints.
 
 mod common;
 
@@ -63,29 +64,10 @@ async fn dev_transcodes_a_submitted_video_and_the_edge_plays_it() {
     // The newcomer's video, copied into the dev origin.
     let src = d.join("origin/in/talk.mp4");
     std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=500:sample_rate=44100"])
-        .args([
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac"])
-        .arg(&src)
-        .output()
-        .expect("ffmpeg is not installed: run ./scripts/setup.sh");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_video(&src, 500);
+    // Another, to upload over tus (a different tone: another source, another job).
+    let upload = d.join("upload.mp4");
+    make_video(&upload, 700);
 
     let ctl = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_streamgate"))
@@ -154,5 +136,64 @@ async fn dev_transcodes_a_submitted_video_and_the_edge_plays_it() {
         played.status.success(),
         "{}",
         String::from_utf8_lossy(&played.stderr)
+    );
+
+    // `ctl upload` sends the file to the ingest, follows the job to `done` and prints the
+    // playback URLs; the first one plays.
+    let out = ctl(&[
+        "upload",
+        upload.to_str().unwrap(),
+        "--asset",
+        "upload",
+        "--policy",
+        "public",
+        "--ingest",
+        &format!("http://127.0.0.1:{ingest}"),
+        "--edge",
+        &format!("http://127.0.0.1:{http}"),
+    ]);
+    let printed = out
+        .lines()
+        .find(|l| l.ends_with("/v/upload/master.m3u8"))
+        .unwrap_or_else(|| panic!("no playback URL in {out}"))
+        .to_owned();
+    assert!(out.contains("done"), "{out}");
+    let played = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-xerror", "-i", &printed])
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success(),
+        "{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+}
+
+/// An 8 s test pattern with a tone of `freq` Hz.
+fn make_video(path: &std::path::Path, freq: u32) {
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency={freq}:sample_rate=44100"))
+        .args([
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac"])
+        .arg(path)
+        .output()
+        .expect("ffmpeg is not installed: run ./scripts/setup.sh");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
     );
 }

@@ -815,6 +815,7 @@ async fn ctl_upload_resumes_after_an_interruption() {
                 "mobile",
                 "--chunk-size",
                 "64KiB",
+                "--no-wait",
             ])
             .args(["--ingest", &format!("http://127.0.0.1:{}", ing.port)])
             .env("STREAMGATE_TOKEN", TOKEN)
@@ -861,6 +862,7 @@ async fn ctl_upload_resumes_after_an_interruption() {
         .args([
             "--asset",
             "Not Valid",
+            "--no-wait",
             "--ingest",
             &format!("http://127.0.0.1:{}", ing.port),
         ])

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use streamgate_proto::control::v1 as pb;
 
-use super::remote::{CtlError, Result, connect};
+use super::client::{CtlError, Result, connect};
 use super::{Global, Output};
 
 #[derive(Subcommand)]
@@ -165,7 +165,7 @@ pub(crate) async fn watch(
     jobs: &mut pb::job_service_client::JobServiceClient<
         tonic::service::interceptor::InterceptedService<
             tonic::transport::Channel,
-            super::remote::Bearer,
+            super::client::Bearer,
         >,
     >,
     id: &str,

@@ -1,23 +1,35 @@
-//! `streamgate ctl`: the operator CLI. Policies, assets, keys, purges, the audit log and
-//! edge status go through the control plane's gRPC API (`--endpoint`, `--token`); minting
-//! tokens and checking a policy file are local.
+//! `streamgate ctl`: the operator CLI. Policies, assets, keys, purges, the audit log, edge
+//! status and jobs go through the control plane's gRPC API (`--endpoint`, `--token`),
+//! uploads through the tus ingest; minting tokens and checking a policy file are local.
+//!
+//! One module per resource (`policy`, `asset`, `key`, `ops` for purge, audit and edges,
+//! `job`, `upload`), sharing `client` (connection, errors, printing). A command line is
+//! first split into a [`Local`] or a [`Remote`] command, so each kind runs without the
+//! other's set-up.
 //!
 //! Exit codes: 0 done; 1 the control plane refused (conflict, not found, invalid, denied);
 //! 64 bad local input (unreadable or invalid file, bad flag); 69 the endpoint is unreachable.
 
+mod asset;
+mod client;
 mod diff;
 mod job;
+mod key;
 mod local;
-mod remote;
+mod ops;
+mod policy;
 mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use asset::AssetCmd;
+use key::KeyCmd;
 pub(crate) use local::TokenCmd;
+use ops::PurgeArgs;
+use policy::{PolicyCmd, PolicyRemote};
 
 /// `streamgate ctl` with its global flags.
 #[derive(Args)]
@@ -102,175 +114,102 @@ pub(crate) enum CtlCmd {
     Upload(upload::UploadArgs),
 }
 
-#[derive(Subcommand)]
-pub(crate) enum PolicyCmd {
-    /// Validate a policy document locally; list every error with its field path.
-    Check {
-        /// The policy file (YAML or JSON).
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-        /// The chain registry (CAIP-2 ids, comma-separated): `nft` conditions must name
-        /// one of these chains.
-        #[arg(long, value_delimiter = ',')]
-        chains: Vec<String>,
-    },
-    /// Create or update a policy from a file.
-    Apply {
-        /// The policy file (YAML or JSON).
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-        /// The version you last saw (0: create). Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-    /// Show one policy.
-    Get {
-        /// Policy id.
-        id: String,
-    },
-    /// List policies.
-    List,
-    /// Show how a file differs from the stored policy (exit 1 when it does).
-    Diff {
-        /// The policy file (YAML or JSON).
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
-    /// Delete a policy (refused while assets are bound to it).
-    Delete {
-        /// Policy id.
-        id: String,
-        /// The version you last saw. Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum AssetCmd {
-    /// Register an asset, optionally bound to a policy.
-    Register {
-        /// Asset id (the first path segment under /v/).
-        id: String,
-        /// The policy that gates it.
-        #[arg(long)]
-        policy: Option<String>,
-        /// Free text.
-        #[arg(long, default_value = "")]
-        description: String,
-    },
-    /// Show one asset.
-    Get {
-        /// Asset id.
-        id: String,
-    },
-    /// List assets.
-    List,
-    /// Bind an asset to a policy ("" unbinds).
-    Bind {
-        /// Asset id.
-        id: String,
-        /// Policy id.
-        policy: String,
-        /// The version you last saw. Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-    /// Delete an asset.
-    Delete {
-        /// Asset id.
-        id: String,
-        /// The version you last saw. Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum KeyCmd {
-    /// Add a public key (JWK entry; HS256 by secret_ref only).
-    Add(JwkSource),
-    /// List keys.
-    List,
-    /// Retire a key: tokens it signed stay valid for the overlap.
-    Retire {
-        /// Key id.
-        kid: String,
-        /// How long tokens signed with it stay valid, e.g. 24h (up to 90 days).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        overlap: Duration,
-        /// The version you last saw. Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-    /// Add a new key and retire an old one, in one transaction.
-    Rotate {
-        #[command(flatten)]
-        new: JwkSource,
-        /// The key being replaced.
-        #[arg(long)]
-        old: String,
-        /// How long tokens signed with the old key stay valid.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        overlap: Duration,
-        /// The old key's version you last saw. Default: the current one, read first.
-        #[arg(long)]
-        expected_version: Option<i64>,
-    },
-}
-
-/// A JWK entry from a file or the command line.
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct JwkSource {
-    /// A file holding the JWK entry (JSON).
-    #[arg(short = 'f', long)]
-    file: Option<PathBuf>,
-    /// The JWK entry itself (JSON).
-    #[arg(long)]
-    jwk: Option<String>,
-}
-
-/// What to purge.
-#[derive(Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct PurgeArgs {
-    /// Every object of this asset.
-    #[arg(long)]
-    asset: Option<String>,
-    /// Every object whose key starts with this, e.g. demo/video/720p/.
-    #[arg(long)]
-    prefix: Option<String>,
-}
-
 /// sysexits: bad local input, and the service unreachable.
 pub(crate) const EX_USAGE: u8 = 64;
 pub(crate) const EX_UNAVAILABLE: u8 = 69;
 
-pub(crate) fn run(args: CtlArgs) -> ExitCode {
-    match args.cmd {
-        CtlCmd::Token(TokenCmd::Mint(a)) => local::mint(a),
-        CtlCmd::Policy(PolicyCmd::Check { file, chains }) => local::check_policy(&file, &chains),
-        CtlCmd::Upload(a) => upload::run(&args.global, a),
-        cmd => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = match cmd {
-                CtlCmd::Job(j) => rt.block_on(job::run(&args.global, j)),
-                cmd => rt.block_on(remote::run(&args.global, cmd)),
-            };
-            match result {
-                Ok(code) => code,
-                Err(e) => e.report(),
+/// A command that needs nothing but local files.
+enum Local {
+    Mint(local::MintArgs),
+    CheckPolicy { file: PathBuf, chains: Vec<String> },
+}
+
+/// A command that talks to a server: the control plane, or the ingest for uploads.
+enum Remote {
+    Policy(PolicyRemote),
+    Asset(AssetCmd),
+    Key(KeyCmd),
+    Purge(PurgeArgs),
+    Audit { after: i64, limit: i32 },
+    Edges,
+    Job(job::JobCmd),
+    Upload(upload::UploadArgs),
+}
+
+/// A command line, split by what it needs.
+enum Command {
+    Local(Local),
+    Remote(Remote),
+}
+
+impl CtlCmd {
+    fn split(self) -> Command {
+        let remote = match self {
+            Self::Token(TokenCmd::Mint(a)) => return Command::Local(Local::Mint(a)),
+            Self::Policy(PolicyCmd::Check { file, chains }) => {
+                return Command::Local(Local::CheckPolicy { file, chains });
             }
+            Self::Policy(PolicyCmd::Remote(p)) => Remote::Policy(p),
+            Self::Asset(a) => Remote::Asset(a),
+            Self::Key(k) => Remote::Key(k),
+            Self::Purge(p) => Remote::Purge(p),
+            Self::Audit { after, limit } => Remote::Audit { after, limit },
+            Self::Edges => Remote::Edges,
+            Self::Job(j) => Remote::Job(j),
+            Self::Upload(u) => Remote::Upload(u),
+        };
+        Command::Remote(remote)
+    }
+}
+
+pub(crate) fn run(args: CtlArgs) -> ExitCode {
+    let remote = match args.cmd.split() {
+        Command::Local(Local::Mint(a)) => return local::mint(a),
+        Command::Local(Local::CheckPolicy { file, chains }) => {
+            return local::check_policy(&file, &chains);
         }
+        Command::Remote(r) => r,
+    };
+    if let Remote::Upload(a) = remote {
+        return upload::run(&args.global, a);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(remote.run(&args.global)) {
+        Ok(code) => code,
+        Err(e) => e.report(),
+    }
+}
+
+impl Remote {
+    async fn run(self, g: &Global) -> client::Result<ExitCode> {
+        let out = g.output;
+        // Local input (a JWK entry) is read and checked before connecting.
+        let key_input = match &self {
+            Self::Key(KeyCmd::Add(src)) => Some(key::jwk(src)?),
+            Self::Key(KeyCmd::Rotate { new, .. }) => Some(key::jwk(new)?),
+            _ => None,
+        };
+        match self {
+            Self::Policy(p) => return policy::run(g, p).await,
+            Self::Job(j) => return job::run(g, j).await,
+            Self::Upload(_) => unreachable!("uploads run on their own runtime"),
+            Self::Asset(a) => asset::run(&mut client::connect(g).await?, out, a).await?,
+            Self::Key(k) => key::run(&mut client::connect(g).await?, out, k, key_input).await?,
+            Self::Purge(p) => ops::purge(&mut client::connect(g).await?, out, p).await?,
+            Self::Audit { after, limit } => {
+                ops::audit(&mut client::connect(g).await?, out, after, limit).await?
+            }
+            Self::Edges => ops::edges(&mut client::connect(g).await?, out).await?,
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }

@@ -44,6 +44,13 @@ pub(crate) struct UploadArgs {
     /// Start a new upload even if one of this file is remembered.
     #[arg(long)]
     restart: bool,
+    /// Print the job and return once the upload is complete, instead of following the job
+    /// (through the control plane, `--endpoint`) to `done`.
+    #[arg(long)]
+    no_wait: bool,
+    /// The edge whose playback URLs are printed once the job is done.
+    #[arg(long, env = "STREAMGATE_EDGE", default_value = "http://127.0.0.1:8080")]
+    edge: String,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -116,19 +123,13 @@ async fn reason(r: reqwest::Response) -> Fail {
 }
 
 fn token(g: &Global) -> Result<String, Fail> {
-    if let Some(t) = &g.token {
-        return Ok(t.trim().to_owned());
-    }
-    match &g.token_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| Fail::Local(format!("{}: {e}", p.display())))?
-            .lines()
-            .next()
-            .map(|l| l.trim().to_owned())
-            .ok_or_else(|| Fail::Local(format!("{} is empty", p.display()))),
-        None => Err(Fail::Local(
+    match super::client::token(g) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(Fail::Local(
             "an admin token is needed: --token, --token-file or STREAMGATE_TOKEN".into(),
         )),
+        Err(super::client::CtlError::Local(m)) => Err(Fail::Local(m)),
+        Err(_) => Err(Fail::Local("the admin token could not be read".into())),
     }
 }
 
@@ -201,13 +202,38 @@ pub(crate) fn run(g: &Global, a: UploadArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return Fail::Local(e.to_string()).report(),
     };
-    match rt.block_on(upload(g, a)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => f.report(),
+    let (wait, edge, asset) = (!a.no_wait, a.edge.clone(), a.asset.clone());
+    let job = match rt.block_on(upload(g, a)) {
+        Ok(job) => job,
+        Err(f) => return f.report(),
+    };
+    if !wait || job.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    // Follow the job through the control plane to its end, then say where it plays.
+    let followed = rt.block_on(async {
+        let mut jobs = super::client::connect(g).await?.jobs;
+        super::job::watch(&mut jobs, &job, g.output).await
+    });
+    match followed {
+        Ok(code) if code == ExitCode::SUCCESS => {
+            if g.output == Output::Human {
+                let edge = edge.trim_end_matches('/');
+                println!("{edge}/v/{asset}/master.m3u8");
+                println!("{edge}/v/{asset}/manifest.mpd");
+                println!(
+                    "(a gated asset needs ?token=...: `streamgate ctl token mint`, or the token `dev` printed)"
+                );
+            }
+            code
+        }
+        Ok(code) => code,
+        Err(e) => e.report(),
     }
 }
 
-async fn upload(g: &Global, a: UploadArgs) -> Result<(), Fail> {
+/// Uploads (or resumes) the file; returns the job id the ingest answered with.
+async fn upload(g: &Global, a: UploadArgs) -> Result<String, Fail> {
     let token = token(g)?;
     let local = |e: std::io::Error| Fail::Local(format!("{}: {e}", a.file.display()));
     let path = std::fs::canonicalize(&a.file).map_err(local)?;
@@ -386,9 +412,7 @@ async fn upload(g: &Global, a: UploadArgs) -> Result<(), Fail> {
             println!("job {job}");
         }
     }
-    // Following the job to `done` and printing the playback URLs (`--wait`) goes through
-    // the control plane's JobService (issue 11 part 2).
-    Ok(())
+    Ok(job)
 }
 
 #[cfg(test)]

@@ -131,11 +131,11 @@ fn replay(text: &[u8], path: &Path) -> Result<(Replayed, i64, usize), StoreError
             // Single-operation records, as written before transactions existed.
             replay_op(&mut r, &v, rev, path)?;
         }
-        if let Some(id) = v["revoke"].as_i64() {
-            if let Some((_, keys)) = r.leases.remove(&id) {
-                for k in keys {
-                    r.key_lease.remove(&k);
-                }
+        if let Some(id) = v["revoke"].as_i64()
+            && let Some((_, keys)) = r.leases.remove(&id)
+        {
+            for k in keys {
+                r.key_lease.remove(&k);
             }
         }
         revision = rev;

@@ -54,7 +54,7 @@ impl AuthConfig {
                         Err(m) => errs.push(format!("edge.auth.chains[{i}]"), m),
                     }
                 }
-                Some(AuthConfig {
+                Some(Self {
                     session_key,
                     session_kid: a.get(errs, "session_kid", "wallet-session".to_owned(), string),
                     domain,

@@ -37,7 +37,7 @@ impl CacheConfig {
         use reader::*;
         let mut k = e.table(errs, "cache");
         let d = Self::default();
-        let cache = CacheConfig {
+        let cache = Self {
             max_bytes: k.get(errs, "max_bytes", d.max_bytes, byte_size),
             max_object_bytes: k.get(errs, "max_object_bytes", d.max_object_bytes, byte_size),
             manifest_ttl: k.get(errs, "manifest_ttl", d.manifest_ttl, duration),

@@ -28,7 +28,7 @@ impl CorsConfig {
         use reader::*;
         let mut c = e.table(errs, "cors");
         let d = Self::default();
-        let cors = CorsConfig {
+        let cors = Self {
             allow_origins: c.get(errs, "allow_origins", d.allow_origins, strings),
             max_age: c.get(errs, "max_age", d.max_age, duration),
         };

@@ -70,7 +70,7 @@ impl Http3Config {
         use reader::*;
         let mut q = e.table(errs, "http3");
         let h = Self::default();
-        let http3 = Http3Config {
+        let http3 = Self {
             enabled: q.get(errs, "enabled", h.enabled, boolean),
             alt_svc_max_age: q.get(errs, "alt_svc_max_age", h.alt_svc_max_age, duration),
             idle_timeout: q.get(errs, "idle_timeout", h.idle_timeout, duration),

@@ -1,0 +1,115 @@
+//! `ctl purge`, `ctl audit` and `ctl edges`: the fleet's cache, its history and its edges.
+
+use clap::Args;
+use serde_json::json;
+use streamgate_proto::control::v1 as pb;
+
+use super::Output;
+use super::client::{Api, CtlError, Result, listing, print_json, table};
+
+/// What to purge.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct PurgeArgs {
+    /// Every object of this asset.
+    #[arg(long)]
+    asset: Option<String>,
+    /// Every object whose key starts with this, e.g. demo/video/720p/.
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+/// `ctl purge`.
+pub(super) async fn purge(api: &mut Api, out: Output, args: PurgeArgs) -> Result<()> {
+    let PurgeArgs { asset, prefix } = args;
+    let target = match (asset, prefix) {
+        (Some(a), _) => pb::purge_request::Target::AssetId(a),
+        (None, Some(p)) => pb::purge_request::Target::Prefix(p),
+        (None, None) => return Err(CtlError::Local("pass --asset or --prefix".into())),
+    };
+    let r = api
+        .purges
+        .purge(pb::PurgeRequest {
+            target: Some(target),
+        })
+        .await?
+        .into_inner();
+    match out {
+        Output::Json => print_json(&json!({"seq": r.seq, "revision": r.revision})),
+        Output::Human => println!(
+            "purge {} recorded at revision {}; every edge applies it when it reaches that revision (see `streamgate ctl edges`)",
+            r.seq, r.revision
+        ),
+    }
+    Ok(())
+}
+
+/// `ctl audit`.
+pub(super) async fn audit(api: &mut Api, out: Output, after: i64, limit: i32) -> Result<()> {
+    let entries = api
+        .audit
+        .list(pb::ListAuditRequest {
+            after_seq: after,
+            limit,
+        })
+        .await?
+        .into_inner()
+        .entries;
+    listing(
+        out,
+        &entries,
+        |e| {
+            json!({"seq": e.seq, "time": e.time, "actor": e.actor, "action": e.action,
+                           "target": e.target, "old_version": e.old_version, "new_version": e.new_version})
+        },
+        &["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "VERSION"],
+        |e| {
+            vec![
+                e.seq.to_string(),
+                e.time.clone(),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                format!("{} -> {}", e.old_version, e.new_version),
+            ]
+        },
+    );
+    Ok(())
+}
+
+/// `ctl edges`.
+pub(super) async fn edges(api: &mut Api, out: Output) -> Result<()> {
+    let r = api.edges.list(pb::ListEdgesRequest {}).await?.into_inner();
+    match out {
+        Output::Json => print_json(&json!({
+            "store_revision": r.store_revision,
+            "edges": r.edges.iter().map(|e| json!({
+                "id": e.id, "revision": e.revision, "lag": e.lag, "stale": e.stale,
+                "applied_at": e.applied_at, "started_at": e.started_at,
+                "version": e.version, "hostname": e.hostname,
+            })).collect::<Vec<_>>(),
+        })),
+        Output::Human => {
+            println!("store revision {}", r.store_revision);
+            let rows: Vec<Vec<String>> = r
+                .edges
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.id.clone(),
+                        e.revision.to_string(),
+                        e.lag.to_string(),
+                        if e.stale { "stale".into() } else { "ok".into() },
+                        e.applied_at.clone(),
+                        e.hostname.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &["EDGE", "REVISION", "LAG", "STATUS", "REPORTED", "HOST"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
