@@ -172,20 +172,10 @@ impl<'a> Iterator for Boxes<'a> {
 
 impl<'a> Boxes<'a> {
     fn read_box(&mut self) -> Result<Mp4Box<'a>, CmafError> {
-        let mut r = Reader::new(self.rest, "box header");
-        let size32 = r.u32()?;
-        let kind = FourCc(r.array()?);
-        let (size, header_len) = match size32 {
-            0 => (self.rest.len() as u64, 8u64),
-            1 => (r.u64()?, 16),
-            n => (u64::from(n), 8),
-        };
-        if size < header_len {
-            return Err(CmafError::BadBoxSize { kind, size });
-        }
-        let size = usize::try_from(size).map_err(|_| CmafError::Truncated("box header"))?;
-        let header_len =
-            usize::try_from(header_len).map_err(|_| CmafError::Truncated("box header"))?;
+        let h = header(self.rest)?;
+        let size = h.size.unwrap_or(self.rest.len() as u64);
+        let size = usize::try_from(size).map_err(|_| CmafError::Truncated("top-level"))?;
+        let (kind, header_len) = (FourCc(h.kind), h.header_len);
         let whole = self
             .rest
             .get(..size)
@@ -196,6 +186,17 @@ impl<'a> Boxes<'a> {
         self.rest = self.rest.get(size..).unwrap_or(&[]);
         Ok(Mp4Box { kind, body })
     }
+}
+
+/// A box header at the start of `data`, or the CMAF error for why there is none.
+fn header(data: &[u8]) -> Result<crate::mp4box::Header, CmafError> {
+    crate::mp4box::header(data).map_err(|e| match e {
+        crate::mp4box::HeaderError::Short => CmafError::Truncated("box header"),
+        crate::mp4box::HeaderError::TooSmall { kind, size } => CmafError::BadBoxSize {
+            kind: FourCc(kind),
+            size,
+        },
+    })
 }
 
 /// The first child box of `kind`, if any.

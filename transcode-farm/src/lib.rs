@@ -23,6 +23,7 @@ mod ffmpeg;
 pub mod ingest;
 mod ladder;
 mod manifest;
+mod mp4box;
 mod probe;
 mod process;
 mod report;

@@ -302,24 +302,19 @@ impl BoxHeader {
 /// Reads a box header from the first (up to 16) bytes at a box boundary.
 /// `None` when the bytes cannot be a box header.
 pub(crate) fn box_header(head: &[u8]) -> Option<BoxHeader> {
-    let size32 = u32::from_be_bytes(head.get(0..4)?.try_into().ok()?);
-    let kind: [u8; 4] = head.get(4..8)?.try_into().ok()?;
-    if !kind
+    let h = crate::mp4box::header(head).ok()?;
+    // Printable box types only (and QuickTime's ©): anything else is not a box.
+    if !h
+        .kind
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == 0xa9)
     {
         return None;
     }
-    let size = match size32 {
-        0 => None,
-        1 => {
-            let large = u64::from_be_bytes(head.get(8..16)?.try_into().ok()?);
-            (large >= 16).then_some(Some(large))?
-        }
-        n if n >= 8 => Some(u64::from(n)),
-        _ => return None,
-    };
-    Some(BoxHeader { size, kind })
+    Some(BoxHeader {
+        size: h.size,
+        kind: h.kind,
+    })
 }
 
 #[cfg(test)]

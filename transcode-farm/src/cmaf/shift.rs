@@ -22,24 +22,9 @@ fn spans(data: &[u8], range: std::ops::Range<usize>) -> Result<Vec<Span>, CmafEr
         let head = data
             .get(pos..range.end)
             .ok_or(CmafError::Truncated("box header"))?;
-        if head.len() < 8 {
-            return Err(CmafError::Truncated("box header"));
-        }
-        let size32 = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-        let kind = FourCc([head[4], head[5], head[6], head[7]]);
-        let (size, header) = match size32 {
-            0 => (head.len() as u64, 8usize),
-            1 => {
-                let b = head.get(8..16).ok_or(CmafError::Truncated("box header"))?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                (u64::from_be_bytes(a), 16)
-            }
-            n => (u64::from(n), 8),
-        };
-        if size < header as u64 {
-            return Err(CmafError::BadBoxSize { kind, size });
-        }
+        let h = super::header(head)?;
+        let (kind, header) = (FourCc(h.kind), h.header_len);
+        let size = h.size.unwrap_or(head.len() as u64);
         let size = usize::try_from(size).map_err(|_| CmafError::Truncated("top-level"))?;
         if size > head.len() {
             return Err(CmafError::Truncated("top-level"));
