@@ -1,5 +1,7 @@
-//! The in-memory object cache: a byte budget, per-kind freshness, stale-if-error, and
-//! request collapsing so that N concurrent misses for one object make one origin read.
+//! The in-memory object cache: a byte budget, per-kind freshness, stale-if-error, request
+//! collapsing so that N concurrent misses for one object make one origin read, and
+//! negative caching: an origin 404 is remembered for a short TTL (never across a purge),
+//! so a scan of missing names reaches the origin once per name and TTL.
 //!
 //! A hit is a lock-free `moka` read that clones an `Arc`; bodies are `Bytes` shared with
 //! every response. Only a miss touches the in-flight table, under a short mutex.
@@ -48,6 +50,8 @@ pub enum Lookup {
     Fresh(Arc<Entry>),
     /// An entry past its freshness but inside its stale-if-error window.
     Stale(Arc<Entry>),
+    /// The origin answered 404 for this key less than the negative TTL ago.
+    Absent,
     /// Nothing usable.
     Miss,
 }
@@ -98,6 +102,8 @@ impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
 /// The object cache.
 pub struct Cache {
     map: moka::sync::Cache<Box<str>, Arc<Entry>, ahash::RandomState>,
+    /// Keys the origin answered 404 for, each for the negative TTL (`None`: off).
+    absent: Option<moka::sync::Cache<Box<str>, (), ahash::RandomState>>,
     inflight: Mutex<HashMap<Box<str>, InFlight>>,
     /// Bumped by every purge; a fill that started before a purge does not store its
     /// (possibly outdated) result.
@@ -112,16 +118,27 @@ fn weigh(k: &Box<str>, v: &Arc<Entry>) -> u32 {
     u32::try_from(k.len() + v.body.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
+/// At most this many negative entries are held (a bounded scan of missing names).
+const MAX_ABSENT: u64 = 100_000;
+
 impl Cache {
-    /// A cache holding at most `max_bytes` of keys and bodies.
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache holding at most `max_bytes` of keys and bodies, remembering origin 404s for
+    /// `not_found_ttl` (zero: not at all).
+    pub fn new(max_bytes: u64, not_found_ttl: Duration) -> Self {
         let map = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(weigh)
             .expire_after(Expiry)
             .build_with_hasher(ahash::RandomState::new());
+        let absent = (!not_found_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_ABSENT)
+                .time_to_live(not_found_ttl)
+                .build_with_hasher(ahash::RandomState::new())
+        });
         Self {
             map,
+            absent,
             inflight: Mutex::new(HashMap::new()),
             purges: AtomicU64::new(0),
         }
@@ -132,8 +149,13 @@ impl Cache {
         match self.map.get(key) {
             Some(e) if now < e.fresh_until => Lookup::Fresh(e),
             Some(e) => Lookup::Stale(e),
+            None if self.is_absent(key) => Lookup::Absent,
             None => Lookup::Miss,
         }
+    }
+
+    fn is_absent(&self, key: &str) -> bool {
+        self.absent.as_ref().is_some_and(|a| a.contains_key(key))
     }
 
     /// Fills `key` with `fetch`, collapsing concurrent calls: while a fill for `key` runs,
@@ -151,6 +173,8 @@ impl Cache {
             } else if let Some(e) = self.map.get(key).filter(|e| Instant::now() < e.fresh_until) {
                 // A fill finished between our lookup and taking the lock.
                 return (Ok(Fill::Stored(e)), false);
+            } else if self.is_absent(key) {
+                return (Err(FillError::NotFound), false);
             } else {
                 let this = Arc::clone(self);
                 let owned: Box<str> = key.into();
@@ -158,10 +182,16 @@ impl Cache {
                 let epoch = self.purges.load(Ordering::Acquire);
                 let task = tokio::spawn(async move {
                     let res = fetch.await;
-                    if let Ok(Fill::Stored(e)) = &res
-                        && this.purges.load(Ordering::Acquire) == epoch
-                    {
-                        this.map.insert(k2.clone(), Arc::clone(e));
+                    if this.purges.load(Ordering::Acquire) == epoch {
+                        match &res {
+                            Ok(Fill::Stored(e)) => this.map.insert(k2.clone(), Arc::clone(e)),
+                            Err(FillError::NotFound) => {
+                                if let Some(a) = &this.absent {
+                                    a.insert(k2.clone(), ());
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                     // Insert before removing the in-flight marker, so no caller sees neither.
                     this.inflight
@@ -202,6 +232,16 @@ impl Cache {
         for k in keys {
             self.map.invalidate(&k);
         }
+        if let Some(absent) = &self.absent {
+            let keys: Vec<Box<str>> = absent
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, _)| (*k).clone())
+                .collect();
+            for k in keys {
+                absent.invalidate(&k);
+            }
+        }
         n
     }
 
@@ -241,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_fills_collapse_into_one_fetch() {
-        let cache = Arc::new(Cache::new(1 << 20));
+        let cache = Arc::new(Cache::new(1 << 20, Duration::ZERO));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..200 {
@@ -273,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_go_stale_then_errors_are_shared() {
-        let cache = Arc::new(Cache::new(1 << 20));
+        let cache = Arc::new(Cache::new(1 << 20, Duration::ZERO));
         let (res, _) = cache
             .fill("k", async { Ok(Fill::Stored(entry(b"x", 1))) })
             .await;
@@ -294,7 +334,7 @@ mod tests {
 
     #[test]
     fn byte_budget_evicts() {
-        let cache = Cache::new(10_000);
+        let cache = Cache::new(10_000, Duration::ZERO);
         for i in 0..100 {
             let body = Bytes::from(vec![0u8; 1000]);
             let e = Arc::new(Entry::new(
@@ -314,5 +354,56 @@ mod tests {
         let b = entry(b"b", 1);
         assert_ne!(a.etag, b.etag);
         assert_eq!(a.etag, entry(b"a", 5).etag);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_remembered_until_its_ttl_or_a_purge() {
+        let cache = Arc::new(Cache::new(1 << 20, Duration::from_millis(200)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let missing = |calls: &Arc<AtomicUsize>| {
+            let calls = Arc::clone(calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(FillError::NotFound)
+            }
+        };
+        let (res, leader) = cache.fill("a/missing", missing(&calls)).await;
+        assert_eq!(res.unwrap_err(), FillError::NotFound);
+        assert!(leader);
+        assert!(matches!(
+            cache.lookup("a/missing", Instant::now()),
+            Lookup::Absent
+        ));
+        // A fill that raced the lookup is answered from the negative entry, not the origin.
+        let (res, leader) = cache.fill("a/missing", missing(&calls)).await;
+        assert_eq!(res.unwrap_err(), FillError::NotFound);
+        assert!(!leader);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Other failures are not remembered.
+        let _ = cache
+            .fill("a/down", async { Err(FillError::Timeout) })
+            .await;
+        assert!(matches!(
+            cache.lookup("a/down", Instant::now()),
+            Lookup::Miss
+        ));
+        // A purge of the prefix forgets the 404 at once.
+        cache.invalidate_prefix("a/");
+        assert!(matches!(
+            cache.lookup("a/missing", Instant::now()),
+            Lookup::Miss
+        ));
+        let _ = cache.fill("a/missing", missing(&calls)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // And the TTL ends it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(
+            cache.lookup("a/missing", Instant::now()),
+            Lookup::Miss
+        ));
+        // Zero turns negative caching off.
+        let off = Arc::new(Cache::new(1 << 20, Duration::ZERO));
+        let _ = off.fill("k", missing(&calls)).await;
+        assert!(matches!(off.lookup("k", Instant::now()), Lookup::Miss));
     }
 }

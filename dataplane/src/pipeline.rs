@@ -62,7 +62,7 @@ impl Pipeline {
         Self {
             gate,
             auth: None,
-            cache: Arc::new(Cache::new(cache.max_bytes)),
+            cache: Arc::new(Cache::new(cache.max_bytes, cache.not_found_ttl)),
             origin,
             metrics,
             shape: Shaper::new(&cache, cors),
@@ -231,6 +231,12 @@ impl Pipeline {
         let (kind, ctype) = request::classify(key);
         let (entry, status) = match self.cache.lookup(key, Instant::now()) {
             Lookup::Fresh(e) => (e, CacheStatus::Hit),
+            Lookup::Absent => {
+                return Ok((
+                    self.fail(&origin_failure(&FillError::NotFound)),
+                    CacheStatus::Hit,
+                ));
+            }
             Lookup::Stale(old) => match self.fill(key, kind).await {
                 Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
                 Ok(Fill::TooLarge) => {

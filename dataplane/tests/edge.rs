@@ -242,6 +242,62 @@ async fn five_hundred_concurrent_misses_make_one_origin_read() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn missing_objects_reach_the_origin_once_per_negative_ttl() {
+    let origin = TestOrigin::start().await;
+    origin.set_delay(Duration::from_millis(100));
+    let ttl = Duration::from_millis(800);
+    let edge = TestEdge::start(EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(5)),
+        cache: CacheConfig {
+            not_found_ttl: ttl,
+            ..CacheConfig::default()
+        },
+        ..EdgeConfig::default()
+    });
+    let url = edge.url("/v/demo/video/720p/seg-99999.m4s");
+    let c = reqwest::Client::new();
+    let burst = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let r = c.get(url).send().await.unwrap();
+                    let cache = r.headers()["x-cache"].to_str().unwrap().to_owned();
+                    let status = r.status();
+                    let body: serde_json::Value = r.json().await.unwrap();
+                    (status, cache, body)
+                })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    // A concurrent burst collapses into one origin read, and every answer is the same 404.
+    for (status, _, body) in burst(100).await {
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "not_found");
+    }
+    assert_eq!(origin.reads("demo/video/720p/seg-99999.m4s"), 1);
+    // Inside the TTL, later requests are answered from the negative entry.
+    for (status, cache, _) in burst(50).await {
+        assert_eq!(status, 404);
+        assert_eq!(cache, "HIT");
+    }
+    assert_eq!(origin.reads("demo/video/720p/seg-99999.m4s"), 1);
+    // The object appears at the origin: once the TTL has passed, it is served.
+    origin.put("demo/video/720p/seg-99999.m4s", noise(1000, 9));
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let r = c.get(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(origin.reads("demo/video/720p/seg-99999.m4s"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn origin_failures_serve_stale_or_clean_errors() {
     let origin = TestOrigin::start().await;
     let seg = noise(50_000, 4);

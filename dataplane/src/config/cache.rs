@@ -17,6 +17,8 @@ pub struct CacheConfig {
     pub segment_ttl: Duration,
     /// How long past freshness an object may still be served when the origin fails.
     pub stale_if_error: Duration,
+    /// How long an origin 404 is remembered (zero: not at all). A purge forgets it at once.
+    pub not_found_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -27,6 +29,7 @@ impl Default for CacheConfig {
             manifest_ttl: Duration::from_secs(2),
             segment_ttl: Duration::from_secs(24 * 3600),
             stale_if_error: Duration::from_secs(3600),
+            not_found_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -43,7 +46,11 @@ impl CacheConfig {
             manifest_ttl: k.get(errs, "manifest_ttl", d.manifest_ttl, duration),
             segment_ttl: k.get(errs, "segment_ttl", d.segment_ttl, duration),
             stale_if_error: k.get(errs, "stale_if_error", d.stale_if_error, duration),
+            not_found_ttl: k.get(errs, "not_found_ttl", d.not_found_ttl, duration),
         };
+        if cache.not_found_ttl > Duration::from_secs(3600) {
+            errs.push("edge.cache.not_found_ttl", "must be at most 1h");
+        }
         if cache.max_object_bytes > cache.max_bytes {
             errs.push(
                 "edge.cache.max_object_bytes",

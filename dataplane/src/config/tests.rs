@@ -191,3 +191,17 @@ fn unknown_asset_mode() {
     let err = read("\"hide\"").unwrap_err().to_string();
     assert!(err.contains("edge.gate.unknown_asset"), "{err}");
 }
+
+#[test]
+fn negative_cache_ttl() {
+    assert_eq!(
+        parse("").unwrap().cache.not_found_ttl,
+        Duration::from_secs(5)
+    );
+    let off = parse("[edge.cache]\nnot_found_ttl = \"0s\"\n").unwrap();
+    assert!(off.cache.not_found_ttl.is_zero());
+    let err = parse("[edge.cache]\nnot_found_ttl = \"2h\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("edge.cache.not_found_ttl"), "{err}");
+}
