@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh [SECONDS]            # each target for SECONDS (default 60)
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh   # each target for that many executions instead
 #   FUZZ_MINIMIZE=1 scripts/fuzz.sh      # then minimise each corpus in place (cargo fuzz cmin)
+#   FUZZ_ONLY="jwt_verify store_log" scripts/fuzz.sh   # only the targets named
 #
 # Corpora live in <crate>/fuzz/corpus/<target> and are committed (minimised): a run starts
 # from what earlier campaigns found. Crashes land in <crate>/fuzz/artifacts/<target>.
@@ -49,6 +50,7 @@ report=$(mktemp)
 status=0
 for crate in dataplane web3 store transcode-farm; do
   for target in $(cd "$crate/fuzz" && cargo fuzz list); do
+    if [ -n "${FUZZ_ONLY:-}" ] && [[ " $FUZZ_ONLY " != *" $target "* ]]; then continue; fi
     mkdir -p "$crate/fuzz/corpus/$target"
     if [ -n "$runs" ]; then limit="-runs=$runs"; else limit="-max_total_time=$secs"; fi
     echo "== $crate: $target ($limit)"
