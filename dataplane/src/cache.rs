@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use http::HeaderValue;
+
+use crate::rewrite::Template;
 
 /// One cached object.
 #[derive(Debug)]
@@ -27,6 +29,9 @@ pub struct Entry {
     pub fresh_until: Instant,
     /// How long past `fresh_until` it is kept for stale-if-error.
     pub stale_for: Duration,
+    /// A manifest's rewrite template, made by the first `?token=` request for it (`None`
+    /// inside: the manifest cannot be templated and is rewritten per request).
+    template: OnceLock<Option<Template>>,
 }
 
 impl Entry {
@@ -39,7 +44,16 @@ impl Entry {
             etag,
             fresh_until: now + ttl,
             stale_for,
+            template: OnceLock::new(),
         }
+    }
+
+    /// The rewrite template of this manifest (`mpd`: a DASH MPD, else an HLS playlist),
+    /// built once.
+    pub fn template(&self, mpd: bool) -> Option<&Template> {
+        self.template
+            .get_or_init(|| Template::build(&self.body, mpd).ok().flatten())
+            .as_ref()
     }
 }
 

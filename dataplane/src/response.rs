@@ -224,7 +224,16 @@ pub(crate) fn rewritten_manifest(
     param: &str,
     head: bool,
 ) -> Result<Response<Body>, EdgeError> {
-    let body = if ctype == "application/dash+xml" {
+    let mpd = ctype == "application/dash+xml";
+    // The common case: a token made of URL-safe characters, and a manifest parsed once
+    // into a template; the rewrite is one copy. Anything else takes the full rewriter.
+    let templated = param
+        .strip_prefix("token=")
+        .filter(|v| crate::rewrite::template_safe(v))
+        .and_then(|v| Some(e.template(mpd)?.render(v)));
+    let body = if let Some(body) = templated {
+        Ok(body)
+    } else if mpd {
         crate::rewrite::rewrite_mpd(&e.body, param).map(Bytes::from)
     } else {
         std::str::from_utf8(&e.body)

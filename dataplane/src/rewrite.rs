@@ -339,6 +339,84 @@ pub fn rewrite_mpd(xml: &[u8], param: &str) -> Result<Vec<u8>, RewriteError> {
     Ok(writer.into_inner())
 }
 
+/// A manifest rewritten once with a placeholder token and split where the token goes, so
+/// that a viewer's rewrite is one copy into a buffer of known size instead of a parse.
+/// Built on the first `?token=` request for a cached manifest and kept with it.
+#[derive(Debug)]
+pub struct Template {
+    /// The rewritten text between token values: `chunks.len() - 1` slots.
+    chunks: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+/// The placeholder token. A manifest that contains it is rewritten per request instead.
+const SLOT: &str = "sgT0kenSl0t7q";
+/// The parameter the template is rewritten with: `token=` and [`SLOT`].
+const SLOT_PARAM: &str = "token=sgT0kenSl0t7q";
+
+impl Template {
+    /// Builds the template of an HLS playlist (`mpd: false`) or a DASH MPD for the
+    /// `token=` parameter. `Ok(None)`: the manifest cannot be templated (it contains the
+    /// placeholder); rewrite it per request. Errors are the rewriter's.
+    pub fn build(body: &[u8], mpd: bool) -> Result<Option<Self>, RewriteError> {
+        if body.windows(SLOT.len()).any(|w| w == SLOT.as_bytes()) {
+            return Ok(None);
+        }
+        let param = SLOT_PARAM;
+        let out = if mpd {
+            rewrite_mpd(body, param)?
+        } else {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| RewriteError::Xml("playlist is not UTF-8".into()))?;
+            rewrite_hls(text, param).into_bytes()
+        };
+        let out = bytes::Bytes::from(out);
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        let mut i = 0;
+        while i + SLOT.len() <= out.len() {
+            if &out[i..i + SLOT.len()] == SLOT.as_bytes() {
+                chunks.push(out.slice(from..i));
+                i += SLOT.len();
+                from = i;
+            } else {
+                i += 1;
+            }
+        }
+        chunks.push(out.slice(from..));
+        let len = chunks.iter().map(|c| c.len()).sum();
+        Ok(Some(Self { chunks, len }))
+    }
+
+    /// The manifest rewritten for `token=<value>`. `value` must be [`template_safe`]: the
+    /// rewriter would not escape or alter it in any URI, HLS line or XML attribute.
+    pub fn render(&self, value: &str) -> bytes::Bytes {
+        debug_assert!(template_safe(value));
+        let slots = self.chunks.len() - 1;
+        if slots == 0 {
+            return self.chunks[0].clone();
+        }
+        let mut out = bytes::BytesMut::with_capacity(self.len + slots * value.len());
+        for (i, c) in self.chunks.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(value.as_bytes());
+            }
+            out.extend_from_slice(c);
+        }
+        out.freeze()
+    }
+}
+
+/// Whether a raw (still percent-encoded) token value can be put into a [`Template`]: it
+/// holds only characters that no rewriter step escapes or interprets (no `&`, `#`, `<`,
+/// quotes, spaces or controls).
+pub fn template_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'%' | b'+')
+        })
+}
+
 fn rewrite_element<'a>(
     s: &BytesStart<'a>,
     param: &str,

@@ -260,4 +260,60 @@ proptest::proptest! {
     fn mpd_rewrite_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
         let _ = rewrite_mpd(&b, P);
     }
+
+    #[test]
+    fn hls_template_renders_what_the_rewriter_writes(
+        lines in proptest::collection::vec(
+            "(#EXT-X-MAP:URI=\"[a-z/.:?=&#]{0,12}\"|#EXTINF:4,|[a-z/.:?=&#\\\\]{0,16}|token=[a-z]{0,3}|sgT0ken)",
+            0..12,
+        ),
+        crlf in proptest::bool::ANY,
+        value in "[A-Za-z0-9._~%+-]{1,40}",
+    ) {
+        let text = lines.join(if crlf { "\r\n" } else { "\n" });
+        let want = rewrite_hls(&text, &format!("token={value}"));
+        let t = Template::build(text.as_bytes(), false).unwrap().unwrap();
+        proptest::prop_assert_eq!(&t.render(&value)[..], want.as_bytes());
+    }
+
+    #[test]
+    fn mpd_template_renders_what_the_rewriter_writes(
+        base in "(|<BaseURL>[a-z/:.]{0,10}</BaseURL>)",
+        media in "[a-z/.:?=&#$]{0,16}",
+        init in "[a-z/.:?=#$]{0,10}",
+        value in "[A-Za-z0-9._~%+-]{1,40}",
+    ) {
+        let media = media.replace('&', "&amp;");
+        let xml = format!(
+            "<MPD><Period>{base}<AdaptationSet><SegmentTemplate media=\"{media}\" \
+             initialization=\"{init}\"/><Representation id=\"a\">{base}</Representation>\
+             </AdaptationSet></Period></MPD>"
+        );
+        let want = rewrite_mpd(xml.as_bytes(), &format!("token={value}")).unwrap();
+        let t = Template::build(xml.as_bytes(), true).unwrap().unwrap();
+        proptest::prop_assert_eq!(&t.render(&value)[..], &want[..]);
+    }
+}
+
+#[test]
+fn templates_fall_back_where_they_cannot_be_exact() {
+    // The placeholder itself in the source: no template, so the rewriter runs per request.
+    assert!(
+        Template::build(b"seg-sgT0kenSl0t7q.m4s\n", false)
+            .unwrap()
+            .is_none()
+    );
+    assert!(Template::build(b"<MPD></Period>", true).is_err());
+    assert_eq!(SLOT_PARAM, format!("token={SLOT}"));
+    for bad in ["", "a&b", "a#b", "a<b", "a\"b", "a'b", "a b"] {
+        assert!(!template_safe(bad), "{bad:?}");
+    }
+    assert!(template_safe(
+        "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln-_%2B"
+    ));
+    // No URI: the template is the playlist itself, shared, not copied.
+    let t = Template::build(b"#EXTM3U\n#EXT-X-ENDLIST\n", false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&t.render("abc")[..], b"#EXTM3U\n#EXT-X-ENDLIST\n");
 }
