@@ -5,6 +5,12 @@
 //!
 //! A hit is a lock-free `moka` read that clones an `Arc`; bodies are `Bytes` shared with
 //! every response. Only a miss touches the in-flight table, under a short mutex.
+//!
+//! Fills of segments are read-while-write: as soon as the origin has answered, the fill
+//! resolves to a [`Filling`], and the first requester and every waiter stream its chunks
+//! as they arrive (a waiter that joins late gets what has arrived, then the rest). The
+//! object enters the cache only once it is complete; a fill that breaks ends every stream
+//! with an error (the front resets the connection) and stores nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use http::HeaderValue;
 
 use crate::rewrite::Template;
@@ -78,6 +84,8 @@ pub(crate) type FillResult = Result<Fill, FillError>;
 pub enum Fill {
     /// The object was read and stored.
     Stored(Arc<Entry>),
+    /// The origin answered and the body is arriving: stream it from here.
+    Streaming(Arc<Filling>),
     /// The object is larger than the per-object limit; each waiter streams it itself.
     TooLarge,
 }
@@ -91,6 +99,118 @@ pub enum FillError {
     Timeout,
     /// The origin failed; the text is for logs, never for clients.
     Unavailable(Arc<str>),
+}
+
+/// An object whose body is still arriving from the origin, shared by every reader.
+pub struct Filling {
+    size: u64,
+    state: tokio::sync::watch::Sender<Progress>,
+}
+
+/// What a fill has received so far.
+#[derive(Default)]
+struct Progress {
+    chunks: Vec<Bytes>,
+    /// `Some(Ok)`: complete and stored as this entry; `Some(Err)`: broken.
+    end: Option<Result<Arc<Entry>, Arc<str>>>,
+}
+
+impl std::fmt::Debug for Filling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Filling({} bytes)", self.size)
+    }
+}
+
+impl Filling {
+    /// A fill of an object the origin says is `size` bytes long.
+    pub fn new(size: u64) -> Self {
+        Self {
+            size,
+            state: tokio::sync::watch::Sender::new(Progress::default()),
+        }
+    }
+
+    /// The object's length, as the origin declared it.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a chunk that arrived from the origin and wakes the readers.
+    pub fn push(&self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.state.send_modify(|p| p.chunks.push(chunk));
+        }
+    }
+
+    /// Ends the fill: `Ok(entry)` when the body is complete, `Err` when it broke.
+    pub fn finish(&self, end: Result<Arc<Entry>, Arc<str>>) {
+        self.state.send_modify(|p| p.end = Some(end));
+    }
+
+    /// Everything received so far, in one buffer (for the entry of a complete fill).
+    pub fn assemble(&self) -> Bytes {
+        let p = self.state.borrow();
+        if let [one] = &p.chunks[..] {
+            return one.clone();
+        }
+        let mut buf = bytes::BytesMut::with_capacity(usize::try_from(self.size).unwrap_or(0));
+        for c in &p.chunks {
+            buf.extend_from_slice(c);
+        }
+        buf.freeze()
+    }
+
+    /// The entry of a fill that has completed.
+    pub fn entry(&self) -> Option<Arc<Entry>> {
+        match &self.state.borrow().end {
+            Some(Ok(e)) => Some(Arc::clone(e)),
+            _ => None,
+        }
+    }
+
+    /// Waits for the end of the fill: the stored entry, or `None` if it broke.
+    pub async fn finished(&self) -> Option<Arc<Entry>> {
+        let mut rx = self.state.subscribe();
+        let end = rx.wait_for(|p| p.end.is_some()).await.ok()?;
+        end.end.as_ref().and_then(|e| e.as_ref().ok().cloned())
+    }
+
+    /// The body from its first byte: the chunks that have arrived, then each one as it
+    /// comes. Ends with an error if the fill breaks (or its sender is gone unfinished).
+    pub fn stream(
+        self: &Arc<Self>,
+    ) -> futures::stream::BoxStream<'static, Result<Bytes, streamgate_origin::OriginError>> {
+        let rx = self.state.subscribe();
+        futures::stream::unfold((rx, 0usize, false), |(mut rx, next, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                {
+                    let p = rx.borrow_and_update();
+                    if let Some(c) = p.chunks.get(next) {
+                        let c = c.clone();
+                        drop(p);
+                        return Some((Ok(c), (rx, next + 1, false)));
+                    }
+                    match &p.end {
+                        Some(Ok(_)) => return None,
+                        Some(Err(why)) => {
+                            let e = streamgate_origin::OriginError::Unavailable(why.to_string());
+                            drop(p);
+                            return Some((Err(e), (rx, next, true)));
+                        }
+                        None => {}
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    let e = streamgate_origin::OriginError::Unavailable("fill abandoned".into());
+                    return Some((Err(e), (rx, next, true)));
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 type InFlight = Shared<BoxFuture<'static, FillResult>>;
@@ -110,6 +230,22 @@ impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
         _d: Option<Duration>,
     ) -> Option<Duration> {
         self.expire_after_create(k, v, now)
+    }
+}
+
+/// Removes a fill's in-flight marker when dropped.
+struct Marker {
+    cache: Arc<Cache>,
+    key: Box<str>,
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        self.cache
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -194,29 +330,35 @@ impl Cache {
                 let owned: Box<str> = key.into();
                 let k2 = owned.clone();
                 let epoch = self.purges.load(Ordering::Acquire);
-                let task = tokio::spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel::<FillResult>();
+                tokio::spawn(async move {
+                    // Removes the in-flight marker when the task ends, even by a panic.
+                    let _marker = Marker {
+                        cache: Arc::clone(&this),
+                        key: k2.clone(),
+                    };
                     let res = fetch.await;
+                    // Waiters get the result now; a streaming fill keeps its in-flight
+                    // marker until the body is complete, so later requests join it.
+                    let _ = tx.send(res.clone());
+                    let stored = match &res {
+                        Ok(Fill::Stored(e)) => Some(Arc::clone(e)),
+                        Ok(Fill::Streaming(f)) => f.finished().await,
+                        _ => None,
+                    };
                     if this.purges.load(Ordering::Acquire) == epoch {
-                        match &res {
-                            Ok(Fill::Stored(e)) => this.map.insert(k2.clone(), Arc::clone(e)),
-                            Err(FillError::NotFound) => {
-                                if let Some(a) = &this.absent {
-                                    a.insert(k2.clone(), ());
-                                }
-                            }
-                            _ => {}
+                        if let Some(e) = stored {
+                            this.map.insert(k2.clone(), e);
+                        } else if let (Err(FillError::NotFound), Some(a)) = (&res, &this.absent) {
+                            a.insert(k2.clone(), ());
                         }
                     }
-                    // Insert before removing the in-flight marker, so no caller sees neither.
-                    this.inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&k2);
-                    res
+                    // `_marker` drops here: the entry is in before the in-flight marker
+                    // goes, so no caller sees neither.
                 });
                 let fut = async move {
-                    task.await
-                        .unwrap_or_else(|e| Err(FillError::Unavailable(e.to_string().into())))
+                    rx.await
+                        .unwrap_or_else(|_| Err(FillError::Unavailable("fill task ended".into())))
                 }
                 .boxed()
                 .shared();
@@ -419,5 +561,36 @@ mod tests {
         let off = Arc::new(Cache::new(1 << 20, Duration::ZERO));
         let _ = off.fill("k", missing(&calls)).await;
         assert!(matches!(off.lookup("k", Instant::now()), Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn a_filling_streams_to_early_and_late_readers_and_ends_cleanly_or_broken() {
+        use futures::StreamExt;
+        let f = Arc::new(Filling::new(6));
+        let early = f.stream();
+        f.push(Bytes::from_static(b"abc"));
+        let late = f.stream();
+        let reader = tokio::spawn(early.map(|c| c.unwrap()).collect::<Vec<_>>());
+        tokio::task::yield_now().await;
+        f.push(Bytes::from_static(b"def"));
+        assert!(f.entry().is_none());
+        let e = entry(b"abcdef", 1000);
+        f.finish(Ok(Arc::clone(&e)));
+        assert_eq!(reader.await.unwrap().concat(), b"abcdef");
+        let got: Vec<_> = late.map(|c| c.unwrap()).collect().await;
+        assert_eq!(got.concat(), b"abcdef");
+        assert_eq!(f.assemble(), Bytes::from_static(b"abcdef"));
+        assert!(f.entry().is_some());
+        assert!(f.finished().await.is_some());
+
+        // A broken fill: every reader gets what arrived, then an error, then the end.
+        let f = Arc::new(Filling::new(6));
+        f.push(Bytes::from_static(b"abc"));
+        let s = f.stream();
+        f.finish(Err("origin died".into()));
+        let items: Vec<_> = s.collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok() && items[1].is_err());
+        assert!(f.finished().await.is_none());
     }
 }

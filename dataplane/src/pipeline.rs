@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, request::Parts};
 use streamgate_origin::{ObjectKey, Origin, OriginError};
 
 use crate::body::{Body, slice_stream};
-use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Lookup};
+use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Filling, Lookup};
 use crate::config::{CacheConfig, CorsConfig};
 use crate::error::{ClientError, EdgeError, OriginFailure, Refusal};
 use crate::gate::{Decision, Gate, RequestFacts, credential};
@@ -238,26 +239,35 @@ impl Pipeline {
                 ));
             }
             Lookup::Stale(old) => match self.fill(key, kind).await {
-                Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
-                Ok(Fill::TooLarge) => {
+                (Ok(Fill::Stored(e)), _) => (e, CacheStatus::Miss),
+                (Ok(Fill::Streaming(f)), leader) => match f.entry() {
+                    // Joined a fill that has completed since: the object is in memory.
+                    Some(e) if !leader => (e, CacheStatus::Hit),
+                    _ => return self.streaming(req, &f, ctype, kind, head, shared),
+                },
+                (Ok(Fill::TooLarge), _) => {
                     self.cache.invalidate(key);
                     return self.bypass(req, key, ctype, kind, head, shared).await;
                 }
-                Err(FillError::NotFound) => {
+                (Err(FillError::NotFound), _) => {
                     self.cache.invalidate(key);
                     return Ok((
                         self.fail(&origin_failure(&FillError::NotFound)),
                         CacheStatus::Miss,
                     ));
                 }
-                Err(_) => (old, CacheStatus::Stale),
+                (Err(_), _) => (old, CacheStatus::Stale),
             },
             Lookup::Miss => match self.fill(key, kind).await {
-                Ok(Fill::Stored(e)) => (e, CacheStatus::Miss),
-                Ok(Fill::TooLarge) => {
+                (Ok(Fill::Stored(e)), _) => (e, CacheStatus::Miss),
+                (Ok(Fill::Streaming(f)), leader) => match f.entry() {
+                    Some(e) if !leader => (e, CacheStatus::Hit),
+                    _ => return self.streaming(req, &f, ctype, kind, head, shared),
+                },
+                (Ok(Fill::TooLarge), _) => {
                     return self.bypass(req, key, ctype, kind, head, shared).await;
                 }
-                Err(e) => return Ok((self.fail(&origin_failure(&e)), CacheStatus::Miss)),
+                (Err(e), _) => return Ok((self.fail(&origin_failure(&e)), CacheStatus::Miss)),
             },
         };
         if let (ObjectKind::Manifest, Some(param)) = (kind, token) {
@@ -271,7 +281,8 @@ impl Pipeline {
         ))
     }
 
-    async fn fill(&self, key: &str, kind: ObjectKind) -> FillResult {
+    /// Fills `key` (see [`Cache::fill`]); also says whether this request started the fill.
+    async fn fill(&self, key: &str, kind: ObjectKind) -> (FillResult, bool) {
         let ttl = match kind {
             ObjectKind::Manifest => self.cfg.manifest_ttl,
             ObjectKind::Segment | ObjectKind::Other => self.cfg.segment_ttl,
@@ -280,43 +291,60 @@ impl Pipeline {
         let max = self.cfg.max_object_bytes;
         let origin = self.origin.clone();
         let metrics = Arc::clone(&self.metrics);
-        let okey = ObjectKey::new(key).map_err(|_| FillError::NotFound)?;
+        let Ok(okey) = ObjectKey::new(key) else {
+            return (Err(FillError::NotFound), true);
+        };
         let fetch = async move {
             let t0 = Instant::now();
-            let res = async {
-                let obj = origin.get(&okey).await?;
-                if obj.size > max {
-                    return Ok(None);
+            let failed = |e: OriginError| {
+                let (result, err) = classify_origin_error(e);
+                metrics.origin(result, t0.elapsed().as_secs_f64());
+                if let FillError::Unavailable(msg) = &err {
+                    tracing::warn!(key = %okey, error = %msg, "origin read failed");
                 }
-                obj.collect().await.map(Some)
+                err
+            };
+            let obj = origin.get(&okey).await.map_err(&failed)?;
+            if obj.size > max {
+                metrics.origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
+                return Ok(Fill::TooLarge);
             }
-            .await;
-            let secs = t0.elapsed().as_secs_f64();
-            match res {
-                Ok(Some(body)) => {
-                    metrics.origin(OriginResult::Ok, secs);
-                    Ok(Fill::Stored(Arc::new(Entry::new(
-                        body,
-                        Instant::now(),
-                        ttl,
-                        stale,
-                    ))))
-                }
-                Ok(None) => {
-                    metrics.origin(OriginResult::Ok, secs);
-                    Ok(Fill::TooLarge)
-                }
-                Err(e) => {
-                    let (result, err) = classify_origin_error(e);
-                    metrics.origin(result, secs);
-                    if let FillError::Unavailable(msg) = &err {
-                        tracing::warn!(key = %okey, error = %msg, "origin read failed");
-                    }
-                    Err(err)
-                }
+            let size = obj.size;
+            let entry = move |body: Bytes| Arc::new(Entry::new(body, Instant::now(), ttl, stale));
+            if kind == ObjectKind::Manifest {
+                // Manifests are small and rewritten whole: read them whole.
+                let body = obj.collect().await.map_err(&failed)?;
+                metrics.origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
+                return Ok(Fill::Stored(entry(body)));
             }
+            let mut body = obj.body;
+            let first = match body.next().await {
+                None => Bytes::new(),
+                Some(chunk) => chunk.map_err(&failed)?,
+            };
+            if first.len() as u64 == size {
+                // The whole object in one chunk (files): store it at once.
+                metrics.origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
+                return Ok(Fill::Stored(entry(first)));
+            }
+            // Read-while-write: readers stream the chunks as the pump appends them.
+            let filling = Arc::new(Filling::new(size));
+            let pump = Pump {
+                filling: Arc::clone(&filling),
+                done: false,
+            };
+            tokio::spawn(pump.run(first, body, move |res| {
+                let result = if res.is_ok() {
+                    OriginResult::Ok
+                } else {
+                    OriginResult::Error
+                };
+                metrics.origin(result, t0.elapsed().as_secs_f64());
+                res.map(entry)
+            }));
+            Ok(Fill::Streaming(filling))
         };
-        self.cache.fill(key, fetch).await.0
+        self.cache.fill(key, fetch).await
     }
 
     /// Streams an object that is too large to cache straight from origin.
@@ -344,7 +372,47 @@ impl Pipeline {
         };
         self.metrics
             .origin(OriginResult::Ok, t0.elapsed().as_secs_f64());
-        let len = obj.size;
+        self.stream(
+            req,
+            ctype,
+            kind,
+            head,
+            shared,
+            obj.size,
+            obj.body,
+            CacheStatus::Bypass,
+        )
+    }
+
+    /// A response streamed from a fill in flight.
+    fn streaming(
+        &self,
+        req: &Parts,
+        f: &Arc<Filling>,
+        ctype: &'static str,
+        kind: ObjectKind,
+        head: bool,
+        shared: bool,
+    ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
+        let body = f.stream();
+        let len = f.size();
+        self.stream(req, ctype, kind, head, shared, len, body, CacheStatus::Miss)
+    }
+
+    /// A response whose body is a stream of `len` bytes (a fill in flight, or an object
+    /// too large to cache), with ranges served from the stream.
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        req: &Parts,
+        ctype: &'static str,
+        kind: ObjectKind,
+        head: bool,
+        shared: bool,
+        len: u64,
+        body: futures::stream::BoxStream<'static, Result<Bytes, OriginError>>,
+        cache: CacheStatus,
+    ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
         let range = response::range_of(req, len, None);
         let mut b = Response::builder()
             .header(header::CONTENT_TYPE, ctype)
@@ -355,17 +423,16 @@ impl Pipeline {
             );
         let (status, body, n) = match range {
             RangeOutcome::Unsatisfiable => {
-                return bypassed(EdgeError::Client(ClientError::Range { len }));
+                return Ok((
+                    self.fail(&EdgeError::Client(ClientError::Range { len })),
+                    cache,
+                ));
             }
-            RangeOutcome::Full => (StatusCode::OK, obj.body, len),
+            RangeOutcome::Full => (StatusCode::OK, body, len),
             RangeOutcome::Partial { start, end } => {
                 b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
                 let n = end - start + 1;
-                (
-                    StatusCode::PARTIAL_CONTENT,
-                    slice_stream(obj.body, start, n),
-                    n,
-                )
+                (StatusCode::PARTIAL_CONTENT, slice_stream(body, start, n), n)
             }
         };
         let body = if head {
@@ -378,7 +445,7 @@ impl Pipeline {
             .header(header::CONTENT_LENGTH, n)
             .body(body)
             .expect("static headers are valid");
-        Ok((resp, CacheStatus::Bypass))
+        Ok((resp, cache))
     }
 
     async fn sign_in(
@@ -434,4 +501,59 @@ fn origin_failure(e: &FillError) -> EdgeError {
         FillError::Timeout => OriginFailure::Timeout,
         FillError::Unavailable(_) => OriginFailure::Unavailable,
     })
+}
+
+/// Reads the rest of a streaming fill's body from the origin into its [`Filling`], and
+/// ends it: complete (with the entry `finish` makes) or broken. Dropped unfinished (a
+/// panic, a runtime shutting down), it ends the fill as broken, so no reader waits for
+/// ever.
+struct Pump {
+    filling: Arc<Filling>,
+    done: bool,
+}
+
+impl Pump {
+    async fn run(
+        mut self,
+        first: Bytes,
+        mut body: futures::stream::BoxStream<'static, Result<Bytes, OriginError>>,
+        finish: impl FnOnce(Result<Bytes, ()>) -> Result<Arc<Entry>, ()>,
+    ) {
+        let size = self.filling.size();
+        let mut got = first.len() as u64;
+        self.filling.push(first);
+        let broken = loop {
+            if got == size {
+                // Complete: the entry is ready in the same step as the last chunk, so a
+                // reader that has the whole body finds the object cached.
+                let entry = finish(Ok(self.filling.assemble())).expect("a complete body");
+                self.filling.finish(Ok(entry));
+                self.done = true;
+                return;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    got += chunk.len() as u64;
+                    if got > size {
+                        break format!("origin sent more than its {size} bytes");
+                    }
+                    self.filling.push(chunk);
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break format!("origin ended after {got} of {size} bytes"),
+            }
+        };
+        tracing::warn!(error = %broken, "origin read failed mid-body");
+        let _ = finish(Err(()));
+        self.filling.finish(Err(broken.into()));
+        self.done = true;
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if !self.done {
+            self.filling.finish(Err("fill abandoned".into()));
+        }
+    }
 }

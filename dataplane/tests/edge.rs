@@ -5,10 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use streamgate_edge::EdgeConfig;
 use streamgate_edge::config::{CacheConfig, CorsConfig};
 use streamgate_origin::OriginConfig;
-use support::{TestEdge, TestOrigin, http_origin_cfg, noise, raw_request, write};
+use support::{TestEdge, TestOrigin, Trickle, http_origin_cfg, noise, raw_request, write};
 
 fn fs_edge(dir: &std::path::Path) -> TestEdge {
     TestEdge::start(EdgeConfig {
@@ -43,6 +45,9 @@ async fn serves_with_content_types_and_caches() {
         assert_eq!(r.headers()["x-cache"], "MISS", "{path}");
         assert_eq!(r.headers()["accept-ranges"], "bytes");
         assert!(r.headers().contains_key("cache-control"));
+        // A miss streams while the origin read is under way; once its body is complete,
+        // the object is a hit.
+        r.bytes().await.unwrap();
         let r2 = c.get(edge.url(path)).send().await.unwrap();
         assert_eq!(r2.headers()["x-cache"], "HIT", "{path}");
     }
@@ -239,6 +244,121 @@ async fn five_hundred_concurrent_misses_make_one_origin_read() {
             .await,
         1.0
     );
+}
+
+/// A 2 MiB segment that the origin trickles in 64 KiB chunks every 50 ms (about 1.6 s).
+async fn trickling_edge(die_after: Option<usize>) -> (TestOrigin, TestEdge, Bytes) {
+    let origin = TestOrigin::start().await;
+    let seg = noise(2 << 20, 11);
+    origin.put("demo/video/720p/seg-00001.m4s", seg.clone());
+    origin.set_trickle(Some(Trickle {
+        chunk: 64 << 10,
+        every: Duration::from_millis(50),
+        die_after,
+    }));
+    let edge = TestEdge::start(EdgeConfig {
+        origin: http_origin_cfg(&origin, Duration::from_secs(10)),
+        ..EdgeConfig::default()
+    });
+    (origin, edge, seg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misses_stream_to_the_first_requester_and_every_waiter() {
+    let (origin, edge, seg) = trickling_edge(None).await;
+    let url = edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let c = reqwest::Client::new();
+    // The first byte reaches the viewer long before the origin has sent the whole body.
+    let t0 = std::time::Instant::now();
+    let mut r = c.get(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert_eq!(r.content_length(), Some(seg.len() as u64));
+    let first = r.chunk().await.unwrap().unwrap();
+    let ttfb = t0.elapsed();
+    assert!(!first.is_empty());
+    // 199 more readers, h2 and h1, joining at once and while the fill is under way.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..199usize {
+        let c = if i % 2 == 0 { h2.clone() } else { c.clone() };
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((i % 10) as u64 * 100)).await;
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }));
+    }
+    // A range in the middle, asked for while the fill is in flight.
+    let part = c
+        .get(url.clone())
+        .header("range", "bytes=1048576-1048675")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), seg.slice(1048576..1048676));
+    let mut body = first.to_vec();
+    while let Some(c) = r.chunk().await.unwrap() {
+        body.extend_from_slice(&c);
+    }
+    let total = t0.elapsed();
+    assert_eq!(body, seg);
+    eprintln!("first byte after {ttfb:?}, whole body after {total:?}");
+    assert!(
+        ttfb < Duration::from_millis(400) && total > Duration::from_millis(1200),
+        "first byte {ttfb:?}, total {total:?}: the edge must not buffer the whole body"
+    );
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), seg);
+    }
+    // One origin read for all of them, and then the object is a cache hit.
+    assert_eq!(origin.reads("demo/video/720p/seg-00001.m4s"), 1);
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert!(r.headers().contains_key("etag"));
+    assert_eq!(r.bytes().await.unwrap(), seg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_dies_mid_body_resets_every_stream_and_caches_nothing() {
+    let (origin, edge, seg) = trickling_edge(Some(512 << 10)).await;
+    let url = edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let c = reqwest::Client::new();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20usize {
+        let c = if i % 2 == 0 { h2.clone() } else { c.clone() };
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((i % 4) as u64 * 60)).await;
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await
+        }));
+    }
+    for t in tasks {
+        // Never a short body that looks complete: the transfer fails.
+        let got = t.await.unwrap();
+        assert!(
+            got.is_err(),
+            "a broken fill must not end as a complete body: {got:?}"
+        );
+    }
+    assert_eq!(origin.reads("demo/video/720p/seg-00001.m4s"), 1);
+    // Nothing was stored: the next request reads the origin again, and gets it whole.
+    origin.set_trickle(None);
+    let r = c.get(url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert_eq!(r.bytes().await.unwrap(), seg);
+    assert_eq!(origin.reads("demo/video/720p/seg-00001.m4s"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -110,7 +110,40 @@ pub struct TestOrigin {
     reads: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
     delay_ms: Arc<AtomicU64>,
+    trickle: Arc<Mutex<Option<Trickle>>>,
     tasks: JoinSet<()>,
+}
+
+/// How a trickling origin sends bodies: `chunk` bytes every `every`, and, with
+/// `die_after`, a broken connection once that many bytes are out.
+#[derive(Clone, Copy, Debug)]
+pub struct Trickle {
+    pub chunk: usize,
+    pub every: Duration,
+    pub die_after: Option<usize>,
+}
+
+type OriginBody = BoxBody<Bytes, std::io::Error>;
+
+fn trickled(body: Bytes, t: Trickle) -> OriginBody {
+    let chunks = futures::stream::unfold(0usize, move |at| {
+        let body = body.clone();
+        async move {
+            if at >= body.len() {
+                return None;
+            }
+            if t.die_after.is_some_and(|d| at >= d) {
+                let e = std::io::Error::other("origin dies mid-body");
+                return Some((Err(e), usize::MAX));
+            }
+            if at > 0 {
+                tokio::time::sleep(t.every).await;
+            }
+            let end = (at + t.chunk).min(body.len());
+            Some((Ok(hyper::body::Frame::data(body.slice(at..end))), end))
+        }
+    });
+    StreamBody::new(chunks).boxed()
 }
 
 impl TestOrigin {
@@ -121,12 +154,14 @@ impl TestOrigin {
         let reads: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let total = Arc::new(AtomicUsize::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let trickle: Arc<Mutex<Option<Trickle>>> = Arc::default();
         let mut tasks = JoinSet::new();
-        let (o, r, t, d) = (
+        let (o, r, t, d, tr) = (
             objects.clone(),
             reads.clone(),
             total.clone(),
             delay_ms.clone(),
+            trickle.clone(),
         );
         let conns: Arc<Mutex<JoinSet<()>>> = Arc::default();
         tasks.spawn(async move {
@@ -136,9 +171,10 @@ impl TestOrigin {
                     Ok(s) => s,
                     Err(_) => return,
                 };
-                let (o, r, t, d) = (o.clone(), r.clone(), t.clone(), d.clone());
+                let (o, r, t, d, tr) = (o.clone(), r.clone(), t.clone(), d.clone(), tr.clone());
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (o, r, t, d) = (o.clone(), r.clone(), t.clone(), d.clone());
+                    let trickle = *tr.lock().unwrap();
                     async move {
                         let path = req.uri().path().trim_start_matches('/').to_owned();
                         t.fetch_add(1, Ordering::SeqCst);
@@ -148,14 +184,20 @@ impl TestOrigin {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
                         let body = o.lock().unwrap().get(&path).cloned();
+                        let full = |b: Bytes| -> OriginBody {
+                            Full::new(b).map_err(|never| match never {}).boxed()
+                        };
                         let resp = match body {
                             Some(b) => Response::builder()
                                 .header("content-length", b.len())
-                                .body(Full::new(b))
+                                .body(match trickle {
+                                    Some(t) => trickled(b, t),
+                                    None => full(b),
+                                })
                                 .unwrap(),
                             None => Response::builder()
                                 .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::new()))
+                                .body(full(Bytes::new()))
                                 .unwrap(),
                         };
                         Ok::<_, std::convert::Infallible>(resp)
@@ -174,8 +216,14 @@ impl TestOrigin {
             reads,
             total,
             delay_ms,
+            trickle,
             tasks,
         }
+    }
+
+    /// Sends every later body in chunks (see [`Trickle`]); `None`: at once.
+    pub fn set_trickle(&self, t: Option<Trickle>) {
+        *self.trickle.lock().unwrap() = t;
     }
 
     pub fn base_url(&self) -> String {
