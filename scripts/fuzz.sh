@@ -61,7 +61,7 @@ for crate in dataplane web3 store transcode-farm; do
       crashes=1; status=1
       tail -30 "$log"
     fi
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
     corpus=$(ls "$crate/fuzz/corpus/$target" | wc -l)
     printf '%-16s %-20s %12s execs  %d crashes  corpus %d\n' "$crate" "$target" "${execs:-?}" "$crashes" "$corpus" | tee -a "$report"
     if [ -n "${FUZZ_MINIMIZE:-}" ] && [ "$crashes" = 0 ]; then

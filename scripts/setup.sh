@@ -30,14 +30,15 @@ fi
 # Python test peers live in a virtualenv outside the clone: moto's S3-compatible server
 # (S3 origin tests), aioquic (an independent HTTP/3 client), PyJWT (an independent token
 # issuer), eth-account and PyNaCl (independent wallet signers), tuspy (an independent tus
-# client for the ingest tests).
+# client for the ingest tests), grpcio-reflection (the stock Python gRPC reflection client).
 venv="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, jwt, eth_account, nacl, base58, tusclient' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, jwt, eth_account, nacl, base58, tusclient, grpc_reflection' 2>/dev/null; then
   echo "setup: installing the Python test peers into $venv"
   have python3 || { echo "setup: python3 is missing" >&2; exit 1; }
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' 'aioquic>=1.2,<2' 'pyjwt[crypto]>=2.8,<3' \
-    'eth-account>=0.13,<0.14' 'pynacl>=1.5,<2' 'base58>=2.1,<3' 'tuspy==1.1.0'
+    'eth-account>=0.13,<0.14' 'pynacl>=1.5,<2' 'base58>=2.1,<3' 'tuspy==1.1.0' \
+    'grpcio>=1.60,<2' 'grpcio-reflection>=1.60,<2'
 fi
 
 # tus-js-client and @tus/server for the ingest tests and benchmark, in a Node cache.

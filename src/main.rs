@@ -53,6 +53,15 @@ fn check_etcd_access(
     about = "Access-controlled HLS/DASH edge"
 )]
 struct Cli {
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STREAMGATE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -116,8 +125,8 @@ fn block_on(f: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     match cli.cmd {
         Cmd::Dev(args) => dev::run(args),
         Cmd::Edge {
@@ -277,13 +286,25 @@ fn run_transcode(path: &std::path::Path, check_only: bool) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// How log lines are written: `text` for people (colour only on a terminal), `json` for
+/// machines (one object per line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("STREAMGATE_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,pingora_core=warn,streamgate_transcode=warn")
         });
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }

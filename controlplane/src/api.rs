@@ -356,9 +356,17 @@ pub async fn serve_with(
     };
     health::set_all(&health, status).await;
     let follower = tokio::spawn(health::follow(health, Arc::clone(&store), serving));
+    // Reflection in both versions: v1 (grpcurl, newer clients) and v1alpha (the stock
+    // Python grpcio-reflection, grpcui, Postman).
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
+        .expect("descriptor set is valid");
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(streamgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
         .expect("descriptor set is valid");
     let policies = pb::policy_service_server::PolicyServiceServer::with_interceptor(
         PolicyApi::new(Arc::clone(&store)).with_chains(chains),
@@ -393,6 +401,7 @@ pub async fn serve_with(
     let res = builder
         .add_service(health_svc)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(policies)
         .add_service(assets)
         .add_service(keys)
