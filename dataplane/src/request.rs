@@ -148,6 +148,73 @@ pub fn parse_range(header: &[u8], len: u64) -> RangeOutcome {
     if spec.contains(&b',') {
         return RangeOutcome::Full;
     }
+    parse_spec(spec, len)
+}
+
+/// At most this many ranges are served in one multipart answer; more get the whole object.
+pub const MAX_RANGES: usize = 16;
+
+/// What a multi-range `Range` header asks of an object of known length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MultiRange {
+    /// Serve the whole object (a syntax error anywhere, or more than [`MAX_RANGES`]).
+    Full,
+    /// The satisfiable ranges, each `start..=end`, in the order asked; overlapping or
+    /// adjacent ones are merged (in ascending order) so no byte is sent twice.
+    Ranges(Vec<(u64, u64)>),
+    /// None of the ranges is satisfiable (416).
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header that may list several ranges (RFC 9110 §14.2):
+/// unsatisfiable ranges are dropped, and a header whose ranges all are is unsatisfiable.
+pub fn parse_ranges(header: &[u8], len: u64) -> MultiRange {
+    let Some(list) = header.strip_prefix(b"bytes=") else {
+        return MultiRange::Full;
+    };
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut specs = 0;
+    for spec in list.split(|&c| c == b',').map(trim) {
+        if spec.is_empty() {
+            continue; // empty list elements are allowed
+        }
+        specs += 1;
+        if specs > MAX_RANGES {
+            return MultiRange::Full;
+        }
+        match parse_spec(spec, len) {
+            RangeOutcome::Partial { start, end } => out.push((start, end)),
+            RangeOutcome::Unsatisfiable => {}
+            RangeOutcome::Full => return MultiRange::Full,
+        }
+    }
+    if specs == 0 {
+        return MultiRange::Full;
+    }
+    if out.is_empty() {
+        return MultiRange::Unsatisfiable;
+    }
+    let overlaps = out.iter().enumerate().any(|(i, a)| {
+        out[i + 1..]
+            .iter()
+            .any(|b| a.0 <= b.1.saturating_add(1) && b.0 <= a.1.saturating_add(1))
+    });
+    if overlaps {
+        out.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (a, b) in out {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        out = merged;
+    }
+    MultiRange::Ranges(out)
+}
+
+/// One range spec (`A-B`, `A-`, `-N`) against `len`; `Full` when it is not well-formed.
+fn parse_spec(spec: &[u8], len: u64) -> RangeOutcome {
     let Some(dash) = spec.iter().position(|&c| c == b'-') else {
         return RangeOutcome::Full;
     };

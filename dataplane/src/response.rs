@@ -95,9 +95,22 @@ impl Shaper {
         {
             return with_headers(StatusCode::NOT_MODIFIED, h, Body::Empty);
         }
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         let len = e.body.len() as u64;
-        let (status, body) = match range_of(req, len, Some(&e.etag)) {
+        let outcome = match multi_range(req, &e.etag).map(|l| request::parse_ranges(l, len)) {
+            Some(request::MultiRange::Ranges(rs)) if rs.len() > 1 => {
+                return multipart(h, e, ctype, &rs, head);
+            }
+            // One range left after merging: a plain 206.
+            Some(request::MultiRange::Ranges(rs)) => RangeOutcome::Partial {
+                start: rs[0].0,
+                end: rs[0].1,
+            },
+            Some(request::MultiRange::Unsatisfiable) => RangeOutcome::Unsatisfiable,
+            Some(request::MultiRange::Full) => RangeOutcome::Full,
+            None => range_of(req, len, Some(&e.etag)),
+        };
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        let (status, body) = match outcome {
             RangeOutcome::Full => (StatusCode::OK, e.body.clone()),
             RangeOutcome::Partial { start, end } => {
                 let cr = format!("bytes {start}-{end}/{len}");
@@ -165,6 +178,65 @@ impl Shaper {
 }
 
 /// The range to serve; an `If-Range` that does not match the validator disables it.
+/// The `Range` header when it lists several ranges and `If-Range` (if any) matches `etag`.
+fn multi_range<'a>(req: &'a Parts, etag: &HeaderValue) -> Option<&'a [u8]> {
+    let range = req.headers.get(header::RANGE)?.as_bytes();
+    if !range.contains(&b',') {
+        return None;
+    }
+    if let Some(ir) = req.headers.get(header::IF_RANGE)
+        && ir != etag
+    {
+        return None;
+    }
+    Some(range)
+}
+
+/// A `multipart/byteranges` answer (RFC 9110 §14.6) with one part per range. The
+/// boundary comes from the entry's ETag (128 bits of hash), so it is stable per object.
+fn multipart(
+    mut h: HeaderMap,
+    e: &Entry,
+    ctype: &'static str,
+    ranges: &[(u64, u64)],
+    head: bool,
+) -> Response<Body> {
+    let len = e.body.len();
+    let boundary = format!("SG{}", e.etag.to_str().unwrap_or("").trim_matches('"'));
+    let mut body = bytes::BytesMut::with_capacity(
+        ranges
+            .iter()
+            .map(|(a, b)| (b - a + 1) as usize + 128)
+            .sum::<usize>()
+            + 64,
+    );
+    for &(a, b) in ranges {
+        body.extend_from_slice(b"\r\n--");
+        body.extend_from_slice(boundary.as_bytes());
+        body.extend_from_slice(b"\r\nContent-Type: ");
+        body.extend_from_slice(ctype.as_bytes());
+        body.extend_from_slice(
+            format!("\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(&e.body[a as usize..=b as usize]);
+    }
+    body.extend_from_slice(b"\r\n--");
+    body.extend_from_slice(boundary.as_bytes());
+    body.extend_from_slice(b"--\r\n");
+    let ct = format!("multipart/byteranges; boundary={boundary}");
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::try_from(ct).expect("hex boundary"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let body = if head {
+        Body::Empty
+    } else {
+        Body::Full(body.freeze())
+    };
+    with_headers(StatusCode::PARTIAL_CONTENT, h, body)
+}
+
 pub(crate) fn range_of(req: &Parts, len: u64, etag: Option<&HeaderValue>) -> RangeOutcome {
     let Some(range) = req.headers.get(header::RANGE) else {
         return RangeOutcome::Full;

@@ -79,6 +79,47 @@ fn ranges() {
 }
 
 #[test]
+fn multiple_ranges() {
+    use MultiRange::*;
+    assert_eq!(
+        parse_ranges(b"bytes=0-9, 20-29", 100),
+        Ranges(vec![(0, 9), (20, 29)])
+    );
+    // Kept in the order asked when they do not overlap.
+    assert_eq!(
+        parse_ranges(b"bytes=50-59,0-0", 100),
+        Ranges(vec![(50, 59), (0, 0)])
+    );
+    // Overlapping and adjacent ranges are merged, so no byte goes out twice.
+    assert_eq!(
+        parse_ranges(b"bytes=0-9,5-19,20-24,-10", 100),
+        Ranges(vec![(0, 24), (90, 99)])
+    );
+    // Unsatisfiable members are dropped; all of them: 416.
+    assert_eq!(
+        parse_ranges(b"bytes=0-1,200-300", 100),
+        Ranges(vec![(0, 1)])
+    );
+    assert_eq!(parse_ranges(b"bytes=100-,200-300", 100), Unsatisfiable);
+    // A syntax error anywhere, or too many ranges: the whole object.
+    assert_eq!(parse_ranges(b"bytes=0-1,x", 100), Full);
+    assert_eq!(parse_ranges(b"bytes=0-1,5-2", 100), Full);
+    assert_eq!(parse_ranges(b"bytes=,", 100), Full);
+    let many = format!(
+        "bytes={}",
+        (0..=MAX_RANGES)
+            .map(|i| format!("{i}-{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert_eq!(parse_ranges(many.as_bytes(), 100), Full);
+    assert_eq!(
+        parse_ranges(b"bytes=0-1, ,3-4", 100),
+        Ranges(vec![(0, 1), (3, 4)])
+    );
+}
+
+#[test]
 fn etags() {
     assert!(if_none_match(b"\"abc\"", b"\"abc\""));
     assert!(if_none_match(b"W/\"abc\", \"x\"", b"\"abc\""));
@@ -122,6 +163,22 @@ proptest! {
             RangeOutcome::Partial { start, end } => prop_assert!(start == a && end == b.min(len - 1)),
             RangeOutcome::Unsatisfiable => prop_assert!(a >= len),
             RangeOutcome::Full => prop_assert!(a > b),
+        }
+    }
+
+    #[test]
+    fn multi_ranges_stay_in_bounds_and_never_repeat_a_byte(
+        h in "bytes=[0-9, -]{0,40}",
+        len in 0u64..10_000,
+    ) {
+        if let MultiRange::Ranges(rs) = parse_ranges(h.as_bytes(), len) {
+            prop_assert!(!rs.is_empty() && rs.len() <= MAX_RANGES);
+            for (i, &(a, b)) in rs.iter().enumerate() {
+                prop_assert!(a <= b && b < len);
+                for &(c, d) in &rs[i + 1..] {
+                    prop_assert!(b < c || d < a, "{:?} overlaps", rs);
+                }
+            }
         }
     }
 }
