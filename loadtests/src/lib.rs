@@ -6,6 +6,7 @@
 //! `streamgate load proto` is the command line; `loadtests/*.py` are the comparison scripts.
 #![forbid(unsafe_code)]
 
+pub mod player;
 pub mod plot;
 pub mod propagation;
 pub mod proto;
