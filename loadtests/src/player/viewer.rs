@@ -794,12 +794,19 @@ impl Viewer {
             });
             if let Some(r) = load {
                 self.tracks[i].playlist.busy = true;
+                // A switch needs its playlist from the moment ABR chose it (now); the
+                // first load from when the master arrived.
+                let needed_at = if want.is_some() {
+                    now
+                } else {
+                    self.tracks[i].playlist.idle_since
+                };
                 let p = Pending {
                     what: What::Playlist {
                         track: i,
                         rendition: r,
                     },
-                    needed_at: self.tracks[i].playlist.idle_since,
+                    needed_at,
                     attempt: 0,
                 };
                 return Some(self.issue(p));
