@@ -469,6 +469,12 @@ pub async fn run(args: &PlayArgs, uri: &http::Uri) -> anyhow::Result<PlayReport>
         timeline: Mutex::new(Vec::new()),
     });
     let cpu0 = cpu_seconds();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0
+        - ctx.epoch.elapsed().as_secs_f64() * 1000.0;
     let progress = {
         let ctx = Arc::clone(&ctx);
         let quiet = args.quiet;
@@ -586,7 +592,15 @@ pub async fn run(args: &PlayArgs, uri: &http::Uri) -> anyhow::Result<PlayReport>
         t.lock().expect("not poisoned").flush()?;
     }
     let stats = std::mem::replace(&mut *ctx.stats.lock().expect("not poisoned"), Stats::new());
-    Ok(PlayReport::new(args, stats, cut, wall, cpu, timeline))
+    Ok(PlayReport::new(
+        args,
+        stats,
+        cut,
+        wall,
+        cpu,
+        timeline,
+        started_unix_ms,
+    ))
 }
 
 /// Counts a viewer as active while it lives; a cut viewer (aborted) still leaves the count.

@@ -59,6 +59,7 @@ pub struct PlayReport {
     cpu: f64,
     timeline: Vec<Point>,
     viewers_target: u64,
+    started_unix_ms: f64,
     /// Set by a capacity search.
     pub capacity: Option<Capacity>,
 }
@@ -94,6 +95,7 @@ impl PlayReport {
         wall: f64,
         cpu: f64,
         timeline: Vec<Point>,
+        started_unix_ms: f64,
     ) -> Self {
         let model = match (args.viewers, args.rate) {
             (Some(n), _) => {
@@ -114,6 +116,7 @@ impl PlayReport {
             cpu,
             timeline,
             viewers_target: args.viewers.unwrap_or(0),
+            started_unix_ms,
             capacity: None,
         }
     }
@@ -194,6 +197,7 @@ impl PlayReport {
             "protocol": self.protocol,
             "model": self.model,
             "seconds": self.wall,
+            "started_unix_ms": self.started_unix_ms,
             "viewers": {"started": s.started, "completed": s.completed, "failed": s.failed, "cut": self.cut},
             "startup_ms": summary_of(&s.startup),
             "ttfb_ms": ttfb,
