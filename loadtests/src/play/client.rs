@@ -214,7 +214,11 @@ impl Conns {
         link: Option<&Link>,
     ) -> Result<Got, String> {
         let mut b = Request::get(url.clone());
-        if let Some(a) = url.authority() {
+        // h2 and h3 carry the authority in `:authority`; a second Host header is refused by
+        // some servers (nginx answers 400).
+        if self.ep.proto == Proto::H1
+            && let Some(a) = url.authority()
+        {
             b = b.header(http::header::HOST, a.as_str());
         }
         for (k, v) in headers {
