@@ -79,6 +79,10 @@ pub struct PlayArgs {
     /// Session length: `end` (the content's), `90s`, `30s..2m` (uniform), `exp:90s`.
     #[arg(long, default_value = "end", value_parser = SessionLength::parse)]
     pub session: SessionLength,
+    /// Chance that a session seeks once (VOD): at a uniform point of the session, to a
+    /// uniform point of the content.
+    #[arg(long, default_value_t = 0.0)]
+    pub seek_probability: f64,
     /// Buffer level the players fill to, seconds.
     #[arg(long, default_value_t = 30.0)]
     pub target_buffer: f64,
@@ -183,6 +187,8 @@ pub(crate) struct Stats {
     pub(crate) completed: u64,
     pub(crate) failed: u64,
     pub(crate) stalls: u64,
+    pub(crate) seeks: u64,
+    pub(crate) seek_wait_s: f64,
     pub(crate) stalled_s: f64,
     pub(crate) watched_s: f64,
     pub(crate) segments: u64,
@@ -206,6 +212,8 @@ impl Stats {
             completed: 0,
             failed: 0,
             stalls: 0,
+            seeks: 0,
+            seek_wait_s: 0.0,
             stalled_s: 0.0,
             watched_s: 0.0,
             segments: 0,
@@ -279,6 +287,7 @@ fn viewer_config(a: &PlayArgs) -> ViewerConfig {
             default_estimate: a.abr_start_kbps as f64 * 1000.0,
             ..AbrConfig::default()
         },
+        seek_probability: a.seek_probability,
         ..ViewerConfig::default()
     }
 }
@@ -307,6 +316,9 @@ fn check(a: &PlayArgs) -> anyhow::Result<http::Uri> {
     }
     if !(a.abr_safety > 0.0 && a.abr_safety <= 1.0) {
         anyhow::bail!("--abr-safety must be in (0, 1]");
+    }
+    if !(0.0..=1.0).contains(&a.seek_probability) {
+        anyhow::bail!("--seek-probability must be in [0, 1]");
     }
     if a.link_kbps == Some(0) {
         anyhow::bail!("--link-kbps must be positive");
@@ -731,6 +743,7 @@ async fn viewer_task(ctx: Arc<Ctx>, n: u64, arrival: f64, seed: u64) {
     let mut s = ctx.stats.lock().expect("not poisoned");
     s.watched_s += st.watched;
     s.stalled_s += st.stalled;
+    s.seek_wait_s += st.seek_wait;
 }
 
 fn on_event(ctx: &Ctx, n: u64, v: &Viewer, e: Event) {
@@ -744,6 +757,7 @@ fn on_event(ctx: &Ctx, n: u64, v: &Viewer, e: Event) {
             ctx.live.stalls.fetch_add(1, Ordering::Relaxed);
         }
         Event::StallEnded { .. } | Event::Switched { .. } => {}
+        Event::Seeked { .. } => s.seeks += 1,
         Event::SegmentDone {
             media,
             late,

@@ -205,6 +205,8 @@ impl PlayReport {
             "rebuffer_ratio": self.rebuffer_ratio(),
             "stalls": s.stalls,
             "stall_s": s.stalled_s,
+            "seeks": s.seeks,
+            "seek_wait_s": s.seek_wait_s,
             "watch_s": s.watched_s,
             "late_segment_ratio": self.late_ratio(),
             "segments": s.segments,

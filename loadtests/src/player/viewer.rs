@@ -86,6 +86,9 @@ pub struct ViewerConfig {
     pub retry_delay: f64,
     /// A live stream starts this many segments before the live edge.
     pub live_edge_segments: usize,
+    /// Chance that a session seeks once (VOD), at a uniform point of it to a uniform point
+    /// of the content.
+    pub seek_probability: f64,
 }
 
 impl Default for ViewerConfig {
@@ -99,6 +102,7 @@ impl Default for ViewerConfig {
             max_retries: 2,
             retry_delay: 0.5,
             live_edge_segments: 3,
+            seek_probability: 0.0,
         }
     }
 }
@@ -189,6 +193,13 @@ pub enum Event {
         /// Its duration, seconds.
         duration: f64,
     },
+    /// The viewer seeked.
+    Seeked {
+        /// Playhead before, seconds of media.
+        from: f64,
+        /// Playhead after (the start of the segment holding the target).
+        to: f64,
+    },
     /// The video rendition changed.
     Switched {
         /// Old bandwidth.
@@ -206,6 +217,7 @@ enum Phase {
     Loading,
     Playing,
     Stalled { since: f64 },
+    Seeking,
     Done,
 }
 
@@ -233,6 +245,7 @@ enum What {
         track: usize,
         rendition: usize,
         seg: Segment,
+        epoch: u32,
     },
 }
 
@@ -276,6 +289,10 @@ pub struct ViewerStats {
     pub bit_seconds: f64,
     /// Seconds of video segments.
     pub video_seconds: f64,
+    /// Seeks.
+    pub seeks: u32,
+    /// Seconds waited after seeks until playback resumed.
+    pub seek_wait: f64,
 }
 
 /// One virtual viewer.
@@ -301,6 +318,10 @@ pub struct Viewer {
     live_start: Option<f64>,
     master_requested: bool,
     playlist_urls: std::collections::HashMap<(bool, usize), String>,
+    /// A seek still to come: (fraction of the session, fraction of the content).
+    seek: Option<(f64, f64)>,
+    /// Bumped by a seek: answers to older segment requests no longer fill the buffer.
+    epoch: u32,
 }
 
 fn key(r: &Resource) -> u64 {
@@ -323,6 +344,7 @@ impl Viewer {
         cfg.rebuffer_threshold = cfg.rebuffer_threshold.min(cfg.target_buffer);
         let mut rng = Rng::new(seed);
         let session = cfg.session.draw(&mut rng).max(0.0);
+        let seek = (rng.unit() < cfg.seek_probability).then(|| (rng.unit(), rng.unit()));
         let abr = Abr::new(cfg.abr.clone());
         Self {
             cfg,
@@ -348,6 +370,8 @@ impl Viewer {
             live_start: None,
             master_requested: false,
             playlist_urls: std::collections::HashMap::new(),
+            seek,
+            epoch: 0,
         }
     }
 
@@ -464,13 +488,24 @@ impl Viewer {
                         .content_end()
                         .map_or(f64::INFINITY, |e| (e - self.playhead).max(0.0));
                     let session_left = (self.session - self.stats.watched).max(0.0);
-                    let step = dt.min(level).min(content_left).min(session_left);
+                    let seek_left = self
+                        .seek_at()
+                        .map_or(f64::INFINITY, |s| (s - self.stats.watched).max(0.0));
+                    let step = dt
+                        .min(level)
+                        .min(content_left)
+                        .min(session_left)
+                        .min(seek_left);
                     self.playhead += step;
                     self.stats.watched += step;
                     self.t += step;
                     if session_left <= step + EPS || content_left <= step + EPS {
                         self.finish(Outcome::Completed);
                         return;
+                    }
+                    if seek_left <= step + EPS {
+                        self.do_seek();
+                        continue;
                     }
                     if level <= step + EPS && step < dt {
                         self.phase = Phase::Stalled { since: self.t };
@@ -484,10 +519,57 @@ impl Viewer {
                     self.stats.stalled += now - self.t;
                     self.t = now;
                 }
+                Phase::Seeking => {
+                    self.stats.seek_wait += now - self.t;
+                    self.t = now;
+                }
                 Phase::Loading | Phase::Done => self.t = now,
             }
         }
         self.settle();
+    }
+
+    /// When (in seconds watched) the pending seek happens, once the content's end is known.
+    fn seek_at(&self) -> Option<f64> {
+        let (at, _) = self.seek?;
+        Some(at * self.session.min(self.content_end()?))
+    }
+
+    /// Jumps to the start of the segment holding the seek target. Segments already fetched
+    /// stay in the buffer (they are not fetched again when playback reaches them).
+    fn do_seek(&mut self) {
+        let Some((_, to)) = self.seek.take() else {
+            return;
+        };
+        let (Some(end), Some(track)) = (
+            self.content_end(),
+            self.tracks
+                .first()
+                .and_then(|t| self.track_of(0, t.rendition)),
+        ) else {
+            return;
+        };
+        let target = to * end;
+        let start = track
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.start <= target + EPS)
+            .map_or(0.0, |s| s.start);
+        let from = self.playhead;
+        self.stats.seeks += 1;
+        self.epoch += 1;
+        self.playhead = start;
+        let t = self.t;
+        for tr in &mut self.tracks {
+            tr.buffered_end = start;
+            tr.finished = false;
+            if !tr.seg.busy {
+                tr.seg.idle_since = t;
+            }
+        }
+        self.phase = Phase::Seeking;
+        self.events.push_back(Event::Seeked { from, to: start });
     }
 
     /// At a standstill in time: a playing viewer with nothing buffered stalls now, and one
@@ -521,6 +603,9 @@ impl Viewer {
                     self.finish(Outcome::Completed);
                 }
             }
+            Phase::Seeking if ready(self.cfg.startup_threshold) => {
+                self.phase = Phase::Playing;
+            }
             Phase::Stalled { since } if ready(self.cfg.rebuffer_threshold) => {
                 self.phase = Phase::Playing;
                 self.events.push_back(Event::StallEnded {
@@ -551,6 +636,9 @@ impl Viewer {
                 consider(self.t + (e - self.playhead).max(0.0));
             }
             consider(self.t + (self.session - self.stats.watched).max(0.0));
+            if let Some(at) = self.seek_at() {
+                consider(self.t + (at - self.stats.watched).max(0.0));
+            }
             for t in &self.tracks {
                 if !t.seg.busy && !t.finished {
                     let ahead = t.buffered_end - self.playhead;
@@ -671,6 +759,7 @@ impl Viewer {
                 track,
                 rendition,
                 seg,
+                ..
             } => {
                 let t = &self.tracks[*track];
                 let br = self
@@ -915,6 +1004,7 @@ impl Viewer {
                 track: i,
                 rendition,
                 seg,
+                epoch: self.epoch,
             },
             needed_at,
             attempt: 0,
@@ -1055,10 +1145,14 @@ impl Viewer {
                 track,
                 rendition,
                 seg,
+                epoch,
             } => {
                 self.fetched.insert(key(&seg.res));
                 let t = &mut self.tracks[track];
-                t.buffered_end = t.buffered_end.max(seg.start + seg.duration);
+                // Fetched before a seek: kept, but not where the buffer now grows from.
+                if epoch == self.epoch {
+                    t.buffered_end = t.buffered_end.max(seg.start + seg.duration);
+                }
                 let media = t.media;
                 if media == Media::Video {
                     self.abr.sample(bytes, now - sent_at, seg.duration);

@@ -353,6 +353,41 @@ fn a_fixed_session_leaves_after_its_length() {
 }
 
 #[test]
+fn a_seek_jumps_without_fetching_anything_twice() {
+    let mut sim = Sim::new(hls_asset(10), 50e6);
+    let cfg = ViewerConfig {
+        session: SessionLength::Fixed(8.0),
+        seek_probability: 1.0,
+        ..fast()
+    };
+    let r = run(&mut sim, cfg, MASTER);
+    let s = r.viewer.stats();
+    assert_eq!(s.seeks, 1, "{s:?}");
+    // It leaves after 8 s watched, or earlier at the content's end if it seeked near it.
+    assert!(s.watched <= 8.0 + 0.01, "{s:?}");
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.1 == Event::Finished(Outcome::Completed))
+    );
+    assert_no_duplicates(&r);
+    let (from, to) = r
+        .events
+        .iter()
+        .find_map(|e| match e.1 {
+            Event::Seeked { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        from != to && (to / 2.0).fract() == 0.0,
+        "to a segment start: {from} -> {to}"
+    );
+    let total = s.startup.unwrap() + s.watched + s.stalled + s.seek_wait;
+    assert!((total - r.end).abs() < 0.01, "{total} vs {}", r.end);
+}
+
+#[test]
 fn session_lengths_parse_and_draw() {
     assert_eq!(SessionLength::parse("end"), Ok(SessionLength::ToEnd));
     assert_eq!(SessionLength::parse("90s"), Ok(SessionLength::Fixed(90.0)));
@@ -572,6 +607,7 @@ proptest! {
         segs in 1usize..12,
         target in 2.0f64..30.0,
         startup in 0.5f64..6.0,
+        seek in proptest::bool::ANY,
     ) {
         let mut sim = Sim::new(hls_asset(segs), kbps as f64 * 1000.0);
         sim.rtt = rtt_ms as f64 / 1000.0;
@@ -579,16 +615,19 @@ proptest! {
             target_buffer: target,
             startup_threshold: startup,
             rebuffer_threshold: startup,
+            seek_probability: if seek { 1.0 } else { 0.0 },
             ..ViewerConfig::default()
         };
         let r = run(&mut sim, cfg, MASTER);
         assert_no_duplicates(&r);
         let s = r.viewer.stats();
-        prop_assert!((s.watched - 2.0 * segs as f64).abs() < 0.01, "{:?}", s);
-        let total = s.startup.unwrap() + s.watched + s.stalled;
+        if !seek {
+            prop_assert!((s.watched - 2.0 * segs as f64).abs() < 0.01, "{:?}", s);
+            prop_assert_eq!(s.segments as usize, 2 * segs);
+        }
+        let total = s.startup.unwrap() + s.watched + s.stalled + s.seek_wait;
         prop_assert!((total - r.end).abs() < 0.01, "{} vs {}", total, r.end);
         let stalls = r.events.iter().filter(|e| e.1 == Event::StallStarted).count();
         prop_assert_eq!(stalls as u32, s.stalls);
-        prop_assert_eq!(s.segments as usize, 2 * segs);
     }
 }
