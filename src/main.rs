@@ -100,7 +100,7 @@ enum Cmd {
     /// The operator CLI: policies, assets, keys, purges, audit and edges over the control
     /// plane's gRPC API; token minting and policy checks locally.
     Ctl(ctl::CtlArgs),
-    /// Load tools: protocol benchmarks and plots.
+    /// Load tools: virtual viewers, protocol benchmarks and plots.
     #[command(subcommand)]
     Load(LoadCmd),
 }
@@ -109,6 +109,9 @@ enum Cmd {
 enum LoadCmd {
     /// Many concurrent GETs of one URL over HTTP/1.1, HTTP/2 or HTTP/3; latency percentiles.
     Proto(streamgate_load::ProtoArgs),
+    /// Virtual viewers that behave like players (HLS/DASH, ABR, buffer, stalls), with QoE
+    /// figures and JSON/HTML reports.
+    Play(Box<streamgate_load::play::PlayArgs>),
     /// A percentile plot (SVG) from JSON reports of `load proto`.
     Plot(streamgate_load::PlotArgs),
     /// Time until every edge enforces a policy change made through the control plane.
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         Cmd::Load(cmd) => {
             let res = match cmd {
                 LoadCmd::Proto(args) => streamgate_load::run_cli(args),
+                LoadCmd::Play(args) => streamgate_load::play::run_cli(*args),
                 LoadCmd::Plot(args) => streamgate_load::plot_cli(args),
                 LoadCmd::Propagation(args) => block_on(streamgate_load::propagation::run(args)),
             };

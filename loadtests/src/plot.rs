@@ -20,7 +20,7 @@ fn x_of(percentile: f64) -> f64 {
     (1.0 / (1.0 - p)).log10().min(MAX_X)
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -29,6 +29,11 @@ fn esc(s: &str) -> String {
 
 /// Draws `series` (label, points of (percentile 0..100, latency ms)) as one SVG document.
 pub fn percentile_svg(series: &[(String, Vec<(f64, f64)>)]) -> String {
+    percentile_svg_titled(series, "Latency by percentile")
+}
+
+/// [`percentile_svg`] with a title.
+pub fn percentile_svg_titled(series: &[(String, Vec<(f64, f64)>)], title: &str) -> String {
     let max_ms = series
         .iter()
         .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
@@ -49,8 +54,9 @@ pub fn percentile_svg(series: &[(String, Vec<(f64, f64)>)]) -> String {
     let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
     let _ = write!(
         s,
-        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">Latency by percentile</text>"#,
-        W / 2.0
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        W / 2.0,
+        esc(title)
     );
     for (p, label) in [
         (0.0, "0%"),
@@ -110,6 +116,88 @@ pub fn percentile_svg(series: &[(String, Vec<(f64, f64)>)]) -> String {
             r#"<path d="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
             d.trim_end()
         );
+        let ly = TOP + 10.0 + 16.0 * i as f64;
+        let _ = write!(
+            s,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            LEFT + 10.0,
+            LEFT + 30.0,
+            LEFT + 36.0,
+            ly + 4.0,
+            esc(label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Draws `series` (label, points of (seconds, value)) over time as one SVG document.
+pub fn timeseries_svg(title: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    let max_y = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let max_t = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let px = |t: f64| LEFT + t / max_t * (W - LEFT - RIGHT);
+    let py = |v: f64| H - BOTTOM - v / max_y * (H - TOP - BOTTOM);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12"><rect width="{W}" height="{H}" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
+    for i in 0..=5 {
+        let v = max_y * f64::from(i) / 5.0;
+        let y = py(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.1}</text>"##,
+            W - RIGHT,
+            LEFT - 6.0,
+            y + 4.0
+        );
+        let t = max_t * f64::from(i) / 5.0;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0}</text>"#,
+            px(t),
+            H - BOTTOM + 16.0
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="middle">seconds</text>"#,
+        H / 2.0,
+        H / 2.0,
+        esc(y_label),
+        W / 2.0,
+        H - 8.0
+    );
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut d = String::new();
+        for (j, (t, v)) in pts.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1} ",
+                if j == 0 { "M" } else { "L" },
+                px(*t),
+                py(*v)
+            );
+        }
+        if !d.is_empty() {
+            let _ = write!(
+                s,
+                r#"<path d="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                d.trim_end()
+            );
+        }
         let ly = TOP + 10.0 + 16.0 * i as f64;
         let _ = write!(
             s,

@@ -126,7 +126,7 @@ impl Shared {
     }
 }
 
-fn target(url: &Uri) -> Result<(SocketAddr, String, bool), LoadError> {
+pub(crate) fn target(url: &Uri) -> Result<(SocketAddr, String, bool), LoadError> {
     let host = url.host().ok_or_else(|| LoadError::Url("no host".into()))?;
     let tls = match url.scheme_str() {
         Some("https") => true,
@@ -365,7 +365,7 @@ pub async fn run(b: &ProtoBench) -> Result<ProtoReport, LoadError> {
 
 /// A client UDP socket with 4 MiB buffers: with the 208 KiB default, a fast server overflows
 /// the client's receive queue and the run measures drops, not the server.
-fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_recv_buffer_size(4 << 20).ok();
@@ -374,7 +374,10 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait IoStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
 
 async fn read_body(resp: http::Response<hyper::body::Incoming>) -> Option<u64> {
