@@ -849,6 +849,17 @@ async fn fetch(
             Ok(g) if (300..400).contains(&g.status) && g.location.is_some() => {
                 let loc = g.location.clone().expect("checked");
                 match crate::player::resolve(&url, &loc) {
+                    // The viewers' connections go to the one endpoint they were started
+                    // against: a redirect elsewhere fails clearly instead of being sent to
+                    // the wrong server.
+                    Ok(next) if authority(&next) != authority(&req.res.url) => {
+                        result = Err(format!(
+                            "cross_host_redirect: {} is not followed (only redirects within {} are)",
+                            authority(&next).unwrap_or_default(),
+                            authority(&req.res.url).unwrap_or_default()
+                        ));
+                        break;
+                    }
                     Ok(next) => {
                         url = next.clone();
                         final_url = next;
@@ -924,9 +935,33 @@ async fn fetch(
     resp
 }
 
+/// The `host[:port]` of an absolute URL (scheme included, so http and https differ).
+fn authority(url: &str) -> Option<String> {
+    let u: http::Uri = url.parse().ok()?;
+    Some(format!(
+        "{}://{}",
+        u.scheme_str()?,
+        u.authority()?.as_str().to_ascii_lowercase()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_stay_on_the_endpoint() {
+        assert_eq!(
+            authority("http://Edge:8080/v/a.m3u8"),
+            authority("http://edge:8080/other")
+        );
+        assert_ne!(
+            authority("http://edge:8080/v"),
+            authority("http://other:8080/v")
+        );
+        assert_ne!(authority("http://edge/v"), authority("https://edge/v"));
+        assert_eq!(authority("/relative"), None);
+    }
 
     #[test]
     fn urls_get_tokens_and_lose_them_in_traces() {
