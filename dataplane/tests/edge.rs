@@ -725,7 +725,15 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let edge = TestEdge::start_with_grace(cfg);
     let url = edge.url("/v/a/seg.m4s");
     let inflight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down only once the request is in flight: the edge has asked the origin for it.
+    let t0 = std::time::Instant::now();
+    while origin.reads("a/seg.m4s") == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the request never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let stopper = tokio::task::spawn_blocking(move || drop(edge));
     // The request that was in flight when the shutdown began still completes.
     assert_eq!(inflight.await.unwrap().unwrap(), 200);
