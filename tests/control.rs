@@ -103,7 +103,7 @@ fn control_check_config_lists_every_error() {
     std::fs::write(
         &cfg,
         format!(
-            "[control]\nlisten = \"x\"\nstore = \"zookeeper\"\nbogus = 1\ntls_cert = \"{}\"\ntls_key = \"/nonexistent.key\"\n",
+            "[control]\nlisten = \"x\"\nadmin_listen = \"nowhere\"\nstore = \"zookeeper\"\nbogus = 1\ntls_cert = \"{}\"\ntls_key = \"/nonexistent.key\"\n",
             dir.path().join("bad.toml").display()
         ),
     )
@@ -120,6 +120,7 @@ fn control_check_config_lists_every_error() {
         "control.store",
         "control.bogus",
         "control.admin_token_file",
+        "control.admin_listen",
         "control.tls_cert",
         "control.tls_key",
     ] {
@@ -416,6 +417,28 @@ async fn admin_port_counts_grpc_calls_by_method_and_code() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     c.list(authed(pb::ListPoliciesRequest {})).await.unwrap();
+    // Paths that name no method count under `unknown`, refused or not, so a client cannot
+    // grow the label set.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (path, token) in [
+        ("streamgate.control.v1.PolicyService/Bogus1", Some(TOKEN)),
+        ("no.such.Service/Bogus2", Some(TOKEN)),
+        ("streamgate.control.v1.PolicyService/Bogus3", None),
+    ] {
+        let mut r = h2
+            .post(format!("http://127.0.0.1:{port}/{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8, 0, 0, 0, 0]);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
 
     // The election is won in the background; wait for it to show.
     let t0 = std::time::Instant::now();
@@ -445,6 +468,24 @@ async fn admin_port_counts_grpc_calls_by_method_and_code() {
             "{m} {code}:\n{text}"
         );
     }
+    assert_eq!(
+        sample(
+            &samples,
+            calls,
+            &[("method", "unknown"), ("code", "UNIMPLEMENTED")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            calls,
+            &[("method", "unknown"), ("code", "UNAUTHENTICATED")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         sample(
             &samples,
