@@ -417,6 +417,18 @@ async fn admin_port_counts_grpc_calls_by_method_and_code() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     c.list(authed(pb::ListPoliciesRequest {})).await.unwrap();
+    // One queued job (nobody runs it): counted by state at scrape.
+    let mut jobs =
+        pb::job_service_client::JobServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+    jobs.submit(authed(pb::SubmitJobRequest {
+        asset: "talk".into(),
+        source: "s3://media/talk.mp4".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
     // Paths that name no method count under `unknown`, refused or not, so a client cannot
     // grow the label set.
     let h2 = reqwest::Client::builder()
@@ -505,8 +517,21 @@ async fn admin_port_counts_grpc_calls_by_method_and_code() {
     );
     assert_eq!(
         sample(&samples, "streamgate_control_audit_entries_total", &[]),
+        Some(2.0),
+        "the apply and the submit wrote one audit entry each"
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_jobs", &[("state", "queued")]),
         Some(1.0),
-        "the apply wrote one audit entry"
+        "{text}"
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_jobs", &[("state", "done")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_objects", &[("kind", "jobs")]),
+        Some(1.0)
     );
     assert_eq!(
         sample(

@@ -131,3 +131,73 @@ pub async fn serve<E: Endpoints>(
     }
     conns.abort_all();
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    struct Fixed(Readiness);
+
+    impl Endpoints for Fixed {
+        async fn metrics(&self) -> Vec<u8> {
+            b"up 1\n".to_vec()
+        }
+
+        async fn ready(&self) -> Readiness {
+            self.0
+        }
+    }
+
+    async fn get(e: &Fixed, method: Method, path: &str) -> (StatusCode, String, String) {
+        let r = respond(&method, path, e).await;
+        let ctype = r.headers()[hyper::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let status = r.status();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn routes_each_path_and_readiness() {
+        let ready = Fixed(Readiness::Ready);
+        let (s, ct, body) = get(&ready, Method::GET, "/metrics").await;
+        assert_eq!(
+            (s, ct.as_str(), body.as_str()),
+            (StatusCode::OK, METRICS_CONTENT_TYPE, "up 1\n")
+        );
+        assert_eq!(
+            get(&ready, Method::HEAD, "/healthz").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(get(&ready, Method::GET, "/readyz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&ready, Method::GET, "/other").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&ready, Method::POST, "/metrics").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let (s, _, body) = get(
+            &Fixed(Readiness::NotReady("store down")),
+            Method::GET,
+            "/readyz",
+        )
+        .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("store down"), "{body}");
+        let not_served = Fixed(Readiness::NotServed);
+        assert_eq!(
+            get(&not_served, Method::GET, "/readyz").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&not_served, Method::GET, "/healthz").await.0,
+            StatusCode::OK
+        );
+    }
+}

@@ -17,6 +17,8 @@ use prometheus::{
 };
 use streamgate_store::{Guard, LeaseId, Op, PREFIX, Store, StoreError, Versioned, WatchStream};
 
+use crate::job::{JobDoc, JobState};
+
 pub mod grpc;
 
 /// Store operations, the `operation` label.
@@ -52,6 +54,7 @@ pub struct ControlMetrics {
     pub(crate) store_revision: IntGauge,
     pub(crate) store_up: IntGauge,
     pub(crate) objects: IntGaugeVec,
+    pub(crate) jobs: IntGaugeVec,
     pub(crate) audit_entries: IntCounter,
     pub(crate) prunes: IntCounter,
     pub(crate) prune_errors: IntCounter,
@@ -132,6 +135,14 @@ impl ControlMetrics {
             &["kind"],
         )
         .expect("valid metric");
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "streamgate_control_jobs",
+                "Transcode jobs in the store at the last scrape that reached it, by state (queued is the queue depth in jobs)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         let audit_entries = IntCounter::new(
             "streamgate_control_audit_entries_total",
             "Audit entries committed by this control plane",
@@ -158,6 +169,9 @@ impl ControlMetrics {
         for (kind, _) in KINDS {
             objects.with_label_values(&[kind]);
         }
+        for state in JobState::ALL {
+            jobs.with_label_values(&[state.as_str()]);
+        }
         for c in [
             Box::new(grpc_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(grpc_duration.clone()),
@@ -166,6 +180,7 @@ impl ControlMetrics {
             Box::new(store_revision.clone()),
             Box::new(store_up.clone()),
             Box::new(objects.clone()),
+            Box::new(jobs.clone()),
             Box::new(audit_entries.clone()),
             Box::new(prunes.clone()),
             Box::new(prune_errors.clone()),
@@ -182,6 +197,7 @@ impl ControlMetrics {
             store_revision,
             store_up,
             objects,
+            jobs,
             audit_entries,
             prunes,
             prune_errors,
@@ -237,19 +253,33 @@ impl ControlMetrics {
     pub async fn render(&self, store: &dyn Store) -> Vec<u8> {
         let counted = tokio::time::timeout(COUNT_TIMEOUT, async {
             let mut counts = [0i64; KINDS.len()];
-            for (i, (_, prefix)) in KINDS.iter().enumerate() {
+            let mut states = [0i64; JobState::ALL.len()];
+            for (i, (kind, prefix)) in KINDS.iter().enumerate() {
                 let (items, revision) = store.list(&format!("{PREFIX}{prefix}")).await?;
                 self.saw_revision(revision);
                 counts[i] = i64::try_from(items.len()).unwrap_or(i64::MAX);
+                if *kind == "jobs" {
+                    for (_, v) in &items {
+                        // A document this version cannot read is counted in `objects` only.
+                        if let Ok(doc) = serde_json::from_slice::<JobDoc>(&v.value)
+                            && let Some(i) = JobState::ALL.iter().position(|s| *s == doc.state)
+                        {
+                            states[i] += 1;
+                        }
+                    }
+                }
             }
-            Ok::<_, StoreError>(counts)
+            Ok::<_, StoreError>((counts, states))
         })
         .await;
         match counted {
-            Ok(Ok(counts)) => {
+            Ok(Ok((counts, states))) => {
                 self.store_up.set(1);
                 for ((kind, _), n) in KINDS.iter().zip(counts) {
                     self.objects.with_label_values(&[kind]).set(n);
+                }
+                for (state, n) in JobState::ALL.iter().zip(states) {
+                    self.jobs.with_label_values(&[state.as_str()]).set(n);
                 }
             }
             _ => self.store_up.set(0),
