@@ -562,7 +562,7 @@ fn refused_etcd_credentials_fail_at_start_with_exit_69() {
         std::fs::write(
             &cfg,
             format!(
-                "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{}\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n[control.etcd]\n{table}",
+                "[control]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n[control.etcd]\n{table}",
                 free_port(),
                 d.join("admin-token").display()
             ),
