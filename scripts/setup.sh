@@ -18,6 +18,8 @@ have curl || need+=(curl)
 have openssl || need+=(openssl)
 have etcd || need+=(etcd-server)
 have etcdctl || need+=(etcd-client)
+# promtool (Debian ships it with the prometheus package) checks the metrics exposition.
+have promtool || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

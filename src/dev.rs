@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use clap::Args;
 use streamgate_control::dev::DevState;
+use streamgate_control::metrics::{ControlMetrics, MeteredStore};
 use streamgate_control::store::Store;
 use streamgate_control::store::embedded::EmbeddedStore;
 use streamgate_control::store::etcd::{EtcdConfig, EtcdStore};
@@ -42,6 +43,12 @@ pub(crate) struct DevArgs {
     /// Port of the control plane's gRPC API (for `streamgate ctl`).
     #[arg(long, default_value_t = 50051)]
     control_port: u16,
+    /// Admin port of the control plane (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, default_value_t = 9101)]
+    control_admin_port: u16,
+    /// Admin port of the farm (the worker and ingest: `/metrics`, `/healthz`).
+    #[arg(long, default_value_t = 9102)]
+    farm_admin_port: u16,
     /// Port of the tus ingest (`streamgate ctl upload`, tus clients).
     #[arg(long, default_value_t = 8090)]
     ingest_port: u16,
@@ -62,8 +69,13 @@ struct Control {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Opens the store, seeds it, and serves the gRPC API on `listen` in the background.
-fn start_control(args: &DevArgs, listen: SocketAddr) -> anyhow::Result<Control> {
+/// Opens the store, seeds it, and serves the gRPC API on `listen` and its admin port on
+/// `admin_listen` in the background.
+fn start_control(
+    args: &DevArgs,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> anyhow::Result<Control> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("control")
@@ -110,24 +122,45 @@ fn start_control(args: &DevArgs, listen: SocketAddr) -> anyhow::Result<Control> 
     {
         r?;
     }
+    // The control plane's own work goes through the metered store; the edge, ingest and
+    // worker of this process use the store directly, so 9101 counts what a separate
+    // control plane would.
+    let metrics = Arc::new(ControlMetrics::new());
+    let metered: Arc<dyn Store> =
+        Arc::new(MeteredStore::new(Arc::clone(&store), Arc::clone(&metrics)));
     rt.spawn(streamgate_control::background::run(
-        Arc::clone(&store),
+        Arc::clone(&metered),
         streamgate_control::background::Background {
             instance: "dev".to_owned(),
             ttl: std::time::Duration::from_secs(10),
             edge_prune_after: std::time::Duration::from_secs(600),
+            metrics: Arc::clone(&metrics),
         },
         std::future::pending(),
     ));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let admin_listener = rt
+        .block_on(tokio::net::TcpListener::bind(admin_listen))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {admin_listen}: {e}"))?;
+    rt.spawn(streamgate_control::admin::serve(
+        admin_listener,
+        streamgate_control::admin::Admin {
+            metrics: Arc::clone(&metrics),
+            store: Arc::clone(&store),
+        },
+        std::future::pending::<()>(),
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let auth = streamgate_control::api::AdminAuth::new(vec![state.admin_token.clone()]);
-    rt.spawn(streamgate_control::api::serve(
+    rt.spawn(streamgate_control::api::serve_with(
         listener,
-        Arc::clone(&store),
+        metered,
         auth,
+        None,
+        Vec::new(),
+        metrics,
         async {
             let _ = stopped.await;
         },
@@ -173,19 +206,35 @@ fn start_ingest(control: &Control, origin_root: &Path, listen: SocketAddr) -> an
 }
 
 /// Runs one farm worker in the control plane's runtime: it takes the jobs the ingest (or
-/// `ctl job submit`) creates in the dev store and publishes into the dev origin.
-fn start_worker(control: &Control, data_dir: &Path, origin_root: &Path) -> anyhow::Result<()> {
+/// `ctl job submit`) creates in the dev store and publishes into the dev origin. Its
+/// metrics are served on the farm admin port `admin_listen`.
+fn start_worker(
+    control: &Control,
+    data_dir: &Path,
+    origin_root: &Path,
+    admin_listen: SocketAddr,
+) -> anyhow::Result<()> {
     use streamgate_transcode::farm;
     let origin = streamgate_origin::Origin::from_config(&OriginConfig::Fs {
         root: origin_root.to_owned(),
     })?;
     let mut cfg = farm::WorkerConfig::new(data_dir.join("farm"));
     cfg.name = "dev".to_owned();
+    let metrics = Arc::new(farm::FarmMetrics::new());
+    let admin_listener = control
+        .rt
+        .block_on(tokio::net::TcpListener::bind(admin_listen))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {admin_listen}: {e}"))?;
+    control.rt.spawn(farm::admin::serve(
+        admin_listener,
+        Arc::clone(&metrics),
+        std::future::pending::<()>(),
+    ));
     control.rt.spawn(farm::run(
         Arc::clone(&control.store),
         origin,
         cfg,
-        Arc::new(farm::FarmMetrics::new()),
+        metrics,
         std::future::pending::<()>(),
     ));
     Ok(())
@@ -207,7 +256,9 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     };
     let cert_path = tls.cert.clone();
     let control_listen = SocketAddr::new(args.bind, args.control_port);
-    let mut control = match start_control(&args, control_listen) {
+    let control_admin_listen = SocketAddr::new(args.bind, args.control_admin_port);
+    let farm_admin_listen = SocketAddr::new(args.bind, args.farm_admin_port);
+    let mut control = match start_control(&args, control_listen, control_admin_listen) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: starting the control plane: {e}");
@@ -219,7 +270,7 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
         eprintln!("error: starting the ingest: {e}");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = start_worker(&control, &args.data_dir, &origin_root) {
+    if let Err(e) = start_worker(&control, &args.data_dir, &origin_root, farm_admin_listen) {
         eprintln!("error: starting the farm worker: {e}");
         return ExitCode::FAILURE;
     }
@@ -305,7 +356,18 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     if let Some(url) = &args.chain_rpc {
         println!("NFT gating: chain eip155:31337 at {url} (docs/WEB3.md)");
     }
-    println!("Metrics: http://{host}:{}/metrics", args.admin_port);
+    println!(
+        "Admin ports (/metrics, /healthz; /readyz on the edge and control plane; docs/METRICS.md):"
+    );
+    println!("  edge:          http://{host}:{}/metrics", args.admin_port);
+    println!(
+        "  control plane: http://{host}:{}/metrics",
+        args.control_admin_port
+    );
+    println!(
+        "  farm:          http://{host}:{}/metrics",
+        args.farm_admin_port
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     let result = edge.run(&Shutdown::new());

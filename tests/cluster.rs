@@ -139,7 +139,7 @@ async fn the_fleet_loses_nothing_when_a_member_a_control_plane_or_an_edge_dies()
         std::fs::write(
             &cfg,
             format!(
-                "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n\
+                "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n\
                  instance = \"cp-{i}\"\nelection_ttl = \"{}s\"\n[control.etcd]\nendpoints = {}\n",
                 d.join("admin-token").display(),
                 ELECTION_TTL.as_secs(),
@@ -562,7 +562,7 @@ fn refused_etcd_credentials_fail_at_start_with_exit_69() {
         std::fs::write(
             &cfg,
             format!(
-                "[control]\nlisten = \"127.0.0.1:{}\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n[control.etcd]\n{table}",
+                "[control]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:0\"\nstore = \"etcd\"\nadmin_token_file = \"{}\"\n[control.etcd]\n{table}",
                 free_port(),
                 d.join("admin-token").display()
             ),

@@ -40,7 +40,7 @@ async fn control_plane_serves_and_keeps_policies_across_restarts() {
     std::fs::write(
         &cfg,
         format!(
-            "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
             dir.path().join("state").display(),
             dir.path().join("admin-token").display()
         ),
@@ -103,7 +103,7 @@ fn control_check_config_lists_every_error() {
     std::fs::write(
         &cfg,
         format!(
-            "[control]\nlisten = \"x\"\nstore = \"zookeeper\"\nbogus = 1\ntls_cert = \"{}\"\ntls_key = \"/nonexistent.key\"\n",
+            "[control]\nlisten = \"x\"\nadmin_listen = \"nowhere\"\nstore = \"zookeeper\"\nbogus = 1\ntls_cert = \"{}\"\ntls_key = \"/nonexistent.key\"\n",
             dir.path().join("bad.toml").display()
         ),
     )
@@ -120,6 +120,7 @@ fn control_check_config_lists_every_error() {
         "control.store",
         "control.bogus",
         "control.admin_token_file",
+        "control.admin_listen",
         "control.tls_cert",
         "control.tls_key",
     ] {
@@ -138,7 +139,7 @@ async fn python_grpc_reflection_lists_services_and_describes_a_method() {
     std::fs::write(
         &cfg,
         format!(
-            "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
             dir.path().join("state").display(),
             dir.path().join("admin-token").display()
         ),
@@ -197,7 +198,7 @@ fn logs_are_plain_off_a_terminal_and_json_on_request() {
         std::fs::write(
             &cfg,
             format!(
-                "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+                "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
                 dir.path().join("state").display(),
                 dir.path().join("admin-token").display()
             ),
@@ -250,4 +251,366 @@ impl ReadStderr for std::process::Child {
         self.stderr.take().unwrap().read_to_string(&mut s).unwrap();
         s
     }
+}
+
+/// One sample line of the Prometheus text format: name, labels, value.
+type Sample = (String, std::collections::BTreeMap<String, String>, f64);
+
+/// Parses the Prometheus text exposition strictly enough to catch a malformed line: every
+/// line is a `# HELP`/`# TYPE` comment or `name{label="value",...} number`.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let name = &line[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        let mut labels = std::collections::BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(body) = rest.strip_prefix('{') {
+            let close = body
+                .find("} ")
+                .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+            for pair in body[..close].split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad label {pair:?} in {line}"));
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("unquoted label value in {line}"));
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            rest = &body[close + 1..];
+        }
+        let value: f64 = rest
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad value ({e}): {line}"));
+        out.push((name.to_owned(), labels, value));
+    }
+    out
+}
+
+/// The value of the sample `name` whose labels include every `(key, value)` of `want`.
+fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+async fn scrape(admin: u16) -> (String, Vec<Sample>) {
+    let r = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        r.headers()
+    );
+    let text = r.text().await.unwrap();
+    let samples = parse_prometheus(&text);
+    (text, samples)
+}
+
+/// `promtool check metrics` on `text`; the test fails loudly when promtool is missing.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed to check the metrics ({e}); run ./scripts/setup.sh")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The admin port (9101) of `streamgate control`: `/healthz` and `/readyz` answer, and
+/// after a few gRPC calls, some of them refused, `/metrics` counts them by method and code
+/// along with the store's work, in text that promtool accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_port_counts_grpc_calls_by_method_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), format!("{TOKEN}\n")).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = dir.path().join("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[control]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            dir.path().join("admin-token").display()
+        ),
+    )
+    .unwrap();
+    let _proc = start(&cfg, port);
+    let health = reqwest::get(format!("http://127.0.0.1:{admin}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "the embedded store answers");
+
+    let mut c = client(port).await;
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/examples/subscribers.yaml"
+    ))
+    .unwrap();
+    c.apply(authed(pb::ApplyPolicyRequest {
+        document: doc,
+        expected_version: 0,
+    }))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let e = c.list(pb::ListPoliciesRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    }
+    let e = c
+        .get(authed(pb::GetPolicyRequest { id: "nope".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    c.list(authed(pb::ListPoliciesRequest {})).await.unwrap();
+    // One queued job (nobody runs it): counted by state at scrape.
+    let mut jobs =
+        pb::job_service_client::JobServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+    jobs.submit(authed(pb::SubmitJobRequest {
+        asset: "talk".into(),
+        source: "s3://media/talk.mp4".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    // Paths that name no method count under `unknown`, refused or not, so a client cannot
+    // grow the label set.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (path, token) in [
+        ("streamgate.control.v1.PolicyService/Bogus1", Some(TOKEN)),
+        ("no.such.Service/Bogus2", Some(TOKEN)),
+        ("streamgate.control.v1.PolicyService/Bogus3", None),
+    ] {
+        let mut r = h2
+            .post(format!("http://127.0.0.1:{port}/{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8, 0, 0, 0, 0]);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+
+    // The election is won in the background; wait for it to show.
+    let t0 = std::time::Instant::now();
+    let (text, samples) = loop {
+        let (text, samples) = scrape(admin).await;
+        if sample(&samples, "streamgate_control_election_held", &[]) == Some(1.0) {
+            break (text, samples);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the election was never held:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let calls = "streamgate_control_grpc_requests_total";
+    let svc = "streamgate.control.v1.PolicyService";
+    for (method, code, n) in [
+        ("Apply", "OK", 1.0),
+        ("List", "UNAUTHENTICATED", 3.0),
+        ("List", "OK", 1.0),
+        ("Get", "NOT_FOUND", 1.0),
+    ] {
+        let m = format!("{svc}/{method}");
+        assert_eq!(
+            sample(&samples, calls, &[("method", &m), ("code", code)]),
+            Some(n),
+            "{m} {code}:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &samples,
+            calls,
+            &[("method", "unknown"), ("code", "UNIMPLEMENTED")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            calls,
+            &[("method", "unknown"), ("code", "UNAUTHENTICATED")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            calls,
+            &[("method", &format!("{svc}/Get")), ("code", "OK")]
+        ),
+        None,
+        "no call that did not happen is counted"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "streamgate_control_grpc_request_duration_seconds_count",
+            &[("method", &format!("{svc}/List"))]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_audit_entries_total", &[]),
+        Some(2.0),
+        "the apply and the submit wrote one audit entry each"
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_jobs", &[("state", "queued")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_jobs", &[("state", "done")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_objects", &[("kind", "jobs")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "streamgate_control_objects",
+            &[("kind", "policies")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&samples, "streamgate_control_store_up", &[]),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &samples,
+            "streamgate_control_store_operation_duration_seconds_count",
+            &[("operation", "txn")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&samples, "streamgate_control_store_revision", &[]).is_some_and(|r| r >= 1.0),
+        "{text}"
+    );
+    // Every label value is one of a fixed set: no path a client chose appears.
+    for (name, labels, _) in &samples {
+        if let Some(m) = labels.get("method") {
+            assert!(
+                m == "unknown" || m.contains('/'),
+                "{name} has method label {m}"
+            );
+        }
+    }
+    promtool_check(&text);
+}
+
+/// `/readyz` follows the store: 200 while etcd answers, 503 once it is killed, while
+/// `/healthz` stays 200 (the process is up) and `/metrics` still answers with
+/// `streamgate_control_store_up 0`.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_is_503_when_the_store_is_unreachable() {
+    let mut etcd = streamgate_store::testkit::start_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), format!("{TOKEN}\n")).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = dir.path().join("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[control]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\nadmin_token_file = \"{}\"\n",
+            etcd.endpoint,
+            dir.path().join("admin-token").display()
+        ),
+    )
+    .unwrap();
+    let _proc = start(&cfg, port);
+    let get = |path: &'static str| async move {
+        reqwest::get(format!("http://127.0.0.1:{admin}{path}"))
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get("/readyz").await, 200, "etcd answers");
+    etcd.stop();
+    let t0 = std::time::Instant::now();
+    while get("/readyz").await != 503 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "/readyz still 200 with etcd down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(get("/healthz").await, 200, "the process is still up");
+    let (text, samples) = scrape(admin).await;
+    assert_eq!(
+        sample(&samples, "streamgate_control_store_up", &[]),
+        Some(0.0),
+        "{text}"
+    );
 }

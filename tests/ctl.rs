@@ -28,7 +28,7 @@ impl Ctl {
         std::fs::write(
             &cfg,
             format!(
-                "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+                "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
                 dir.path().join("state").display(),
                 token_file.display()
             ),
@@ -358,7 +358,7 @@ fn the_api_over_mtls_needs_the_ca_a_client_certificate_and_the_token() {
     std::fs::write(
         &cfg,
         format!(
-            "[control]\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\n\
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\n\
              admin_token_file = \"{}\"\ntls_cert = \"{server_cert}\"\ntls_key = \"{server_key}\"\nclient_ca = \"{ca}\"\n",
             d.join("state").display(),
             d.join("admin-tokens").display()

@@ -76,8 +76,11 @@ fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) ->
         ])
         .args(["--admin-port", &admin.to_string()])
         .args(["--control-port", &control.to_string()])
-        // Its own ingest port, so dev tests running side by side do not collide on 8090.
+        // Its own ingest and admin ports, so dev tests running side by side do not collide
+        // on 8090, 9101 or 9102 (the printed admin URLs say which).
         .args(["--ingest-port", &free_port().to_string()])
+        .args(["--control-admin-port", &free_port().to_string()])
+        .args(["--farm-admin-port", &free_port().to_string()])
         .env("STREAMGATE_LOG", "warn");
     c
 }
@@ -116,9 +119,54 @@ async fn dev_serves_a_playable_demo() {
     let hls = format!("http://127.0.0.1:{http}/v/demo/master.m3u8?token={token}");
     let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd?token={token}");
     assert_eq!(urls, [hls.clone(), dash.clone()]);
+    // Then the three admin ports: edge, control plane, farm.
+    let mut admins = Vec::new();
+    while admins.len() < 3 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dev printed its admin ports");
+        for what in ["edge:", "control plane:", "farm:"] {
+            if let Some(url) = line.trim().strip_prefix(what) {
+                admins.push((what, url.trim().to_owned()));
+            }
+        }
+    }
+    assert_eq!(
+        admins[0].1,
+        format!("http://127.0.0.1:{admin}/metrics"),
+        "the edge's admin port is --admin-port"
+    );
     let c = reqwest::Client::new();
     // Ready once the edge listens and has the state from the control plane's store.
     common::wait_ready(admin, Duration::from_secs(10)).await;
+    // All three admin ports answer /healthz and serve their own metrics; the edge and the
+    // control plane are ready.
+    for (what, metrics_url) in &admins {
+        let base = metrics_url.strip_suffix("/metrics").unwrap();
+        let r = c.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{what} {base}/healthz");
+        let text = c
+            .get(metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let family = match *what {
+            "edge:" => "streamgate_edge_",
+            "control plane:" => "streamgate_control_store_up 1",
+            _ => "streamgate_farm_",
+        };
+        assert!(
+            text.contains(family),
+            "{what} {metrics_url} lacks {family}:\n{text}"
+        );
+        if *what != "farm:" {
+            let r = c.get(format!("{base}/readyz")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{what} {base}/readyz");
+        }
+    }
     // The demo is gated: no token, no bytes.
     let anon = c
         .get(format!("http://127.0.0.1:{http}/v/demo/master.m3u8"))

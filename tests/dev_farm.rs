@@ -39,6 +39,8 @@ async fn dev_transcodes_a_submitted_video_and_the_edge_plays_it() {
             &control.to_string(),
         ])
         .args(["--ingest-port", &ingest.to_string()])
+        .args(["--control-admin-port", &free_port().to_string()])
+        .args(["--farm-admin-port", &free_port().to_string()])
         .env("STREAMGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -65,7 +65,7 @@ async fn operator_configures_and_two_edges_enforce() {
     std::fs::write(
         d.join("control.toml"),
         format!(
-            "[control]\nlisten = \"127.0.0.1:{grpc}\"\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\nadmin_token_file = \"{}\"\n",
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{grpc}\"\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\nadmin_token_file = \"{}\"\n",
             etcd.endpoint,
             d.join("admin-token").display()
         ),

@@ -136,7 +136,7 @@ async fn a_job_published_to_s3_plays_through_the_edge() {
     std::fs::write(
         d.join("control.toml"),
         format!(
-            "[control]\nlisten = \"127.0.0.1:{grpc}\"\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\nadmin_token_file = \"{}\"\n",
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{grpc}\"\nstore = \"etcd\"\netcd_endpoints = [\"{}\"]\nadmin_token_file = \"{}\"\n",
             etcd.endpoint,
             d.join("admin-tokens").display()
         ),

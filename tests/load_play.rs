@@ -73,6 +73,8 @@ impl Dev {
             .args(["--admin-port", &admin.to_string()])
             .args(["--control-port", &control.to_string()])
             .args(["--ingest-port", &free_port().to_string()])
+            .args(["--control-admin-port", &free_port().to_string()])
+            .args(["--farm-admin-port", &free_port().to_string()])
             .env("STREAMGATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -333,16 +333,24 @@ pub async fn serve(
     auth: AdminAuth,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, store, auth, None, Vec::new(), shutdown).await
+    let metrics = Arc::new(crate::metrics::ControlMetrics::new());
+    serve_with(listener, store, auth, None, Vec::new(), metrics, shutdown).await
 }
 
-/// As [`serve`], over TLS when `tls` is set (mTLS when it names a client CA).
+/// Whether `store` answers a read within `within` (gRPC health and `/readyz`).
+pub async fn store_answers(store: &dyn Store, within: std::time::Duration) -> bool {
+    health::answers(store, within).await
+}
+
+/// As [`serve`], over TLS when `tls` is set (mTLS when it names a client CA), counting
+/// every call in `metrics`.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,
     auth: AdminAuth,
     tls: Option<tonic::transport::ServerTlsConfig>,
     chains: Vec<streamgate_policy::address::ChainId>,
+    metrics: Arc<crate::metrics::ControlMetrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -399,6 +407,7 @@ pub async fn serve_with(
         builder = builder.tls_config(tls)?;
     }
     let res = builder
+        .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use streamgate_store::election::{Election, run_elected};
 use streamgate_store::{PREFIX, Store, StoreError};
 
+use crate::metrics::ControlMetrics;
+
 /// The role name of the control plane's background work.
 pub const ROLE: &str = "control";
 
@@ -29,6 +31,18 @@ pub struct Background {
     pub ttl: Duration,
     /// Edge records older than this are pruned.
     pub edge_prune_after: Duration,
+    /// Where prunes and the election state are counted.
+    pub metrics: Arc<ControlMetrics>,
+}
+
+/// Sets `streamgate_control_election_held` back to 0 when the elected work stops, however
+/// it stops (the election lost, or shutdown).
+struct Held(Arc<ControlMetrics>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.set_election_held(false);
+    }
 }
 
 /// Whether the edge record `value` was last refreshed before `now - after` (by its
@@ -77,17 +91,28 @@ pub async fn prune_edges(
 pub async fn run(store: Arc<dyn Store>, bg: Background, shutdown: impl Future<Output = ()>) {
     let election = Election::new(Arc::clone(&store), ROLE, &bg.instance, bg.ttl);
     let after = bg.edge_prune_after;
+    let metrics = bg.metrics;
     run_elected(
         election,
         move |revision| {
             let store = Arc::clone(&store);
+            let metrics = Arc::clone(&metrics);
             async move {
                 tracing::info!(revision, "running the control plane's background work");
+                metrics.set_election_held(true);
+                let _held = Held(Arc::clone(&metrics));
                 loop {
                     match prune_edges(&*store, SystemTime::now(), after).await {
-                        Ok(n) if n > 0 => tracing::info!(pruned = n, "edge records pruned"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "pruning edge records failed"),
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::info!(pruned = n, "edge records pruned");
+                            }
+                            metrics.pruned(n);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruning edge records failed");
+                            metrics.prune_failed();
+                        }
                     }
                     tokio::time::sleep(PRUNE_EVERY).await;
                 }

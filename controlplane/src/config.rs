@@ -23,6 +23,8 @@ pub enum StoreConfig {
 pub struct ControlConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// The admin port: `/metrics`, `/healthz`, `/readyz` (default `0.0.0.0:9101`).
+    pub admin_listen: SocketAddr,
     /// The state store.
     pub store: StoreConfig,
     /// Admin bearer token lines (from `admin_token_file`, one per line): `token`, or
@@ -132,6 +134,18 @@ impl ControlConfig {
             SocketAddr::from(([0, 0, 0, 0], 50051)),
             socket_addr,
         );
+        let admin_listen = c.get(
+            errs,
+            "admin_listen",
+            SocketAddr::from(([0, 0, 0, 0], 9101)),
+            socket_addr,
+        );
+        if admin_listen == listen && admin_listen.port() != 0 {
+            errs.push(
+                "control.admin_listen",
+                format!("{admin_listen} is also control.listen; the admin port needs its own"),
+            );
+        }
         let kind = c.get(errs, "store", "embedded".to_owned(), string);
         let data_dir = c.get(errs, "data_dir", "data/control".to_owned(), string);
         let endpoints = c.opt(errs, "etcd_endpoints", |v| Ok(v.clone()));
@@ -282,6 +296,7 @@ impl ControlConfig {
         root.finish(errs);
         Self {
             listen,
+            admin_listen,
             store,
             admin_tokens,
             tls,

@@ -6,14 +6,18 @@
 //! behind [`api::AdminAuth`]; every mutation commits with its audit entry in one store
 //! transaction. [`store`] is the versioned state store (etcd or embedded), [`config`] the
 //! `[control]` section, [`token`] token minting, and [`dev`] what `streamgate dev` seeds.
+//! [`metrics`] counts gRPC calls, store operations and background work, and [`admin`]
+//! serves them on the admin port (9101) with `/healthz` and `/readyz`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod background;
 pub mod config;
 pub mod dev;
 pub mod job;
+pub mod metrics;
 pub use streamgate_store as store;
 pub mod token;
 
@@ -35,13 +39,35 @@ pub async fn run(
             Arc::new(store::etcd::EtcdStore::connect_with(etcd).await?)
         }
     };
+    let metrics = Arc::new(metrics::ControlMetrics::new());
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|e| RunError::Bind(cfg.admin_listen, e))?;
+    tracing::info!(listen = %cfg.admin_listen, "control plane admin listening");
+    let raw_store = Arc::clone(&store);
+    let store: Arc<dyn store::Store> =
+        Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = {
+        let mut stopped = stopped.clone();
+        tokio::spawn(admin::serve(
+            admin_listener,
+            admin::Admin {
+                metrics: Arc::clone(&metrics),
+                store: raw_store,
+            },
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
+    };
     let background = tokio::spawn(background::run(
         Arc::clone(&store),
         background::Background {
             instance: cfg.instance.clone(),
             ttl: cfg.election_ttl,
             edge_prune_after: cfg.edge_prune_after,
+            metrics: Arc::clone(&metrics),
         },
         async move {
             let mut stopped = stopped;
@@ -65,11 +91,13 @@ pub async fn run(
         api::AdminAuth::new(cfg.admin_tokens),
         tls,
         cfg.chains,
+        metrics,
         shutdown,
     )
     .await;
     // Hand the background work over (resign) before exiting.
     stop.send_replace(true);
+    let _ = admin.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), background).await;
     served.map_err(|e| RunError::Serve(e.to_string()))
 }

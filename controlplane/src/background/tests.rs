@@ -39,6 +39,7 @@ async fn the_holder_prunes_old_records_and_keeps_fresh_ones() {
         .await
         .unwrap();
     store.put(&fresh, record("fresh", now), 0).await.unwrap();
+    let metrics = Arc::new(ControlMetrics::new());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(run(
         Arc::clone(&store),
@@ -46,6 +47,7 @@ async fn the_holder_prunes_old_records_and_keeps_fresh_ones() {
             instance: "cp-1".into(),
             ttl: Duration::from_secs(2),
             edge_prune_after: Duration::from_secs(600),
+            metrics: Arc::clone(&metrics),
         },
         async {
             let _ = stopped.await;
@@ -59,8 +61,15 @@ async fn the_holder_prunes_old_records_and_keeps_fresh_ones() {
     assert!(store.get(&fresh).await.unwrap().is_some());
     let holder = streamgate_store::election::election_key(ROLE);
     assert_eq!(store.get(&holder).await.unwrap().unwrap().value, b"cp-1");
+    while metrics.prunes.get() < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "prune not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metrics.prunes.get(), 1, "one stale record pruned");
+    assert_eq!(metrics.election_held.get(), 1);
     stop.send(()).unwrap();
     task.await.unwrap();
     // Resigned on shutdown.
     assert!(store.get(&holder).await.unwrap().is_none());
+    assert_eq!(metrics.election_held.get(), 0);
 }
