@@ -31,21 +31,27 @@ fn authed<T>(msg: T) -> Request<T> {
     r
 }
 
+/// Writes a `[control]` config for the embedded store under `dir`, serving gRPC on `port`
+/// (the admin port on any free one), with the test's admin token.
+fn write_embedded_config(dir: &std::path::Path, cfg: &std::path::Path, port: u16) {
+    std::fs::write(
+        cfg,
+        format!(
+            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("admin-token").display()
+        ),
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn control_plane_serves_and_keeps_policies_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("admin-token"), format!("{TOKEN}\n")).unwrap();
     let port = free_port();
     let cfg = dir.path().join("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
-            dir.path().join("state").display(),
-            dir.path().join("admin-token").display()
-        ),
-    )
-    .unwrap();
+    write_embedded_config(dir.path(), &cfg, port);
     let check = Command::new(env!("CARGO_BIN_EXE_streamgate"))
         .args(["control", "--check-config", "--config"])
         .arg(&cfg)
@@ -136,15 +142,7 @@ async fn python_grpc_reflection_lists_services_and_describes_a_method() {
     std::fs::write(dir.path().join("admin-token"), format!("{TOKEN}\n")).unwrap();
     let port = free_port();
     let cfg = dir.path().join("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
-            dir.path().join("state").display(),
-            dir.path().join("admin-token").display()
-        ),
-    )
-    .unwrap();
+    write_embedded_config(dir.path(), &cfg, port);
     let _proc = start(&cfg, port);
     let venv = std::env::var_os("STREAMGATE_VENV").map_or_else(
         || std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/streamgate-venv"),
@@ -195,15 +193,7 @@ fn logs_are_plain_off_a_terminal_and_json_on_request() {
     for json in [false, true] {
         let port = free_port();
         let cfg = dir.path().join("control.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[control]\nadmin_listen = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:{port}\"\nstore = \"embedded\"\ndata_dir = \"{}\"\nadmin_token_file = \"{}\"\n",
-                dir.path().join("state").display(),
-                dir.path().join("admin-token").display()
-            ),
-        )
-        .unwrap();
+        write_embedded_config(dir.path(), &cfg, port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamgate"));
         if json {
             cmd.args(["--log-format", "json"]);
