@@ -240,21 +240,7 @@ async fn dev_serves_a_playable_demo() {
     .unwrap();
 
     // The control plane runs in dev: a policy change through its API reaches the edge.
-    let admin_token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{control}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", admin_token.trim()).parse().unwrap();
-    let mut policies = pb::policy_service_client::PolicyServiceClient::with_interceptor(
-        channel,
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        },
-    );
+    let mut policies = policy_client(data.path(), control).await;
     let current = policies
         .get(pb::GetPolicyRequest {
             id: "demo-viewers".into(),
@@ -481,21 +467,7 @@ async fn dev_on_etcd_restarts_during_an_outage_and_catches_up_when_etcd_returns(
     tokio::task::spawn_blocking(move || play(&h)).await.unwrap();
 
     // Mutations are refused with UNAVAILABLE, saying why.
-    let admin_token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{control}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", admin_token.trim()).parse().unwrap();
-    let mut policies = pb::policy_service_client::PolicyServiceClient::with_interceptor(
-        channel,
-        move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        },
-    );
+    let mut policies = policy_client(data.path(), control).await;
     let deny = pb::ApplyPolicyRequest {
         document: r#"{"id": "demo-viewers", "rule": {"ip": {"deny": ["127.0.0.0/8"]}}}"#.into(),
         expected_version: 0,
@@ -551,4 +523,31 @@ async fn dev_on_etcd_restarts_during_an_outage_and_catches_up_when_etcd_returns(
         t0.elapsed() - t1.elapsed(),
         t1.elapsed()
     );
+}
+
+/// A PolicyService client of dev's control plane on `port`, with dev's admin token.
+async fn policy_client(
+    data: &std::path::Path,
+    port: u16,
+) -> pb::policy_service_client::PolicyServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+    >,
+> {
+    let admin_token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", admin_token.trim()).parse().unwrap();
+    pb::policy_service_client::PolicyServiceClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        },
+    )
 }

@@ -233,6 +233,23 @@ impl moka::Expiry<Box<str>, Arc<Entry>> for Expiry {
     }
 }
 
+/// Drops every key of `map` that starts with `prefix`; returns how many.
+fn drop_prefix<V, S>(map: &moka::sync::Cache<Box<str>, V, S>, prefix: &str) -> usize
+where
+    V: Clone + Send + Sync + 'static,
+    S: std::hash::BuildHasher + Clone + Send + Sync + 'static,
+{
+    let keys: Vec<Box<str>> = map
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, _)| (*k).clone())
+        .collect();
+    for k in &keys {
+        map.invalidate(k);
+    }
+    keys.len()
+}
+
 /// Removes a fill's in-flight marker when dropped.
 struct Marker {
     cache: Arc<Cache>,
@@ -378,25 +395,9 @@ impl Cache {
     /// in flight would store. Returns how many entries were dropped.
     pub fn invalidate_prefix(&self, prefix: &str) -> usize {
         self.purges.fetch_add(1, Ordering::AcqRel);
-        let keys: Vec<Box<str>> = self
-            .map
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        let n = keys.len();
-        for k in keys {
-            self.map.invalidate(&k);
-        }
+        let n = drop_prefix(&self.map, prefix);
         if let Some(absent) = &self.absent {
-            let keys: Vec<Box<str>> = absent
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, _)| (*k).clone())
-                .collect();
-            for k in keys {
-                absent.invalidate(&k);
-            }
+            drop_prefix(absent, prefix);
         }
         n
     }
