@@ -2,7 +2,7 @@
 //!
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default` impls of
 //! the sections. Each section (`[edge.http3]`, `[edge.cors]`, `[edge.cache]`,
-//! `[edge.auth]`, `[edge.gate]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
+//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
 //! `streamgate-origin`) has its type and its reader in one module; [`EdgeConfig::from_table`]
 //! reads the top-level keys and calls them in turn. Validation reports every error with its
 //! field path.
@@ -14,12 +14,14 @@ mod cache;
 mod cors;
 mod gate;
 mod http3;
+mod limit;
 
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
 pub use cors::CorsConfig;
 pub use gate::{GateConfig, UnknownAsset};
 pub use http3::Http3Config;
+pub use limit::RateLimitConfig;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,8 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     /// Access control.
     pub gate: GateConfig,
+    /// Rate limits (`[edge.rate_limit]`); policies override them for their assets.
+    pub rate_limit: RateLimitConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
@@ -89,6 +93,7 @@ impl Default for EdgeConfig {
             cors: CorsConfig::default(),
             cache: CacheConfig::default(),
             gate: GateConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             auth: None,
             chains: Vec::new(),
             origin: OriginConfig::Fs {
@@ -183,6 +188,7 @@ impl EdgeConfig {
         let auth = AuthConfig::read(&mut e, errs);
         let chains = streamgate_web3::config::read(&mut e, errs);
         let gate = GateConfig::read(&mut e, errs);
+        let rate_limit = RateLimitConfig::read(&mut e, errs);
 
         e.finish(errs);
 
@@ -207,6 +213,7 @@ impl EdgeConfig {
             cors,
             cache,
             gate,
+            rate_limit,
             auth,
             chains,
             origin,

@@ -26,6 +26,13 @@ pub(crate) enum EdgeError {
     Chain,
     /// Something of the edge's own failed (its state store, for sign-in nonces).
     Internal(Internal),
+    /// A rate limit is reached (429); the client may try again after `retry_after` seconds.
+    RateLimited {
+        /// Whole seconds for `Retry-After`, at least 1.
+        retry_after: u64,
+        /// Which limit: the key space (`ip`, `subject`, `wallet`).
+        space: &'static str,
+    },
 }
 
 /// What was wrong with the request.
@@ -118,6 +125,7 @@ impl EdgeError {
             Self::Chain | Self::Internal(Internal::StateUnavailable) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -146,6 +154,7 @@ impl EdgeError {
             },
             Self::Chain => "sign_in_refused",
             Self::Internal(_) => "sign_in_refused",
+            Self::RateLimited { .. } => "too_many_requests",
         }
     }
 
@@ -175,12 +184,24 @@ impl EdgeError {
             },
             Self::Chain => "chain_unavailable",
             Self::Internal(Internal::StateUnavailable) => "state_unavailable",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
     /// A sentence for people, where the reason alone does not say enough.
     fn message(&self) -> Option<&str> {
         match self {
+            Self::RateLimited { space, .. } => Some(match *space {
+                "subject" => {
+                    "too many requests for this token; slow down and retry after Retry-After seconds"
+                }
+                "wallet" => {
+                    "too many requests for this wallet; slow down and retry after Retry-After seconds"
+                }
+                _ => {
+                    "too many requests from this network; slow down and retry after Retry-After seconds"
+                }
+            }),
             Self::Client(ClientError::SignIn(_, m)) | Self::Gate(Refusal::SignIn(_, m)) => Some(m),
             Self::Client(ClientError::TooLarge) => Some("sign-in requests are at most 16 KiB"),
             Self::Chain => Some("cannot reach the chain to check a contract wallet's signature"),
@@ -199,6 +220,7 @@ impl EdgeError {
             Self::Origin(_) => "origin",
             Self::Chain => "chain",
             Self::Internal(_) => "internal",
+            Self::RateLimited { .. } => "limit",
         }
     }
 
@@ -255,6 +277,14 @@ mod tests {
             (EdgeError::Origin(OriginFailure::Timeout), 504, "origin"),
             (EdgeError::Origin(OriginFailure::Unavailable), 502, "origin"),
             (EdgeError::Chain, 503, "chain"),
+            (
+                EdgeError::RateLimited {
+                    retry_after: 2,
+                    space: "ip",
+                },
+                429,
+                "limit",
+            ),
             (
                 EdgeError::Internal(Internal::StateUnavailable),
                 503,

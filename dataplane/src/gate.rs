@@ -60,9 +60,62 @@ pub enum Decision {
         /// snapshot as the decision: its objects are read and cached as
         /// `{prefix}/{path}`, so a republished asset is never served from the old version.
         prefix: Option<Arc<str>>,
+        /// Who was allowed, for the limits applied after the decision.
+        viewer: Viewer,
     },
     /// Refuse; [`crate::error`] turns the refusal into a status and a body.
     Deny(Refusal),
+}
+
+/// Who an allow decision admitted: the asset's policy and the verified token, both from
+/// the decision's snapshot. Compared by identity.
+#[derive(Clone, Default)]
+pub struct Viewer {
+    policy: Option<Arc<Policy>>,
+    verified: Option<Arc<snapshot::CachedVerify>>,
+}
+
+impl PartialEq for Viewer {
+    fn eq(&self, other: &Self) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        same(&self.policy, &other.policy) && same(&self.verified, &other.verified)
+    }
+}
+
+impl Eq for Viewer {}
+
+impl std::fmt::Debug for Viewer {
+    // Never the claims: they may identify the viewer, and Debug output reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Viewer")
+            .field("policy", &self.policy.as_ref().map(|p| p.id.as_str()))
+            .field("verified", &self.verified.is_some())
+            .finish()
+    }
+}
+
+impl Viewer {
+    /// The policy's rate limits, if a policy decided.
+    pub fn rate_limits(&self) -> Option<&streamgate_policy::limits::RateLimits> {
+        self.policy.as_deref().map(|p| &p.limits.rate)
+    }
+
+    /// The verified token's subject (`sub`) and signed-in wallet.
+    pub fn principal(&self) -> (Option<&str>, Option<&streamgate_policy::address::Account>) {
+        match self.verified.as_deref().map(|v| &v.result) {
+            Some(Ok(v)) => (
+                v.claims.get("sub").and_then(|s| s.as_str()),
+                v.wallet.as_ref(),
+            ),
+            _ => (None, None),
+        }
+    }
 }
 
 /// The gate.
@@ -216,6 +269,7 @@ impl Gate {
                     query_token: false,
                     shared: true,
                     prefix: None,
+                    viewer: Viewer::default(),
                 }
             });
         };
@@ -251,10 +305,16 @@ impl Gate {
                     query_token,
                     prefix: prefix(),
                 }),
-                None => Ok(verdict(policy, PolicyDecision::Pending, query_token, None)),
+                None => Ok(verdict(
+                    policy,
+                    PolicyDecision::Pending,
+                    query_token,
+                    None,
+                    None,
+                )),
             },
-            d @ PolicyDecision::Allow => Ok(verdict(policy, d, query_token, prefix())),
-            d => Ok(verdict(policy, d, query_token, None)),
+            d @ PolicyDecision::Allow => Ok(verdict(policy, d, query_token, prefix(), verified)),
+            d => Ok(verdict(policy, d, query_token, None, None)),
         }
     }
 
@@ -279,17 +339,19 @@ impl Gate {
     /// Looks up what the first pass lacked, then decides with the answers.
     async fn second_pass(&self, f: &RequestFacts<'_>, now: SystemTime, l: NeedsLookup) -> Decision {
         let (Some(chains), Ok(v)) = (self.chains.as_deref(), &l.verified.result) else {
-            return verdict(&l.policy, PolicyDecision::Pending, l.query_token, None);
+            return verdict(
+                &l.policy,
+                PolicyDecision::Pending,
+                l.query_token,
+                None,
+                None,
+            );
         };
         let answers = chains.resolve(&l.policy, &v.claims).await;
         let oracle = chains.oracle(Some(&answers));
         let facts = facts(&l.policy, f, now, Some(&l.verified), Some(&oracle));
-        verdict(
-            &l.policy,
-            l.policy.evaluate(&facts),
-            l.query_token,
-            l.prefix,
-        )
+        let d = l.policy.evaluate(&facts);
+        verdict(&l.policy, d, l.query_token, l.prefix, Some(l.verified))
     }
 }
 
@@ -340,16 +402,21 @@ fn facts<'a>(
 
 /// The gate's verdict from the policy's.
 fn verdict(
-    policy: &Policy,
+    policy: &Arc<Policy>,
     d: PolicyDecision,
     query_token: bool,
     prefix: Option<Arc<str>>,
+    verified: Option<Arc<snapshot::CachedVerify>>,
 ) -> Decision {
     match d {
         PolicyDecision::Allow => Decision::Allow {
             query_token,
             shared: policy.always_allows(),
             prefix,
+            viewer: Viewer {
+                policy: Some(Arc::clone(policy)),
+                verified,
+            },
         },
         PolicyDecision::Deny {
             reason: streamgate_policy::Reason::NoCredential,

@@ -22,6 +22,10 @@ mod error;
 pub mod gate;
 #[cfg(not(any(fuzzing, feature = "internals")))]
 mod gate;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod limit;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod limit;
 mod listener;
 mod metrics;
 mod pipeline;

@@ -187,6 +187,10 @@ impl Edge {
             &cfg.cors,
             Arc::clone(&metrics),
         );
+        pipeline.set_rate_limits(crate::limit::RateLimits::new(
+            &cfg.rate_limit,
+            metrics.registry(),
+        ));
         if let Some(a) = &cfg.auth {
             let mut auth =
                 crate::auth::Auth::new(a.clone()).map_err(|e| StartError::Auth(e.to_string()))?;

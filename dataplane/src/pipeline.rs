@@ -22,6 +22,7 @@ use crate::cache::{Cache, Entry, Fill, FillError, FillResult, Filling, Lookup};
 use crate::config::{CacheConfig, CorsConfig};
 use crate::error::{ClientError, EdgeError, OriginFailure, Refusal};
 use crate::gate::{Decision, Gate, RequestFacts, credential};
+use crate::limit::{Class, RateLimits, Who, retry_after_secs};
 use crate::metrics::{CacheStatus, Metrics, OriginResult, Proto};
 use crate::request::{self, ObjectKind, RangeOutcome, Route, SignIn};
 use crate::response::{self, BYTES, Shaper};
@@ -49,6 +50,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     cfg: CacheConfig,
     shape: Shaper,
+    limits: Option<RateLimits>,
 }
 
 impl Pipeline {
@@ -68,7 +70,30 @@ impl Pipeline {
             metrics,
             shape: Shaper::new(&cache, cors),
             cfg: cache,
+            limits: None,
         }
+    }
+
+    /// Enforces rate limits: the edge's, and those of the policies in force.
+    pub fn set_rate_limits(&mut self, limits: RateLimits) {
+        self.limits = Some(limits);
+    }
+
+    /// Takes a request of `class` from the buckets of `who`, under `policy`'s overrides.
+    fn limit(
+        &self,
+        class: Class,
+        policy: Option<&streamgate_policy::limits::RateLimits>,
+        who: Who<'_>,
+    ) -> Result<(), EdgeError> {
+        let Some(l) = &self.limits else {
+            return Ok(());
+        };
+        l.check(class, policy, who, tokio::time::Instant::now())
+            .map_err(|(space, wait)| EdgeError::RateLimited {
+                retry_after: retry_after_secs(wait),
+                space: space.as_str(),
+            })
     }
 
     /// Announces HTTP/3 with `Alt-Svc` on every TLS response.
@@ -168,6 +193,13 @@ impl Pipeline {
         let (asset, key) = match route {
             Route::Object { asset, key } => (asset, key),
             Route::SignIn(endpoint) => {
+                if req.method == Method::POST {
+                    let who = Who {
+                        ip: conn.client,
+                        ..Who::default()
+                    };
+                    self.limit(Class::SignIn, None, who)?;
+                }
                 return Ok((self.sign_in(endpoint, req, body).await?, CacheStatus::None));
             }
             Route::Player | Route::NotFound => {
@@ -195,18 +227,39 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
+        let class = match request::classify(&key).0 {
+            ObjectKind::Manifest => Class::Playlist,
+            ObjectKind::Segment | ObjectKind::Other => Class::Segment,
+        };
         let (query_token, shared, prefix) = match self.gate.check(&facts, SystemTime::now()).await {
             Decision::Allow {
                 query_token,
                 shared,
                 prefix,
+                viewer,
             } => {
+                let (subject, wallet) = viewer.principal();
+                let who = Who {
+                    ip: conn.client,
+                    subject,
+                    wallet,
+                };
+                self.limit(class, viewer.rate_limits(), who)?;
                 if self.gate.is_guarded() {
                     self.metrics.gate_allow();
                 }
                 (query_token, shared, prefix)
             }
-            Decision::Deny(refusal) => return Err(EdgeError::Gate(refusal)),
+            Decision::Deny(refusal) => {
+                // Refusals count against the client network too, so guessing tokens or
+                // asset ids from one network is limited like any other traffic.
+                let who = Who {
+                    ip: conn.client,
+                    ..Who::default()
+                };
+                self.limit(class, None, who)?;
+                return Err(EdgeError::Gate(refusal));
+            }
         };
         let token = if query_token {
             req.uri.query().and_then(credential::raw_query_pair)

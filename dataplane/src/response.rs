@@ -282,6 +282,9 @@ pub(crate) fn failure(e: &EdgeError) -> Response<Body> {
             let v = HeaderValue::try_from(format!("bytes */{len}")).expect("digits");
             h.insert(header::CONTENT_RANGE, v);
         }
+        EdgeError::RateLimited { retry_after, .. } => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         _ => {}
     }
     with_headers(e.status(), h, Body::Full(body))

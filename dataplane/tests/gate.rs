@@ -40,6 +40,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|_, _| {})
+}
+
+/// The fixture, with its snapshot and edge config changed by `tweak` before the start.
+fn fixture_with(tweak: impl FnOnce(&mut Value, &mut EdgeConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let o = |p: &str| format!("origin/{p}");
     for a in ["demo", "other"] {
@@ -69,6 +74,7 @@ fn fixture() -> Fixture {
         }
     }
     write(dir.path(), "origin/open/master.m3u8", MASTER.as_bytes());
+    write(dir.path(), "origin/open/seg-00001.m4s", &noise(4000, 4));
 
     let t = now();
     let good = json!({"iss": "https://auth.test", "aud": "streamgate", "sub": "v1",
@@ -82,6 +88,7 @@ fn fixture() -> Fixture {
     for (name, kid, alg, claims) in [
         ("rs256", "rsa-1", "RS256", good.clone()),
         ("es256", "ec-1", "ES256", good.clone()),
+        ("rs256_v2", "rsa-1", "RS256", with("sub", json!("v2"))),
         ("eddsa", "ed-1", "EdDSA", good.clone()),
         ("hs256", "hs-1", "HS256", good.clone()),
         ("expired", "rsa-1", "RS256", with("exp", json!(t - 3600))),
@@ -135,9 +142,9 @@ fn fixture() -> Fixture {
         ],
         "keys": minted["keys"],
     });
+    let mut snapshot = snapshot;
     let snap_path = dir.path().join("snapshot.json");
-    std::fs::write(&snap_path, snapshot.to_string()).unwrap();
-    let edge = TestEdge::start(EdgeConfig {
+    let mut cfg = EdgeConfig {
         origin: OriginConfig::Fs {
             root: dir.path().join("origin"),
         },
@@ -147,7 +154,10 @@ fn fixture() -> Fixture {
             ..GateConfig::default()
         },
         ..EdgeConfig::default()
-    });
+    };
+    tweak(&mut snapshot, &mut cfg);
+    std::fs::write(&snap_path, snapshot.to_string()).unwrap();
+    let edge = TestEdge::start(cfg);
     Fixture {
         _dir: dir,
         edge,
@@ -516,4 +526,110 @@ async fn published_versions_are_read_from_their_prefix_and_never_served_stale() 
     apply(4, json!("demo"));
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(get().await.2.contains("version j2"));
+}
+
+/// Rate limits end to end: the edge's per-network bucket on segments, a policy that turns
+/// it off for its assets and limits per token subject instead, 429 with `Retry-After` and
+/// the contract's body, other clients unaffected, refill on time, and refusals counted
+/// against the network too.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_answer_429_with_retry_after_and_spare_other_clients() {
+    let f = fixture_with(|snap, cfg| {
+        snap["policies"].as_array_mut().unwrap().push(json!({
+            "id": "capped",
+            "rule": {"jwt": {"issuer": "https://auth.test", "audience": "streamgate"}},
+            "limits": {"rate": {"segment": {
+                "per_ip": "off",
+                "per_subject": {"rate": 0.5, "burst": 3}
+            }}}
+        }));
+        snap["assets"][0]["policy"] = json!("capped");
+        let class = streamgate_policy::parse_rate_class(
+            "segment",
+            &json!({"per_ip": {"rate": 1, "burst": 5}}),
+        )
+        .unwrap();
+        cfg.rate_limit.segment = class;
+    });
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let (a, b, c) = (from(1), from(2), from(3));
+    let open_seg = f.edge.url("/v/open/seg-00001.m4s");
+    // The edge's bucket: 5 at once, then 429.
+    for i in 0..5 {
+        let r = a.get(&open_seg).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i} within the burst");
+    }
+    let r = a.get(&open_seg).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    assert_eq!(body["reason"], "rate_limited");
+    assert!(
+        body["message"].as_str().unwrap().contains("network"),
+        "{body}"
+    );
+    // Another client keeps getting 200.
+    assert_eq!(b.get(&open_seg).send().await.unwrap().status(), 200);
+    // After Retry-After the bucket has a token again.
+    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    assert_eq!(a.get(&open_seg).send().await.unwrap().status(), 200);
+
+    // The capped policy: no per-network limit (the same exhausted network passes), a
+    // per-subject bucket of 3 instead, which a token of another subject does not share.
+    let tok = |n: &str| f.tokens[n].as_str().unwrap().to_owned();
+    let demo_seg = f.edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let get = |client: &reqwest::Client, url: &str, token: &str| {
+        client.get(url).bearer_auth(token).send()
+    };
+    for i in 0..3 {
+        let r = get(&a, &demo_seg, &tok("rs256")).await.unwrap();
+        assert_eq!(r.status(), 200, "subject v1, request {i}");
+    }
+    // The same subject through another network and another key: still the same bucket.
+    let r = get(&b, &demo_seg, &tok("es256")).await.unwrap();
+    assert_eq!(r.status(), 429);
+    // A token every 2 s, less what the three requests took.
+    let wait = r.headers()["retry-after"].to_str().unwrap().to_owned();
+    assert!(wait == "2" || wait == "1", "Retry-After {wait}");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("token"),
+        "{body}"
+    );
+    assert_eq!(
+        get(&a, &demo_seg, &tok("rs256_v2")).await.unwrap().status(),
+        200
+    );
+    // Playlists are another class, with no limit here.
+    let master = f.edge.url("/v/demo/master.m3u8");
+    for _ in 0..10 {
+        assert_eq!(get(&a, &master, &tok("rs256")).await.unwrap().status(), 200);
+    }
+
+    // Refusals count against the network: a client guessing without a token gets its 401s,
+    // then 429 once the edge's bucket is empty.
+    let statuses: Vec<u16> = futures_statuses(&c, &demo_seg, 7).await;
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert_eq!(&statuses[5..], &[429, 429], "{statuses:?}");
+
+    let limited = |space: &str| {
+        format!("streamgate_edge_rate_limited_total{{class=\"segment\",space=\"{space}\"}}")
+    };
+    assert_eq!(f.edge.metric(&limited("ip")).await, 3.0);
+    assert_eq!(f.edge.metric(&limited("subject")).await, 1.0);
+}
+
+async fn futures_statuses(c: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.get(url).send().await.unwrap().status().as_u16());
+    }
+    out
 }

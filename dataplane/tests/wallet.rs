@@ -29,6 +29,29 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
+/// Sign-in on `chains` for `watch.test`, with the session key in `dir` (made the first
+/// time, so edges configured from one `dir` share it).
+fn auth_config(dir: &std::path::Path, chains: &[&str]) -> AuthConfig {
+    if !dir.join("session.der").exists() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        std::fs::write(dir.join("session.der"), pkcs8.as_ref()).unwrap();
+    }
+    AuthConfig {
+        session_key: dir.join("session.der"),
+        session_kid: "wallet-session".into(),
+        domain: "watch.test".into(),
+        uri: "https://watch.test".into(),
+        chains: chains
+            .iter()
+            .map(|c| streamgate_policy::address::ChainId::parse(c).unwrap())
+            .collect(),
+        statement: "Sign in to watch.".into(),
+        nonce_ttl: std::time::Duration::from_secs(300),
+        session_ttl: std::time::Duration::from_secs(600),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wallets_sign_in_and_policies_see_them() {
     let addrs = sign(json!([
@@ -40,9 +63,6 @@ async fn wallets_sign_in_and_policies_see_them() {
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    std::fs::write(dir.path().join("session.der"), pkcs8.as_ref()).unwrap();
     let snapshot = json!({
         "revision": 1,
         "policies": [{"id": "holders", "rule": {"wallet": {"allow": [holder, format!("solana:mainnet:{sol}")]}}}],
@@ -58,19 +78,7 @@ async fn wallets_sign_in_and_policies_see_them() {
             snapshot: Some(dir.path().join("snap.json")),
             ..GateConfig::default()
         },
-        auth: Some(AuthConfig {
-            session_key: dir.path().join("session.der"),
-            session_kid: "wallet-session".into(),
-            domain: "watch.test".into(),
-            uri: "https://watch.test".into(),
-            chains: ["eip155:1", "solana:mainnet"]
-                .iter()
-                .map(|c| streamgate_policy::address::ChainId::parse(c).unwrap())
-                .collect(),
-            statement: "Sign in to watch.".into(),
-            nonce_ttl: std::time::Duration::from_secs(300),
-            session_ttl: std::time::Duration::from_secs(600),
-        }),
+        auth: Some(auth_config(dir.path(), &["eip155:1", "solana:mainnet"])),
         ..EdgeConfig::default()
     });
     let c = reqwest::Client::new();
@@ -369,9 +377,6 @@ async fn nonces_are_single_use_across_edges() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    std::fs::write(dir.path().join("session.der"), pkcs8.as_ref()).unwrap();
     let edge = |id: &str| {
         TestEdge::start(EdgeConfig {
             origin: OriginConfig::Fs {
@@ -384,16 +389,7 @@ async fn nonces_are_single_use_across_edges() {
                 edge_id: Some(id.into()),
                 ..GateConfig::default()
             },
-            auth: Some(AuthConfig {
-                session_key: dir.path().join("session.der"),
-                session_kid: "wallet-session".into(),
-                domain: "watch.test".into(),
-                uri: "https://watch.test".into(),
-                chains: vec![streamgate_policy::address::ChainId::parse("eip155:1").unwrap()],
-                statement: "Sign in to watch.".into(),
-                nonce_ttl: std::time::Duration::from_secs(300),
-                session_ttl: std::time::Duration::from_secs(600),
-            }),
+            auth: Some(auth_config(dir.path(), &["eip155:1"])),
             ..EdgeConfig::default()
         })
     };
@@ -479,4 +475,110 @@ async fn nonces_are_single_use_across_edges() {
         assert!(t0.elapsed().as_secs() < 30, "sign-in did not come back");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Sign-in is limited per client network (it comes before any token), and a policy can
+/// limit a signed-in wallet whatever network or session it uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_and_wallets_are_rate_limited() {
+    let holder = sign(json!([{"op": "address", "kind": "evm", "key": KEY1}])).remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "origin/demo/master.m3u8", b"#EXTM3U\n");
+    let snapshot = json!({
+        "revision": 1,
+        "policies": [{"id": "holders", "rule": {"wallet": {"allow": [holder]}},
+                      "limits": {"rate": {"playlist": {"per_wallet": {"rate": 0.1, "burst": 2}}}}}],
+        "assets": [{"id": "demo", "policy": "holders"}],
+        "keys": [],
+    });
+    std::fs::write(dir.path().join("snap.json"), snapshot.to_string()).unwrap();
+    let mut cfg = EdgeConfig {
+        origin: OriginConfig::Fs {
+            root: dir.path().join("origin"),
+        },
+        gate: GateConfig {
+            snapshot: Some(dir.path().join("snap.json")),
+            ..GateConfig::default()
+        },
+        auth: Some(auth_config(dir.path(), &["eip155:1"])),
+        ..EdgeConfig::default()
+    };
+    cfg.rate_limit.sign_in = streamgate_policy::parse_rate_class(
+        "sign_in",
+        &json!({"per_ip": {"rate": 0.2, "burst": 4}}),
+    )
+    .unwrap();
+    let edge = TestEdge::start(cfg);
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (from(1), from(2));
+    let challenge = edge.url("/auth/challenge");
+    let body = json!({"address": holder, "chain": "eip155:1"});
+    // Two sign-ins from network a: four requests, the burst.
+    let mut tokens = vec![];
+    for _ in 0..2 {
+        let (s, ch) = post(&a, challenge.clone(), body.clone()).await;
+        assert_eq!(s, 200, "{ch}");
+        let message = ch["message"].as_str().unwrap().to_owned();
+        let sig =
+            sign(json!([{"op": "sign", "kind": "evm", "key": KEY1, "message": message}])).remove(0);
+        let (s, session) = post(
+            &a,
+            edge.url("/auth/verify"),
+            json!({"message": message, "signature": sig}),
+        )
+        .await;
+        assert_eq!(s, 200, "{session}");
+        tokens.push(session["token"].as_str().unwrap().to_owned());
+    }
+    let r = a.post(&challenge).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    // One token every 5 s; the signing took some of that already.
+    let wait = retry_after(&r);
+    assert!((1..=5).contains(&wait), "Retry-After {wait}");
+    assert_eq!(post(&b, challenge.clone(), body.clone()).await.0, 200);
+    // CORS preflights are not sign-ins.
+    let r = a
+        .request(reqwest::Method::OPTIONS, &challenge)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 429);
+
+    // The wallet's playlist bucket holds 2, shared by both sessions and both networks.
+    let video = edge.url("/v/demo/master.m3u8");
+    let get = |c: &reqwest::Client, t: &str| c.get(&video).bearer_auth(t).send();
+    assert_eq!(get(&a, &tokens[0]).await.unwrap().status(), 200);
+    assert_eq!(get(&b, &tokens[1]).await.unwrap().status(), 200);
+    let r = get(&b, &tokens[0]).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait = retry_after(&r);
+    assert!((8..=10).contains(&wait), "Retry-After {wait}");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("wallet"),
+        "{body}"
+    );
+    assert_eq!(
+        edge.metric("streamgate_edge_rate_limited_total{class=\"playlist\",space=\"wallet\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        edge.metric("streamgate_edge_rate_limited_total{class=\"sign_in\",space=\"ip\"}")
+            .await,
+        1.0
+    );
 }

@@ -10,6 +10,7 @@
 pub mod address;
 mod eval;
 mod key;
+pub mod limits;
 mod model;
 mod parse;
 
@@ -21,6 +22,6 @@ pub use model::{
     WALLET_ISSUER, WalletCondition,
 };
 pub use parse::{
-    MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_TOKEN_IDS, PolicyError, PolicyErrors, parse_token_id,
-    token_id_text,
+    MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_TOKEN_IDS, PolicyError, PolicyErrors, parse_rate_class,
+    parse_token_id, token_id_text,
 };

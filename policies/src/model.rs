@@ -58,6 +58,8 @@ pub struct Policy {
     pub on_unavailable: FailMode,
     /// The rule to evaluate.
     pub rule: Rule,
+    /// Abuse limits for the assets bound to it (`limits:`); unset ones are the edge's.
+    pub limits: crate::limits::Limits,
 }
 
 /// A rule: conditions composed with `any_of`, `all_of` and `not`.

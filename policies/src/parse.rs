@@ -46,12 +46,12 @@ impl fmt::Display for PolicyErrors {
     }
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     errors: Vec<PolicyError>,
 }
 
 impl Ctx {
-    fn err(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(PolicyError {
             path: path.to_owned(),
             message: message.into(),
@@ -59,7 +59,7 @@ impl Ctx {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -112,7 +112,23 @@ impl Policy {
             .into(),
         );
         m.insert("rule".into(), rule_value(&self.rule));
+        if let Some(l) = crate::limits::limits_value(&self.limits) {
+            m.insert("limits".into(), l);
+        }
         Value::Object(m)
+    }
+}
+
+/// Reads one rate class (`{per_ip, per_subject, per_wallet}`, each `"off"` or
+/// `{rate, burst}`) from outside the policy language, such as the edge's configuration;
+/// errors carry `path`.
+pub fn parse_rate_class(path: &str, v: &Value) -> Result<crate::limits::RateClass, PolicyErrors> {
+    let mut cx = Ctx { errors: Vec::new() };
+    let c = crate::limits::rate_class(&mut cx, path, v);
+    if cx.errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(PolicyErrors(cx.errors))
     }
 }
 
@@ -209,7 +225,7 @@ fn rule_value(r: &Rule) -> Value {
     }
 }
 
-fn object<'v>(cx: &mut Ctx, path: &str, v: &'v Value) -> Option<&'v Map<String, Value>> {
+pub(crate) fn object<'v>(cx: &mut Ctx, path: &str, v: &'v Value) -> Option<&'v Map<String, Value>> {
     match v {
         Value::Object(m) => Some(m),
         _ => {
@@ -219,7 +235,7 @@ fn object<'v>(cx: &mut Ctx, path: &str, v: &'v Value) -> Option<&'v Map<String, 
     }
 }
 
-fn unknown_keys(cx: &mut Ctx, path: &str, m: &Map<String, Value>, known: &[&str]) {
+pub(crate) fn unknown_keys(cx: &mut Ctx, path: &str, m: &Map<String, Value>, known: &[&str]) {
     for k in m.keys() {
         if !known.contains(&k.as_str()) {
             cx.err(
@@ -260,7 +276,12 @@ fn strings(cx: &mut Ctx, path: &str, v: &Value) -> Vec<String> {
 
 fn document(cx: &mut Ctx, v: &Value) -> Option<Policy> {
     let m = object(cx, "", v)?;
-    unknown_keys(cx, "", m, &["id", "description", "on_unavailable", "rule"]);
+    unknown_keys(
+        cx,
+        "",
+        m,
+        &["id", "description", "on_unavailable", "rule", "limits"],
+    );
     let id = match m.get("id") {
         None => {
             cx.err("id", "required");
@@ -300,11 +321,16 @@ fn document(cx: &mut Ctx, v: &Value) -> Option<Policy> {
         }
         Some(r) => rule(cx, "rule", r, 0),
     };
+    let limits = m
+        .get("limits")
+        .map(|l| crate::limits::limits(cx, "limits", l))
+        .unwrap_or_default();
     Some(Policy {
         id: id?,
         description,
         on_unavailable,
         rule: rule?,
+        limits,
     })
 }
 

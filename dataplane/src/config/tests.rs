@@ -205,3 +205,60 @@ fn negative_cache_ttl() {
         .to_string();
     assert!(err.contains("edge.cache.not_found_ttl"), "{err}");
 }
+
+#[test]
+fn rate_limits_are_read_and_checked_with_paths() {
+    use streamgate_policy::limits::{RateRule, RateSetting};
+    let cfg = parse(
+        r#"
+[edge.rate_limit]
+table_slots = 4096
+ipv6_prefix = 56
+segment = { per_ip = { rate = 50, burst = 100 }, per_subject = { rate = 10 } }
+sign_in = { per_ip = { rate = 0.5, burst = 10 } }
+"#,
+    )
+    .unwrap();
+    let r = &cfg.rate_limit;
+    assert_eq!(r.table_slots, 4096);
+    assert_eq!((r.ipv4_prefix, r.ipv6_prefix), (32, 56));
+    assert_eq!(
+        r.segment.per_ip,
+        RateSetting::Limit(RateRule {
+            per_second: 50.0,
+            burst: 100
+        })
+    );
+    assert_eq!(r.playlist, Default::default());
+    assert!(r.any());
+    assert!(!RateLimitConfig::default().any());
+
+    let Err(LoadError::Invalid(ConfigErrors(errs))) = parse(
+        r#"
+[edge.rate_limit]
+table_slots = 3
+ipv4_prefix = 40
+playlist = { per_ip = { rate = -1 }, per_asn = "off" }
+segment = "fast"
+sign_in = { per_subject = { rate = 1 } }
+bogus = 1
+"#,
+    ) else {
+        panic!("expected validation errors");
+    };
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "edge.rate_limit.table_slots",
+        "edge.rate_limit.ipv4_prefix",
+        "edge.rate_limit.playlist.per_ip.rate: must be above 0",
+        "edge.rate_limit.playlist.per_asn: unknown field",
+        "edge.rate_limit.segment: expected a mapping",
+        "edge.rate_limit.sign_in: sign-in is limited per_ip only",
+        "edge.rate_limit.bogus: unknown field",
+    ] {
+        assert!(
+            text.iter().any(|t| t.contains(want)),
+            "missing {want} in {text:#?}"
+        );
+    }
+}

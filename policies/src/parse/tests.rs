@@ -179,3 +179,97 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parse_token_id(&Value::String(text)).unwrap(), bytes);
     }
 }
+
+#[test]
+fn limits_parse_inherit_and_round_trip() {
+    use crate::limits::{RateRule, RateSetting};
+    let yaml = r#"
+id: capped
+rule: { jwt: { issuer: dev } }
+limits:
+  rate:
+    segment:
+      per_subject: { rate: 20, burst: 60 }
+      per_ip: off
+    playlist:
+      per_wallet: { rate: 0.5 }
+"#;
+    let p = Policy::parse(yaml).unwrap();
+    let seg = p.limits.rate.segment;
+    assert_eq!(
+        seg.per_subject,
+        RateSetting::Limit(RateRule {
+            per_second: 20.0,
+            burst: 60
+        })
+    );
+    assert_eq!(seg.per_ip, RateSetting::Off);
+    assert_eq!(seg.per_wallet, RateSetting::Inherit);
+    // A burst left out is the rate, at least 1.
+    assert_eq!(
+        p.limits.rate.playlist.per_wallet,
+        RateSetting::Limit(RateRule {
+            per_second: 0.5,
+            burst: 1
+        })
+    );
+    let again = Policy::from_value(&p.to_value()).unwrap();
+    assert_eq!(again, p);
+    // Unset settings fall back to the edge's; set ones (off included) win.
+    let edge = crate::limits::RateClass {
+        per_ip: RateSetting::Limit(RateRule {
+            per_second: 1.0,
+            burst: 1,
+        }),
+        per_wallet: RateSetting::Limit(RateRule {
+            per_second: 2.0,
+            burst: 2,
+        }),
+        ..Default::default()
+    };
+    let eff = seg.or(&edge);
+    assert_eq!(eff.per_ip, RateSetting::Off);
+    assert_eq!(eff.per_wallet, edge.per_wallet);
+    // No limits: nothing in the canonical form.
+    let plain = Policy::parse("id: p\nrule: { public: true }\n").unwrap();
+    assert!(plain.to_value().get("limits").is_none());
+}
+
+#[test]
+fn limit_errors_name_their_fields() {
+    let yaml = r#"
+id: bad
+rule: { public: true }
+limits:
+  burst: 3
+  rate:
+    video: {}
+    segment:
+      per_ip: { rate: 0 }
+      per_subject: { rate: 20000, burst: 0 }
+      per_wallet: 5
+      per_asn: off
+"#;
+    let errs = Policy::parse(yaml).unwrap_err().to_string();
+    for want in [
+        "limits.burst: unknown field",
+        "limits.rate.video: unknown field",
+        "limits.rate.segment.per_ip.rate: must be above 0",
+        "limits.rate.segment.per_subject.rate: must be above 0 and at most 10000",
+        "limits.rate.segment.per_subject.burst: must be a whole number",
+        "limits.rate.segment.per_wallet: expected \"off\" or a mapping",
+        "limits.rate.segment.per_asn: unknown field",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+    let one = parse_rate_class(
+        "edge.rate_limit.sign_in",
+        &serde_json::json!({"per_ip": {"burst": 2}}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        one.contains("edge.rate_limit.sign_in.per_ip.rate: required"),
+        "{one}"
+    );
+}

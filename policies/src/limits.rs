@@ -1,0 +1,234 @@
+//! A policy's abuse limits (`limits:`): request rates per client network, token subject and
+//! wallet, for playlists and segments. The edge enforces them ([`crate::Policy::limits`]);
+//! what a policy leaves unset falls back to the edge's `[edge.rate_limit]`.
+
+use serde_json::{Map, Value};
+
+use crate::parse::{Ctx, join, object, unknown_keys};
+
+/// The highest rate a limit may name, in requests per second (the edge's buckets count in
+/// steps of 100 µs).
+pub const MAX_RATE: f64 = 10_000.0;
+/// The largest burst a limit may name.
+pub const MAX_BURST: u32 = 1_000_000;
+
+/// A token bucket: `per_second` requests per second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateRule {
+    /// Sustained rate, in requests per second (above 0, at most [`MAX_RATE`]).
+    pub per_second: f64,
+    /// Requests allowed at once from a full bucket (1 to [`MAX_BURST`]).
+    pub burst: u32,
+}
+
+/// One limit of a policy: unset (the edge's applies), off, or a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RateSetting {
+    /// Not set here: the edge's configuration decides.
+    #[default]
+    Inherit,
+    /// No limit, whatever the edge's configuration says.
+    Off,
+    /// This bucket.
+    Limit(RateRule),
+}
+
+impl RateSetting {
+    /// This setting, or `fallback` where it is unset.
+    pub fn or(self, fallback: Self) -> Self {
+        match self {
+            Self::Inherit => fallback,
+            s => s,
+        }
+    }
+
+    /// The bucket in force, if any.
+    pub fn rule(self) -> Option<RateRule> {
+        match self {
+            Self::Limit(r) => Some(r),
+            Self::Inherit | Self::Off => None,
+        }
+    }
+}
+
+/// The limits of one request class, per key space.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RateClass {
+    /// Per client network (the address cut to the edge's configured prefix).
+    pub per_ip: RateSetting,
+    /// Per token subject (`sub`).
+    pub per_subject: RateSetting,
+    /// Per signed-in wallet (`sg_wallet`).
+    pub per_wallet: RateSetting,
+}
+
+impl RateClass {
+    /// Whether nothing is set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Each setting of `self`, or `fallback`'s where it is unset.
+    pub fn or(self, fallback: &Self) -> Self {
+        Self {
+            per_ip: self.per_ip.or(fallback.per_ip),
+            per_subject: self.per_subject.or(fallback.per_subject),
+            per_wallet: self.per_wallet.or(fallback.per_wallet),
+        }
+    }
+}
+
+/// A policy's rate limits by request class.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RateLimits {
+    /// Master and media playlists, MPDs.
+    pub playlist: RateClass,
+    /// Segments, init segments and every other object.
+    pub segment: RateClass,
+}
+
+/// A policy's abuse limits.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Limits {
+    /// Request rates.
+    pub rate: RateLimits,
+}
+
+impl Limits {
+    /// Whether the policy sets no limit at all.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+const CLASSES: &[&str] = &["playlist", "segment"];
+const SPACES: &[&str] = &["per_ip", "per_subject", "per_wallet"];
+
+/// Reads a `limits:` mapping.
+pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
+    let Some(m) = object(cx, path, v) else {
+        return Limits::default();
+    };
+    unknown_keys(cx, path, m, &["rate"]);
+    let mut out = Limits::default();
+    if let Some(r) = m.get("rate") {
+        let p = join(path, "rate");
+        if let Some(r) = object(cx, &p, r) {
+            unknown_keys(cx, &p, r, CLASSES);
+            if let Some(c) = r.get("playlist") {
+                out.rate.playlist = rate_class(cx, &join(&p, "playlist"), c);
+            }
+            if let Some(c) = r.get("segment") {
+                out.rate.segment = rate_class(cx, &join(&p, "segment"), c);
+            }
+        }
+    }
+    out
+}
+
+/// Reads `{per_ip, per_subject, per_wallet}`, each `off` or `{rate, burst}`.
+pub(crate) fn rate_class(cx: &mut Ctx, path: &str, v: &Value) -> RateClass {
+    let Some(m) = object(cx, path, v) else {
+        return RateClass::default();
+    };
+    unknown_keys(cx, path, m, SPACES);
+    let get = |cx: &mut Ctx, k: &str| {
+        m.get(k).map_or(RateSetting::Inherit, |v| {
+            rate_setting(cx, &join(path, k), v)
+        })
+    };
+    RateClass {
+        per_ip: get(cx, "per_ip"),
+        per_subject: get(cx, "per_subject"),
+        per_wallet: get(cx, "per_wallet"),
+    }
+}
+
+fn rate_setting(cx: &mut Ctx, path: &str, v: &Value) -> RateSetting {
+    match v {
+        Value::String(s) if s == "off" => return RateSetting::Off,
+        Value::Bool(false) => return RateSetting::Off,
+        Value::Object(_) => {}
+        _ => {
+            cx.err(path, "expected \"off\" or a mapping {rate, burst}");
+            return RateSetting::Inherit;
+        }
+    }
+    let m = object(cx, path, v).expect("checked above");
+    unknown_keys(cx, path, m, &["rate", "burst"]);
+    let rate = match m.get("rate").and_then(Value::as_f64) {
+        Some(r) if r > 0.0 && r <= MAX_RATE => Some(r),
+        Some(_) => {
+            cx.err(
+                &join(path, "rate"),
+                format!("must be above 0 and at most {MAX_RATE} requests per second"),
+            );
+            None
+        }
+        None => {
+            cx.err(
+                &join(path, "rate"),
+                "required: requests per second (a number)",
+            );
+            None
+        }
+    };
+    let burst = match m.get("burst") {
+        None => rate.map(|r| r.ceil().max(1.0) as u32),
+        Some(b) => match b.as_u64() {
+            Some(b) if (1..=u64::from(MAX_BURST)).contains(&b) => Some(b as u32),
+            _ => {
+                cx.err(
+                    &join(path, "burst"),
+                    format!("must be a whole number from 1 to {MAX_BURST}"),
+                );
+                None
+            }
+        },
+    };
+    match (rate, burst) {
+        (Some(per_second), Some(burst)) => RateSetting::Limit(RateRule { per_second, burst }),
+        _ => RateSetting::Inherit,
+    }
+}
+
+/// The canonical form of `l` (None when nothing is set).
+pub(crate) fn limits_value(l: &Limits) -> Option<Value> {
+    if l.is_unset() {
+        return None;
+    }
+    let mut rate = Map::new();
+    for (name, c) in [("playlist", &l.rate.playlist), ("segment", &l.rate.segment)] {
+        if !c.is_unset() {
+            rate.insert(name.into(), rate_class_value(c));
+        }
+    }
+    let mut m = Map::new();
+    if !rate.is_empty() {
+        m.insert("rate".into(), Value::Object(rate));
+    }
+    Some(Value::Object(m))
+}
+
+fn rate_class_value(c: &RateClass) -> Value {
+    let mut m = Map::new();
+    for (k, s) in [
+        ("per_ip", c.per_ip),
+        ("per_subject", c.per_subject),
+        ("per_wallet", c.per_wallet),
+    ] {
+        match s {
+            RateSetting::Inherit => {}
+            RateSetting::Off => {
+                m.insert(k.into(), "off".into());
+            }
+            RateSetting::Limit(r) => {
+                let mut b = Map::new();
+                b.insert("rate".into(), r.per_second.into());
+                b.insert("burst".into(), r.burst.into());
+                m.insert(k.into(), Value::Object(b));
+            }
+        }
+    }
+    Value::Object(m)
+}
