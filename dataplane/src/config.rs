@@ -2,7 +2,7 @@
 //!
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default` impls of
 //! the sections. Each section (`[edge.http3]`, `[edge.cors]`, `[edge.cache]`,
-//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
+//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
 //! `streamgate-origin`) has its type and its reader in one module; [`EdgeConfig::from_table`]
 //! reads the top-level keys and calls them in turn. Validation reports every error with its
 //! field path.
@@ -15,6 +15,7 @@ mod cors;
 mod gate;
 mod http3;
 mod limit;
+mod session;
 
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
@@ -22,6 +23,7 @@ pub use cors::CorsConfig;
 pub use gate::{GateConfig, UnknownAsset};
 pub use http3::Http3Config;
 pub use limit::RateLimitConfig;
+pub use session::SessionConfig;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,8 @@ pub struct EdgeConfig {
     pub gate: GateConfig,
     /// Rate limits (`[edge.rate_limit]`); policies override them for their assets.
     pub rate_limit: RateLimitConfig,
+    /// Playback sessions and stream caps (`[edge.sessions]`).
+    pub sessions: SessionConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
@@ -94,6 +98,7 @@ impl Default for EdgeConfig {
             cache: CacheConfig::default(),
             gate: GateConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            sessions: SessionConfig::default(),
             auth: None,
             chains: Vec::new(),
             origin: OriginConfig::Fs {
@@ -189,6 +194,7 @@ impl EdgeConfig {
         let chains = streamgate_web3::config::read(&mut e, errs);
         let gate = GateConfig::read(&mut e, errs);
         let rate_limit = RateLimitConfig::read(&mut e, errs);
+        let sessions = SessionConfig::read(&mut e, errs);
 
         e.finish(errs);
 
@@ -214,6 +220,7 @@ impl EdgeConfig {
             cache,
             gate,
             rate_limit,
+            sessions,
             auth,
             chains,
             origin,

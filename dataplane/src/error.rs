@@ -235,8 +235,12 @@ impl EdgeError {
 }
 
 /// Every reason the gate's refusals carry, for pre-registering metric labels.
-pub(crate) const GATE_REASONS: [&str; 3] =
-    ["unknown_asset", "asset_has_no_policy", "no_policy_snapshot"];
+pub(crate) const GATE_REASONS: [&str; 4] = [
+    "unknown_asset",
+    "asset_has_no_policy",
+    "no_policy_snapshot",
+    "stream_limit",
+];
 
 #[cfg(test)]
 mod tests {

@@ -106,6 +106,12 @@ impl Viewer {
         self.policy.as_deref().map(|p| &p.limits.rate)
     }
 
+    /// The policy's concurrent-stream cap, and whose sessions it counts.
+    pub fn stream_cap(&self) -> Option<(u32, streamgate_policy::limits::StreamsPer)> {
+        let l = &self.policy.as_deref()?.limits;
+        Some((l.max_streams?, l.streams_per))
+    }
+
     /// The verified token's subject (`sub`) and signed-in wallet.
     pub fn principal(&self) -> (Option<&str>, Option<&streamgate_policy::address::Account>) {
         match self.verified.as_deref().map(|v| &v.result) {

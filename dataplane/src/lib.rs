@@ -16,6 +16,10 @@ mod admin;
 mod auth;
 mod body;
 mod cache;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod cmcd;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod cmcd;
 pub mod config;
 mod error;
 #[cfg(any(fuzzing, feature = "internals"))]
@@ -38,6 +42,10 @@ mod response;
 pub mod rewrite;
 #[cfg(not(any(fuzzing, feature = "internals")))]
 mod rewrite;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod session;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod session;
 mod source;
 mod tls;
 

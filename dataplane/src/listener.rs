@@ -53,7 +53,7 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS certificate or key: {0}")]
     Tls(String),
-    /// The wallet sign-in key could not be loaded.
+    /// A signing key (wallet sign-in, session ids) could not be loaded.
     #[error("{0}")]
     Auth(String),
 }
@@ -191,6 +191,12 @@ impl Edge {
             &cfg.rate_limit,
             metrics.registry(),
         ));
+        let secret = cfg.sessions.secret().map_err(StartError::Auth)?;
+        pipeline.set_sessions(Arc::new(crate::session::Sessions::new(
+            &cfg.sessions,
+            &secret,
+            metrics.registry(),
+        )));
         if let Some(a) = &cfg.auth {
             let mut auth =
                 crate::auth::Auth::new(a.clone()).map_err(|e| StartError::Auth(e.to_string()))?;

@@ -26,6 +26,7 @@ use crate::limit::{Class, RateLimits, Who, retry_after_secs};
 use crate::metrics::{CacheStatus, Metrics, OriginResult, Proto};
 use crate::request::{self, ObjectKind, RangeOutcome, Route, SignIn};
 use crate::response::{self, BYTES, Shaper};
+use crate::session::Sessions;
 
 /// What the transport knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +52,7 @@ pub struct Pipeline {
     cfg: CacheConfig,
     shape: Shaper,
     limits: Option<RateLimits>,
+    sessions: Option<Arc<Sessions>>,
 }
 
 impl Pipeline {
@@ -71,7 +73,55 @@ impl Pipeline {
             shape: Shaper::new(&cache, cors),
             cfg: cache,
             limits: None,
+            sessions: None,
         }
+    }
+
+    /// Tracks playback sessions and enforces policies' `max_streams`.
+    pub fn set_sessions(&mut self, sessions: Arc<Sessions>) {
+        self.sessions = Some(sessions);
+    }
+
+    /// The playback sessions, when tracked.
+    pub fn sessions(&self) -> Option<&Arc<Sessions>> {
+        self.sessions.as_ref()
+    }
+
+    /// Counts the request in its playback session when `viewer`'s policy caps streams,
+    /// admitting a new session only under the cap. Returns the session id to write into
+    /// a rewritten manifest: the one the request carries, or a new one for an entry
+    /// manifest (`mint`).
+    fn session(
+        &self,
+        req: &Parts,
+        conn: &Conn,
+        viewer: &crate::gate::Viewer,
+        mint: bool,
+    ) -> Result<Option<String>, EdgeError> {
+        let (Some(s), Some((max, per))) = (&self.sessions, viewer.stream_cap()) else {
+            return Ok(None);
+        };
+        // A token without a subject (or without a wallet, per wallet) names nobody to
+        // count; such policies should require one.
+        let Some(p) = crate::session::principal(viewer, per) else {
+            return Ok(None);
+        };
+        let query = req.uri.query();
+        let given = query
+            .and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(crate::session::PARAM)?.strip_prefix('='))
+            })
+            .filter(|sid| s.verify(p, sid));
+        let cmcd = match given {
+            Some(_) => None,
+            None => crate::cmcd::session_id(query, &req.headers),
+        };
+        let minted = (given.is_none() && cmcd.is_none() && mint).then(|| s.mint(p));
+        let sid = given.or(cmcd.as_deref()).or(minted.as_deref());
+        s.admit(p, sid, conn.client, max)
+            .map_err(|_| EdgeError::Gate(Refusal::Denied("stream_limit")))?;
+        Ok(given.map(str::to_owned).or(minted))
     }
 
     /// Enforces rate limits: the edge's, and those of the policies in force.
@@ -231,36 +281,41 @@ impl Pipeline {
             ObjectKind::Manifest => Class::Playlist,
             ObjectKind::Segment | ObjectKind::Other => Class::Segment,
         };
-        let (query_token, shared, prefix) = match self.gate.check(&facts, SystemTime::now()).await {
-            Decision::Allow {
-                query_token,
-                shared,
-                prefix,
-                viewer,
-            } => {
-                let (subject, wallet) = viewer.principal();
-                let who = Who {
-                    ip: conn.client,
-                    subject,
-                    wallet,
-                };
-                self.limit(class, viewer.rate_limits(), who)?;
-                if self.gate.is_guarded() {
-                    self.metrics.gate_allow();
+        let (query_token, shared, prefix, session) =
+            match self.gate.check(&facts, SystemTime::now()).await {
+                Decision::Allow {
+                    query_token,
+                    shared,
+                    prefix,
+                    viewer,
+                } => {
+                    let (subject, wallet) = viewer.principal();
+                    let who = Who {
+                        ip: conn.client,
+                        subject,
+                        wallet,
+                    };
+                    self.limit(class, viewer.rate_limits(), who)?;
+                    // An entry manifest fetched with a query token starts a session whose id
+                    // the rewritten manifest carries.
+                    let session =
+                        self.session(req, conn, &viewer, query_token && class == Class::Playlist)?;
+                    if self.gate.is_guarded() {
+                        self.metrics.gate_allow();
+                    }
+                    (query_token, shared, prefix, session)
                 }
-                (query_token, shared, prefix)
-            }
-            Decision::Deny(refusal) => {
-                // Refusals count against the client network too, so guessing tokens or
-                // asset ids from one network is limited like any other traffic.
-                let who = Who {
-                    ip: conn.client,
-                    ..Who::default()
-                };
-                self.limit(class, None, who)?;
-                return Err(EdgeError::Gate(refusal));
-            }
-        };
+                Decision::Deny(refusal) => {
+                    // Refusals count against the client network too, so guessing tokens or
+                    // asset ids from one network is limited like any other traffic.
+                    let who = Who {
+                        ip: conn.client,
+                        ..Who::default()
+                    };
+                    self.limit(class, None, who)?;
+                    return Err(EdgeError::Gate(refusal));
+                }
+            };
         let token = if query_token {
             req.uri.query().and_then(credential::raw_query_pair)
         } else {
@@ -271,7 +326,8 @@ impl Pipeline {
             Some(prefix) => Cow::Owned(format!("{prefix}{}", &key[asset.len()..])),
             None => key,
         };
-        self.serve_object(req, &key, head, token, shared).await
+        let rewrite = token.map(|t| (t, session.as_deref()));
+        self.serve_object(req, &key, head, rewrite, shared).await
     }
 
     async fn serve_object(
@@ -279,7 +335,7 @@ impl Pipeline {
         req: &Parts,
         key: &str,
         head: bool,
-        token: Option<&str>,
+        rewrite: Option<(&str, Option<&str>)>,
         shared: bool,
     ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
         let (kind, ctype) = request::classify(key);
@@ -323,8 +379,8 @@ impl Pipeline {
                 (Err(e), _) => return Ok((self.fail(&origin_failure(&e)), CacheStatus::Miss)),
             },
         };
-        if let (ObjectKind::Manifest, Some(param)) = (kind, token) {
-            let resp = response::rewritten_manifest(&entry, ctype, param, head)
+        if let (ObjectKind::Manifest, Some((param, session))) = (kind, rewrite) {
+            let resp = response::rewritten_manifest(&entry, ctype, param, session, head)
                 .unwrap_or_else(|e| self.fail(&e));
             return Ok((resp, status));
         }

@@ -293,19 +293,38 @@ pub(crate) fn failure(e: &EdgeError) -> Response<Body> {
 /// A manifest with the viewer's `token=` added to every URI that stays on the edge. It is
 /// made per request from the cached original, so the cache never holds a credential, and
 /// it is marked so that no downstream cache stores it.
+/// With `session`, every such URI also carries the playback session (`sg_sid=`).
 pub(crate) fn rewritten_manifest(
     e: &Entry,
     ctype: &'static str,
     param: &str,
+    session: Option<&str>,
     head: bool,
 ) -> Result<Response<Body>, EdgeError> {
     let mpd = ctype == "application/dash+xml";
     // The common case: a token made of URL-safe characters, and a manifest parsed once
     // into a template; the rewrite is one copy. Anything else takes the full rewriter.
+    // Session ids are URL-safe base64; the separator is what the rewriter would write
+    // (`&amp;` in XML).
+    let sep = if mpd { "&amp;" } else { "&" };
     let templated = param
         .strip_prefix("token=")
         .filter(|v| crate::rewrite::template_safe(v))
-        .and_then(|v| Some(e.template(mpd)?.render(v)));
+        .and_then(|v| {
+            let t = e.template(mpd)?;
+            Some(match session {
+                None => t.render(v),
+                Some(sid) => t.render_parts(&[v, sep, crate::session::PARAM, "=", sid]),
+            })
+        });
+    let full;
+    let param = match session {
+        None => param,
+        Some(sid) => {
+            full = format!("{param}&{}={sid}", crate::session::PARAM);
+            &full
+        }
+    };
     let body = if let Some(body) = templated {
         Ok(body)
     } else if mpd {

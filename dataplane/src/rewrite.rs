@@ -392,14 +392,25 @@ impl Template {
     /// rewriter would not escape or alter it in any URI, HLS line or XML attribute.
     pub fn render(&self, value: &str) -> bytes::Bytes {
         debug_assert!(template_safe(value));
+        self.render_parts(&[value])
+    }
+
+    /// The manifest rewritten for `token=<parts joined>`: the caller vouches that the
+    /// joined text is what the rewriter would write in this manifest's syntax (such as a
+    /// [`template_safe`] token, `&amp;` in an MPD or `&` in a playlist, and a URL-safe
+    /// session parameter).
+    pub fn render_parts(&self, parts: &[&str]) -> bytes::Bytes {
         let slots = self.chunks.len() - 1;
         if slots == 0 {
             return self.chunks[0].clone();
         }
-        let mut out = bytes::BytesMut::with_capacity(self.len + slots * value.len());
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = bytes::BytesMut::with_capacity(self.len + slots * n);
         for (i, c) in self.chunks.iter().enumerate() {
             if i > 0 {
-                out.extend_from_slice(value.as_bytes());
+                for p in parts {
+                    out.extend_from_slice(p.as_bytes());
+                }
             }
             out.extend_from_slice(c);
         }

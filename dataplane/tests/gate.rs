@@ -633,3 +633,100 @@ async fn futures_statuses(c: &reqwest::Client, url: &str, n: usize) -> Vec<u16> 
     }
     out
 }
+
+/// Stream caps on one edge: players with header tokens are counted by their CMCD `sid`
+/// (query or header), or per client network without one; MPDs carry the minted session
+/// id escaped for XML; a forged id is no session.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_caps_count_cmcd_sessions_and_networks() {
+    let f = fixture_with(|snap, _| {
+        snap["policies"].as_array_mut().unwrap().push(json!({
+            "id": "one-stream",
+            "rule": {"jwt": {"issuer": "https://auth.test", "audience": "streamgate"}},
+            "limits": {"max_streams": 1}
+        }));
+        snap["assets"][0]["policy"] = json!("one-stream");
+    });
+    let tok = |n: &str| f.tokens[n].as_str().unwrap().to_owned();
+    let seg = f.edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let c = reqwest::Client::new();
+    let with_sid = |sid: &str| {
+        c.get(&seg)
+            .bearer_auth(tok("rs256"))
+            .header("CMCD-Session", format!("sid=\"{sid}\",cid=\"demo\""))
+            .send()
+    };
+    assert_eq!(with_sid("player-1").await.unwrap().status(), 200);
+    assert_eq!(with_sid("player-1").await.unwrap().status(), 200);
+    let r = with_sid("player-2").await.unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    // The same session id in the query's CMCD is the same session.
+    let q = format!("{seg}?CMCD=bl%3D3000%2Csid%3D%22player-1%22");
+    let r = c.get(&q).bearer_auth(tok("rs256")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Without CMCD, one session per network: another one for this subject.
+    let r = c.get(&seg).bearer_auth(tok("rs256")).send().await.unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    // An MPD with a query token starts a session for subject v2: the rewritten MPD carries
+    // its id next to the token, escaped for XML.
+    let v2 = tok("rs256_v2");
+    let r = c
+        .get(f.edge.url(&format!("/v/demo/manifest.mpd?token={v2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("&amp;sg_sid="), "{body}");
+    let mut media = None;
+    let mut reader = quick_xml::Reader::from_str(&body);
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)
+                if e.name().as_ref() == b"SegmentTemplate" =>
+            {
+                let a = e.try_get_attribute("media").unwrap().unwrap();
+                media = Some(a.unescape_value().unwrap().into_owned());
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    let media = media.expect("a SegmentTemplate");
+    let (_, q) = media.split_once('?').unwrap();
+    assert!(q.starts_with(&format!("token={v2}&sg_sid=")), "{media}");
+    let sid = q.rsplit_once("sg_sid=").unwrap().1.to_owned();
+    assert_eq!(sid.len(), 22);
+    // Its segments are that session; the same subject without it is another (refused).
+    let r = c
+        .get(format!("{seg}?token={v2}&sg_sid={sid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(&seg).bearer_auth(&v2).send().await.unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    // A forged id is no session of v2's; v1's id is not v2's either.
+    let mut forged = sid.clone().into_bytes();
+    forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = c
+        .get(format!("{seg}?token={v2}&sg_sid={forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    // A new entry manifest is a new session: refused while the first plays.
+    let r = c
+        .get(f.edge.url(&format!("/v/demo/master.m3u8?token={v2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    assert_eq!(
+        f.edge
+            .metric("streamgate_edge_gate_decisions_total{reason=\"stream_limit\",result=\"deny\"}")
+            .await,
+        5.0
+    );
+}

@@ -87,11 +87,29 @@ pub struct RateLimits {
     pub segment: RateClass,
 }
 
+/// Whose playback sessions a stream cap counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamsPer {
+    /// The token's `sub` (for wallet sessions: the CAIP-10 account).
+    #[default]
+    Subject,
+    /// The signed-in wallet's address, whatever chain it signed in on.
+    Wallet,
+}
+
+/// The largest stream cap a policy may set.
+pub const MAX_STREAMS: u32 = 10_000;
+
 /// A policy's abuse limits.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
     /// Request rates.
     pub rate: RateLimits,
+    /// At most this many concurrent playback sessions per [`Limits::streams_per`],
+    /// fleet-wide (`max_streams`).
+    pub max_streams: Option<u32>,
+    /// Whose sessions `max_streams` counts.
+    pub streams_per: StreamsPer,
 }
 
 impl Limits {
@@ -109,8 +127,30 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
     let Some(m) = object(cx, path, v) else {
         return Limits::default();
     };
-    unknown_keys(cx, path, m, &["rate"]);
+    unknown_keys(cx, path, m, &["rate", "max_streams", "streams_per"]);
     let mut out = Limits::default();
+    if let Some(v) = m.get("max_streams") {
+        match v.as_u64() {
+            Some(n) if (1..=u64::from(MAX_STREAMS)).contains(&n) => {
+                out.max_streams = Some(n as u32);
+            }
+            _ => cx.err(
+                &join(path, "max_streams"),
+                format!("must be a whole number from 1 to {MAX_STREAMS}"),
+            ),
+        }
+    }
+    match m.get("streams_per").map(Value::as_str) {
+        None | Some(Some("subject")) => {}
+        Some(Some("wallet")) => out.streams_per = StreamsPer::Wallet,
+        Some(_) => cx.err(
+            &join(path, "streams_per"),
+            "expected \"subject\" or \"wallet\"",
+        ),
+    }
+    if m.contains_key("streams_per") && out.max_streams.is_none() {
+        cx.err(&join(path, "streams_per"), "needs max_streams");
+    }
     if let Some(r) = m.get("rate") {
         let p = join(path, "rate");
         if let Some(r) = object(cx, &p, r) {
@@ -206,6 +246,12 @@ pub(crate) fn limits_value(l: &Limits) -> Option<Value> {
     let mut m = Map::new();
     if !rate.is_empty() {
         m.insert("rate".into(), Value::Object(rate));
+    }
+    if let Some(n) = l.max_streams {
+        m.insert("max_streams".into(), n.into());
+        if l.streams_per == StreamsPer::Wallet {
+            m.insert("streams_per".into(), "wallet".into());
+        }
     }
     Some(Value::Object(m))
 }

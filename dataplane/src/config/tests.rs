@@ -262,3 +262,38 @@ bogus = 1
         );
     }
 }
+
+#[test]
+fn sessions_are_read_and_checked() {
+    let cfg = parse(
+        "[edge.sessions]\nidle_timeout = \"30s\"\npublish_interval = \"1s\"\nsecret_file = \"/s\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.sessions.idle_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.sessions.secret_file, Some(PathBuf::from("/s")));
+    let Err(LoadError::Invalid(ConfigErrors(errs))) = parse(
+        "[edge.sessions]\nidle_timeout = \"0s\"\npublish_interval = \"2m\"\nlease_ttl = \"1500ms\"\nipv4_prefix = 4\nnope = 1\n",
+    ) else {
+        panic!("expected validation errors");
+    };
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "edge.sessions.idle_timeout: must be from 1s to 1h",
+        "edge.sessions.publish_interval: must be from 50ms to 60s",
+        "edge.sessions.lease_ttl: must be whole seconds",
+        "edge.sessions.ipv4_prefix",
+        "edge.sessions.nope: unknown field",
+    ] {
+        assert!(text.iter().any(|t| t.contains(want)), "missing {want} in {text:#?}");
+    }
+    // A secret file that is too short is a clear error at start.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, b"tiny").unwrap();
+    let s = SessionConfig {
+        secret_file: Some(short),
+        ..SessionConfig::default()
+    };
+    assert!(s.secret().unwrap_err().contains("at least 32"));
+    assert_eq!(SessionConfig::default().secret().unwrap().len(), 32);
+}

@@ -269,11 +269,18 @@ proptest::proptest! {
         ),
         crlf in proptest::bool::ANY,
         value in "[A-Za-z0-9._~%+-]{1,40}",
+        sid in "[A-Za-z0-9_-]{22}",
     ) {
         let text = lines.join(if crlf { "\r\n" } else { "\n" });
         let want = rewrite_hls(&text, &format!("token={value}"));
         let t = Template::build(text.as_bytes(), false).unwrap().unwrap();
         proptest::prop_assert_eq!(&t.render(&value)[..], want.as_bytes());
+        // With a session id, as the edge renders it for capped policies.
+        let want = rewrite_hls(&text, &format!("token={value}&sg_sid={sid}"));
+        proptest::prop_assert_eq!(
+            &t.render_parts(&[&value, "&", "sg_sid", "=", &sid])[..],
+            want.as_bytes()
+        );
     }
 
     #[test]
@@ -282,6 +289,7 @@ proptest::proptest! {
         media in "[a-z/.:?=&#$]{0,16}",
         init in "[a-z/.:?=#$]{0,10}",
         value in "[A-Za-z0-9._~%+-]{1,40}",
+        sid in "[A-Za-z0-9_-]{22}",
     ) {
         let media = media.replace('&', "&amp;");
         let xml = format!(
@@ -292,6 +300,11 @@ proptest::proptest! {
         let want = rewrite_mpd(xml.as_bytes(), &format!("token={value}")).unwrap();
         let t = Template::build(xml.as_bytes(), true).unwrap().unwrap();
         proptest::prop_assert_eq!(&t.render(&value)[..], &want[..]);
+        let want = rewrite_mpd(xml.as_bytes(), &format!("token={value}&sg_sid={sid}")).unwrap();
+        proptest::prop_assert_eq!(
+            &t.render_parts(&[&value, "&amp;", "sg_sid", "=", &sid])[..],
+            &want[..]
+        );
     }
 }
 

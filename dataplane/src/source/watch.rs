@@ -102,6 +102,8 @@ enum Kind {
     Asset,
     Key,
     Purge,
+    /// `streams/<edge-id>`: an edge's playback-session counts.
+    Streams,
     Other,
 }
 
@@ -115,6 +117,8 @@ fn kind(key: &str) -> Kind {
         Kind::Key
     } else if rest.starts_with("purges/") {
         Kind::Purge
+    } else if rest.starts_with("streams/") {
+        Kind::Streams
     } else {
         Kind::Other
     }
@@ -184,7 +188,7 @@ impl Docs {
                 Kind::Policy => (&mut policies, "id"),
                 Kind::Asset => (&mut assets, "id"),
                 Kind::Key => (&mut keys, "kid"),
-                Kind::Purge | Kind::Other => continue,
+                Kind::Purge | Kind::Streams | Kind::Other => continue,
             };
             if v.get(field).and_then(Value::as_str) == Some(name) {
                 list.push(v.clone());
@@ -237,6 +241,22 @@ impl StateWatcher {
         }
     }
 
+    /// Another edge's session counts (`None`: its key is gone, with its lease).
+    fn streams(&self, key: &str, value: Option<&[u8]>) {
+        let edge = key.rsplit('/').next().unwrap_or_default();
+        if edge == self.edge_id {
+            return;
+        }
+        if let Some(s) = self.pipeline.sessions() {
+            if let Some(v) = value
+                && let Err(e) = crate::session::parse_counts(v)
+            {
+                tracing::warn!(%key, error = %e, "session counts ignored");
+            }
+            s.set_remote(edge, value);
+        }
+    }
+
     /// Lists the prefix and installs it; applies purges newer than `since`.
     async fn reload(
         &self,
@@ -247,10 +267,14 @@ impl StateWatcher {
     ) -> Result<i64, StoreError> {
         let (items, rev) = store.list(PREFIX).await?;
         let mut fresh = Docs::default();
+        if let Some(s) = self.pipeline.sessions() {
+            s.clear_remote();
+        }
         for (k, v) in &items {
             match kind(k) {
                 Kind::Policy | Kind::Asset | Kind::Key => fresh.set(k, &v.value),
                 Kind::Purge if since > 0 && v.version > since => self.purge(k, &v.value),
+                Kind::Streams => self.streams(k, Some(&v.value)),
                 Kind::Purge | Kind::Other => {}
             }
         }
@@ -282,6 +306,8 @@ impl StateWatcher {
                     self.purge(key, value);
                     purged = true;
                 }
+                (Kind::Streams, Event::Put { key, value, .. }) => self.streams(key, Some(value)),
+                (Kind::Streams, Event::Delete { key, .. }) => self.streams(key, None),
                 _ => {}
             }
         }
@@ -319,6 +345,14 @@ impl BackgroundService for StateWatcher {
             applied: 0,
             store: None,
             epoch: 0,
+        });
+        let streams = self.pipeline.sessions().map(|s| {
+            tokio::spawn(publish_streams(
+                published.clone(),
+                Arc::clone(s),
+                self.edge_id.clone(),
+                shutdown.clone(),
+            ))
         });
         let publisher = tokio::spawn(publisher(
             published,
@@ -434,6 +468,9 @@ impl BackgroundService for StateWatcher {
         }
         lkg_timer.abort();
         let _ = publisher.await;
+        if let Some(s) = streams {
+            let _ = s.await;
+        }
     }
 }
 
@@ -524,6 +561,66 @@ async fn publisher(
         }
     }
     // Gone at once rather than after the TTL.
+    if let Some((store, l)) = lease {
+        let _ = tokio::time::timeout(Duration::from_secs(1), l.revoke(&*store)).await;
+    }
+}
+
+/// Publishes this edge's playback-session counts to `streams/<edge-id>` under a lease of
+/// `edge.sessions.lease_ttl`: at most once per `publish_interval`, when they changed, and
+/// again under a new lease when the old one was lost. Expires idle sessions on each tick.
+async fn publish_streams(
+    rx: watch::Receiver<Published>,
+    sessions: Arc<crate::session::Sessions>,
+    edge_id: String,
+    mut shutdown: ShutdownWatch,
+) {
+    let key = format!("{PREFIX}streams/{edge_id}");
+    let cfg = sessions.config().clone();
+    let mut lease: Option<(Arc<dyn Store>, streamgate_store::KeptLease)> = None;
+    let mut pending: Option<Value> = None;
+    let mut tick = tokio::time::interval(cfg.publish_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        sessions.tick();
+        let Some(store) = rx.borrow().store.clone() else {
+            continue;
+        };
+        let renewed = lease
+            .as_ref()
+            .is_none_or(|(s, l)| l.is_lost() || !Arc::ptr_eq(s, &store));
+        if let Some(doc) = sessions.take_changes() {
+            pending = Some(doc);
+        } else if renewed && lease.is_some() {
+            // The key went with the lost lease: write the counts again.
+            pending = Some(sessions.document());
+        }
+        let Some(doc) = &pending else { continue };
+        if renewed {
+            match streamgate_store::KeptLease::grant(Arc::clone(&store), cfg.lease_ttl).await {
+                Ok(l) => lease = Some((Arc::clone(&store), l)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "session counts lease not granted");
+                    continue;
+                }
+            }
+        }
+        let Some((_, l)) = &lease else { continue };
+        let op = Op::put_leased(key.clone(), doc.to_string().into_bytes(), l.id());
+        match store.txn(&[], vec![op]).await {
+            Ok(_) => pending = None,
+            Err(e) => {
+                tracing::debug!(error = %e, "session counts not published");
+                if matches!(e, StoreError::LeaseExpired(_)) {
+                    lease = None;
+                }
+            }
+        }
+    }
     if let Some((store, l)) = lease {
         let _ = tokio::time::timeout(Duration::from_secs(1), l.revoke(&*store)).await;
     }

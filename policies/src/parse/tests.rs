@@ -215,6 +215,14 @@ limits:
     );
     let again = Policy::from_value(&p.to_value()).unwrap();
     assert_eq!(again, p);
+    assert_eq!(p.limits.max_streams, None);
+    let capped = Policy::parse(
+        "id: c\nrule: { public: true }\nlimits: { max_streams: 2, streams_per: wallet }\n",
+    )
+    .unwrap();
+    assert_eq!(capped.limits.max_streams, Some(2));
+    assert_eq!(capped.limits.streams_per, crate::limits::StreamsPer::Wallet);
+    assert_eq!(Policy::from_value(&capped.to_value()).unwrap(), capped);
     // Unset settings fall back to the edge's; set ones (off included) win.
     let edge = crate::limits::RateClass {
         per_ip: RateSetting::Limit(RateRule {
@@ -242,6 +250,8 @@ id: bad
 rule: { public: true }
 limits:
   burst: 3
+  max_streams: 0
+  streams_per: household
   rate:
     video: {}
     segment:
@@ -253,6 +263,8 @@ limits:
     let errs = Policy::parse(yaml).unwrap_err().to_string();
     for want in [
         "limits.burst: unknown field",
+        "limits.max_streams: must be a whole number from 1 to 10000",
+        "limits.streams_per: expected \"subject\" or \"wallet\"",
         "limits.rate.video: unknown field",
         "limits.rate.segment.per_ip.rate: must be above 0",
         "limits.rate.segment.per_subject.rate: must be above 0 and at most 10000",
