@@ -29,11 +29,25 @@ pub enum CmcdValue<'a> {
 }
 
 /// The pairs of a CMCD list, in order; `Err` at the first malformed entry.
+#[cfg(any(test, fuzzing, feature = "internals"))]
 pub fn pairs(s: &str) -> Result<Vec<(&str, CmcdValue<'_>)>, &'static str> {
+    let mut out = Vec::new();
+    visit(s, |k, v| {
+        out.push((k, v));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each pair of a CMCD list in order, without allocating (but for a string
+/// with escapes), until it returns false; `Err` at the first malformed entry before that.
+pub fn visit<'a>(
+    s: &'a str,
+    mut f: impl FnMut(&'a str, CmcdValue<'a>) -> bool,
+) -> Result<(), &'static str> {
     if s.len() > MAX_LEN {
         return Err("CMCD data too long");
     }
-    let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -46,7 +60,9 @@ pub fn pairs(s: &str) -> Result<Vec<(&str, CmcdValue<'_>)>, &'static str> {
             return Err("bad CMCD key");
         }
         if i == b.len() || b[i] == b',' {
-            out.push((key, CmcdValue::True));
+            if !f(key, CmcdValue::True) {
+                return Ok(());
+            }
             i += 1;
             continue;
         }
@@ -82,7 +98,9 @@ pub fn pairs(s: &str) -> Result<Vec<(&str, CmcdValue<'_>)>, &'static str> {
                 None => Cow::Borrowed(&rest[..j]),
             };
             i = from + j;
-            out.push((key, CmcdValue::Str(v)));
+            if !f(key, CmcdValue::Str(v)) {
+                return Ok(());
+            }
             i += 1; // closing quote
             if i < b.len() {
                 if b[i] != b',' {
@@ -103,11 +121,28 @@ pub fn pairs(s: &str) -> Result<Vec<(&str, CmcdValue<'_>)>, &'static str> {
                 }
                 _ => return Err("bad CMCD value"),
             };
-            out.push((key, v));
+            if !f(key, v) {
+                return Ok(());
+            }
             i += 1;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The `sid` string of a CMCD list, if it has a well-formed one before any malformed entry.
+fn sid_of(s: &str) -> Option<Cow<'_, str>> {
+    let mut sid = None;
+    let _ = visit(s, |k, v| {
+        if k == "sid" {
+            if let CmcdValue::Str(v) = v {
+                sid = Some(v);
+            }
+            return false;
+        }
+        true
+    });
+    sid
 }
 
 /// The session id (`sid`) a request's CMCD carries, from the query or the
@@ -115,14 +150,8 @@ pub fn pairs(s: &str) -> Result<Vec<(&str, CmcdValue<'_>)>, &'static str> {
 pub fn session_id<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
     let from = |text: Cow<'a, str>| -> Option<Cow<'a, str>> {
         let sid = match text {
-            Cow::Borrowed(t) => match pairs(t).ok()?.into_iter().find(|(k, _)| *k == "sid")?.1 {
-                CmcdValue::Str(s) => s,
-                _ => return None,
-            },
-            Cow::Owned(t) => match pairs(&t).ok()?.into_iter().find(|(k, _)| *k == "sid")?.1 {
-                CmcdValue::Str(s) => Cow::Owned(s.into_owned()),
-                _ => return None,
-            },
+            Cow::Borrowed(t) => sid_of(t)?,
+            Cow::Owned(t) => Cow::Owned(sid_of(&t)?.into_owned()),
         };
         (!sid.is_empty() && sid.len() <= MAX_SID).then_some(sid)
     };

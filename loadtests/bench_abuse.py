@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Abuse control's cost on cache hits: one edge with rate limits (per network, per token
+subject and per wallet, set high enough never to refuse), playback sessions under a
+stream cap and CMCD parsing on, against one with all of them off, on the same core, in
+one run, taking turns. Requests carry a token in the Authorization header and CMCD
+headers (`CMCD-Session` with a sid, `CMCD-Request`) in both cases, so the request bytes
+are identical; only the edge's work differs.
+
+The edges run one Pingora worker thread each, pinned to CPU 0; wrk runs pinned to CPU 1.
+Prints req/s, p50 and p99 per case, and per object the on/off throughput ratio round by
+round: its median and spread. The goal (issue 13) is a median ratio of at least 0.95.
+
+Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_abuse.py [--duration 10] [--rounds 5]
+"""
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+try:
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+except ImportError:
+    sys.exit("needs PyJWT and cryptography: run with ~/.cache/streamgate-venv/bin/python (scripts/setup.sh makes it)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--binary")
+    args = ap.parse_args()
+    binary = args.binary or benchlib.build_binary()
+
+    work = tempfile.mkdtemp(prefix="sg-bench-abuse-")
+    procs = []
+    try:
+        origin = os.path.join(work, "origin")
+        objects = benchlib.write_objects(origin, "demo")
+        key = ed25519.Ed25519PrivateKey.generate()
+        x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        rule = {"jwt": {"issuer": "bench", "audience": "streamgate"}}
+        never = {"rate": 10000, "burst": 1000000}
+        limits = {
+            "max_streams": 10000,
+            "rate": {c: {"per_ip": never, "per_subject": never, "per_wallet": never}
+                     for c in ("playlist", "segment")},
+        }
+        keys = [{"kid": "b1", "alg": "EdDSA", "crv": "Ed25519",
+                 "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}]
+        for name, policy in [("off", {"id": "viewers", "rule": rule}),
+                             ("on", {"id": "viewers", "rule": rule, "limits": limits})]:
+            with open(os.path.join(work, f"snapshot-{name}.json"), "w") as f:
+                json.dump({"revision": 1, "policies": [policy],
+                           "assets": [{"id": "demo", "policy": "viewers"}], "keys": keys}, f)
+        token = jwt.encode({"iss": "bench", "aud": "streamgate", "sub": "viewer-1", "sg_scope": ["demo"],
+                            "exp": int(time.time()) + 3600}, key, algorithm="EdDSA", headers={"kid": "b1"})
+
+        def edge(name, extra):
+            port, admin = benchlib.free_port(), benchlib.free_port()
+            home = os.path.join(work, name)
+            os.makedirs(home, exist_ok=True)
+            procs.append(benchlib.start_edge(binary, home, f"""
+[edge]
+http_listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+[edge.cache]
+max_bytes = "1GiB"
+manifest_ttl = "1h"
+[edge.gate]
+snapshot = "{work}/snapshot-{name}.json"
+{extra}
+[origin]
+kind = "fs"
+root = "{origin}"
+""", port))
+            admins[name] = f"http://127.0.0.1:{admin}"
+            return f"http://127.0.0.1:{port}"
+
+        admins = {}
+        edge_limits = "\n".join(
+            f'[edge.rate_limit.{c}]\nper_ip = {{ rate = 10000, burst = 1000000 }}' for c in ("playlist", "segment"))
+        bases = {"off": edge("off", ""), "on": edge("on", edge_limits)}
+        hdrs = (f"Authorization: Bearer {token}",
+                'CMCD-Session: cid="demo",sid="6e2fb550-c457-11e9-bb97-0800200c9a66",sf=h,st=v',
+                "CMCD-Request: bl=21300,dl=18500,mtp=48100,su")
+        hmap = dict(h.split(": ", 1) for h in hdrs)
+        cases = [(o, c, bases[c] + path) for o, path in objects.items() for c in ("off", "on")]
+        for _, _, url in cases:
+            benchlib.warm(url, hmap)
+        print(f"caches warm; {args.rounds} rounds x {args.duration} s, {args.connections} connections, "
+              "edges on CPU 0 (1 thread each, one loaded at a time), wrk on CPU 1", flush=True)
+        results = {(o, c): [] for o, c, _ in cases}
+        total, n = args.rounds * len(cases), 0
+        for r in range(args.rounds):
+            # Turns alternate: "off" first in even rounds, "on" first in odd ones.
+            order = cases if r % 2 == 0 else [c for pair in zip(cases[1::2], cases[0::2]) for c in pair]
+            for oname, case, url in order:
+                n += 1
+                print(f"[{n}/{total}] {oname:14s} {case:4s} round {r + 1} ...", end="", flush=True)
+                res = benchlib.wrk(url, args.duration, args.connections, hdrs)
+                results[(oname, case)].append(res)
+                print(f" {res['rps']:>10.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
+        # The "on" edge really tracked the session and its limits never refused.
+        _, _, metrics = benchlib.get(admins["on"] + "/metrics")
+        text = metrics.decode()
+        if "streamgate_edge_sessions_active 1" not in text:
+            sys.exit("the 'on' edge tracked no playback session: the comparison is void")
+        refused = [l for l in text.splitlines()
+                   if l.startswith("streamgate_edge_rate_limited_total{") and not l.endswith(" 0")]
+        if refused:
+            sys.exit(f"the limits refused requests: {refused}")
+        print()
+        print("| object | abuse control | req/s (median) | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|")
+        for key_, rs in results.items():
+            m = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
+            print(f"| {key_[0]} | {key_[1]} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+        print()
+        for oname in objects:
+            per = [a["rps"] / b["rps"] for a, b in zip(results[(oname, "on")], results[(oname, "off")])]
+            print(f"{oname}: on / off throughput {statistics.median(per):.3f} "
+                  f"(rounds {min(per):.3f} to {max(per):.3f}; goal >= 0.95)")
+    finally:
+        benchlib.stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
