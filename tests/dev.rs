@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Proc, free_port, output_ok};
+use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve};
 use streamgate_proto::control::v1 as pb;
 
 fn require(tool: &str) {
@@ -22,27 +22,6 @@ fn require(tool: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "{tool} is not installed: run ./scripts/setup.sh");
-}
-
-/// Every URI an HLS playlist references: media lines and `URI="..."` attributes.
-fn hls_uris(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() {
-            continue;
-        }
-        if !line.starts_with('#') {
-            out.push(line.to_owned());
-        } else if let Some(i) = line.find("URI=\"") {
-            let rest = &line[i + 5..];
-            out.push(rest[..rest.find('"').unwrap()].to_owned());
-        }
-    }
-    out
-}
-
-fn resolve(base: &str, rel: &str) -> String {
-    format!("{}/{rel}", &base[..base.rfind('/').unwrap()])
 }
 
 fn play(url: &str) {
@@ -61,28 +40,6 @@ fn play(url: &str) {
         stderr.trim().is_empty(),
         "ffmpeg reported errors playing {url}:\n{stderr}"
     );
-}
-
-/// `streamgate dev` on `data` with the HTTP, TLS, admin and control ports.
-fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_streamgate"));
-    c.args(["dev", "--data-dir"])
-        .arg(data)
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--tls-port",
-            &tls.to_string(),
-        ])
-        .args(["--admin-port", &admin.to_string()])
-        .args(["--control-port", &control.to_string()])
-        // Its own ingest and admin ports, so dev tests running side by side do not collide
-        // on 8090, 9101 or 9102 (the printed admin URLs say which).
-        .args(["--ingest-port", &free_port().to_string()])
-        .args(["--control-admin-port", &free_port().to_string()])
-        .args(["--farm-admin-port", &free_port().to_string()])
-        .env("STREAMGATE_LOG", "warn");
-    c
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,6 +77,53 @@ pub async fn wait_ready(admin: u16, timeout: std::time::Duration) {
     }
 }
 
+/// Every URI an HLS playlist references: media lines and `URI="..."` attributes.
+pub fn hls_uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            out.push(line.to_owned());
+        } else if let Some(i) = line.find("URI=\"") {
+            let rest = &line[i + 5..];
+            out.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
+    }
+    out
+}
+
+/// `rel` resolved against the directory of `base`.
+pub fn resolve(base: &str, rel: &str) -> String {
+    format!("{}/{rel}", &base[..base.rfind('/').unwrap()])
+}
+
+/// `streamgate dev` on `data` with the HTTP, TLS, admin and control ports.
+pub fn dev_command(
+    data: &std::path::Path,
+    [http, tls, admin, control]: [u16; 4],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"));
+    c.args(["dev", "--data-dir"])
+        .arg(data)
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--tls-port",
+            &tls.to_string(),
+        ])
+        .args(["--admin-port", &admin.to_string()])
+        .args(["--control-port", &control.to_string()])
+        // Its own ingest and admin ports, so dev tests running side by side do not collide
+        // on 8090, 9101 or 9102 (the printed admin URLs say which).
+        .args(["--ingest-port", &free_port().to_string()])
+        .args(["--control-admin-port", &free_port().to_string()])
+        .args(["--farm-admin-port", &free_port().to_string()])
+        .env("STREAMGATE_LOG", "warn");
+    c
+}
+
 #[path = "../../dataplane/tests/support/clients.rs"]
 mod clients;
 #[allow(unused_imports)]
