@@ -4,14 +4,12 @@
 //! loads with the right content type, and a second fetch of a segment is a cache HIT.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
 
-use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve};
+use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve, spawn_with_lines};
 use streamgate_proto::control::v1 as pb;
 
 fn require(tool: &str) {
@@ -47,19 +45,7 @@ async fn dev_serves_a_playable_demo() {
     require("ffmpeg");
     let data = tempfile::tempdir().unwrap();
     let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = dev_command(data.path(), [http, tls, admin, control])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("streamgate dev starts");
-    let stdout = child.stdout.take().unwrap();
-    let _dev = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (_dev, rx) = spawn_with_lines(&mut dev_command(data.path(), [http, tls, admin, control]));
     // `dev` prints the player URLs on their own lines once the edge is up.
     let mut urls = Vec::new();
     while urls.len() < 2 {
@@ -77,17 +63,7 @@ async fn dev_serves_a_playable_demo() {
     let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd?token={token}");
     assert_eq!(urls, [hls.clone(), dash.clone()]);
     // Then the three admin ports: edge, control plane, farm.
-    let mut admins = Vec::new();
-    while admins.len() < 3 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("dev printed its admin ports");
-        for what in ["edge:", "control plane:", "farm:"] {
-            if let Some(url) = line.trim().strip_prefix(what) {
-                admins.push((what, url.trim().to_owned()));
-            }
-        }
-    }
+    let admins = common::dev_admin_urls(&rx);
     assert_eq!(
         admins[0].1,
         format!("http://127.0.0.1:{admin}/metrics"),
@@ -362,20 +338,7 @@ async fn dev_gates_the_demo_on_an_nft_from_a_local_chain() {
 
 /// Starts `dev` on `data` and returns it with the HLS URL it printed.
 fn start_dev(data: &std::path::Path, ports: [u16; 4], etcd: &str) -> (Proc, String) {
-    let mut child = dev_command(data, ports)
-        .args(["--etcd", etcd])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("streamgate dev starts");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (proc, rx) = spawn_with_lines(dev_command(data, ports).args(["--etcd", etcd]));
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(240))

@@ -6,15 +6,13 @@
 //! (the convention docs/OPERATIONS.md describes) must return at least one series, so a
 //! misspelt metric or label in a live panel fails the test.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve};
+use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve, spawn_with_lines};
 
 fn observability_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/observability")
@@ -156,12 +154,9 @@ async fn play(c: &reqwest::Client, http: u16, token: &str) {
     for u in hls_uris(&text).iter().take(4) {
         fetch(c, &resolve(&playlist, u)).await;
     }
-    let anon = c
-        .get(format!("http://127.0.0.1:{http}/v/demo/master.m3u8"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anon.status(), 401);
+    let anon = format!("http://127.0.0.1:{http}/v/demo/master.m3u8");
+    let status = c.get(&anon).send().await.unwrap().status();
+    assert_eq!(status, 401, "{anon} without a token");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,41 +198,23 @@ async fn dashboards_and_alerts_evaluate_on_a_live_dev() {
 
     let data = tempfile::tempdir().unwrap();
     let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = dev_command(data.path(), [http, tls, admin, control])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("streamgate dev starts");
-    let stdout = child.stdout.take().unwrap();
-    let _dev = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut token = None;
-    let mut ports = Vec::new();
-    while ports.len() < 3 {
+    let (_dev, rx) = spawn_with_lines(&mut dev_command(data.path(), [http, tls, admin, control]));
+    let token = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
-            .expect("dev printed its URLs and admin ports");
-        if token.is_none() && line.starts_with("http://") && line.contains(".m3u8?token=") {
-            token = Some(line.split_once("?token=").unwrap().1.to_owned());
+            .expect("dev printed its player URLs");
+        if line.starts_with("http://") && line.contains(".m3u8?token=") {
+            break line.split_once("?token=").unwrap().1.to_owned();
         }
-        for (what, job) in [
-            ("edge:", "streamgate-edge"),
-            ("control plane:", "streamgate-control"),
-            ("farm:", "streamgate-farm"),
-        ] {
-            if let Some(url) = line.trim().strip_prefix(what) {
-                let port = url.trim().rsplit(':').next().unwrap();
-                let port = port.trim_end_matches("/metrics").parse::<u16>().unwrap();
-                ports.push((job, port));
-            }
-        }
-    }
-    let token = token.expect("dev printed a tokenised HLS URL");
+    };
+    let ports: Vec<(&str, u16)> = common::dev_admin_urls(&rx)
+        .into_iter()
+        .zip(["streamgate-edge", "streamgate-control", "streamgate-farm"])
+        .map(|((_, url), job)| {
+            let port = url.strip_suffix("/metrics").unwrap().rsplit(':').next();
+            (job, port.unwrap().parse().unwrap())
+        })
+        .collect();
     common::wait_ready(admin, Duration::from_secs(30)).await;
     let c = reqwest::Client::new();
     play(&c, http, &token).await;
@@ -271,29 +248,18 @@ async fn dashboards_and_alerts_evaluate_on_a_live_dev() {
     let api = format!("http://127.0.0.1:{prom_port}/api/v1");
 
     // Every target up (the API answers once Prometheus listens).
-    let t0 = Instant::now();
-    loop {
-        let up = match c.get(format!("{api}/targets")).send().await {
-            Ok(r) => r.json::<serde_json::Value>().await.ok(),
-            Err(_) => None,
+    let targets = format!("{api}/targets");
+    common::eventually(Duration::from_secs(30), "all three targets up", || async {
+        let Ok(r) = c.get(&targets).send().await else {
+            return false;
         };
-        let healthy = up.as_ref().map_or(0, |v| {
-            v["data"]["activeTargets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|t| t["health"] == "up")
-                .count()
-        });
-        if healthy == 3 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "not every target was up within 30 s: {up:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        let up = v["data"]["activeTargets"]
+            .as_array()
+            .map_or(0, |ts| ts.iter().filter(|t| t["health"] == "up").count());
+        up == 3
+    })
+    .await;
     // Traffic while Prometheus scrapes, so rates over the last minute are not zero, then
     // a few scrapes more.
     play(&c, http, &token).await;

@@ -123,6 +123,11 @@ pub struct Metrics {
     pub state_apply_seconds: Histogram,
 }
 
+/// Buckets of the origin and request latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 use crate::error::GATE_REASONS;
 use crate::request::ObjectKind;
 
@@ -179,10 +184,7 @@ impl Metrics {
                 "streamgate_edge_origin_latency_seconds",
                 "Time to read a whole object from origin",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["origin"],
         )
         .expect("valid metric");
@@ -191,10 +193,7 @@ impl Metrics {
                 "streamgate_edge_request_duration_seconds",
                 "Time from a request's arrival to its response headers, by object kind",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["kind"],
         )
         .expect("valid metric");
