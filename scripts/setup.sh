@@ -18,8 +18,10 @@ have curl || need+=(curl)
 have openssl || need+=(openssl)
 have etcd || need+=(etcd-server)
 have etcdctl || need+=(etcd-client)
-# promtool (Debian ships it with the prometheus package) checks the metrics exposition.
+# promtool (Debian ships it with the prometheus package) checks the metrics exposition and
+# the alert rules; tests/observability.rs runs the prometheus server itself.
 have promtool || need+=(prometheus)
+have prometheus || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -4,14 +4,12 @@
 //! loads with the right content type, and a second fetch of a segment is a cache HIT.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
 
-use common::{Proc, free_port, output_ok};
+use common::{Proc, dev_command, free_port, hls_uris, output_ok, resolve, spawn_with_lines};
 use streamgate_proto::control::v1 as pb;
 
 fn require(tool: &str) {
@@ -22,27 +20,6 @@ fn require(tool: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "{tool} is not installed: run ./scripts/setup.sh");
-}
-
-/// Every URI an HLS playlist references: media lines and `URI="..."` attributes.
-fn hls_uris(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() {
-            continue;
-        }
-        if !line.starts_with('#') {
-            out.push(line.to_owned());
-        } else if let Some(i) = line.find("URI=\"") {
-            let rest = &line[i + 5..];
-            out.push(rest[..rest.find('"').unwrap()].to_owned());
-        }
-    }
-    out
-}
-
-fn resolve(base: &str, rel: &str) -> String {
-    format!("{}/{rel}", &base[..base.rfind('/').unwrap()])
 }
 
 fn play(url: &str) {
@@ -63,46 +40,12 @@ fn play(url: &str) {
     );
 }
 
-/// `streamgate dev` on `data` with the HTTP, TLS, admin and control ports.
-fn dev_command(data: &std::path::Path, [http, tls, admin, control]: [u16; 4]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_streamgate"));
-    c.args(["dev", "--data-dir"])
-        .arg(data)
-        .args([
-            "--http-port",
-            &http.to_string(),
-            "--tls-port",
-            &tls.to_string(),
-        ])
-        .args(["--admin-port", &admin.to_string()])
-        .args(["--control-port", &control.to_string()])
-        // Its own ingest and admin ports, so dev tests running side by side do not collide
-        // on 8090, 9101 or 9102 (the printed admin URLs say which).
-        .args(["--ingest-port", &free_port().to_string()])
-        .args(["--control-admin-port", &free_port().to_string()])
-        .args(["--farm-admin-port", &free_port().to_string()])
-        .env("STREAMGATE_LOG", "warn");
-    c
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_serves_a_playable_demo() {
     require("ffmpeg");
     let data = tempfile::tempdir().unwrap();
     let (http, tls, admin, control) = (free_port(), free_port(), free_port(), free_port());
-    let mut child = dev_command(data.path(), [http, tls, admin, control])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("streamgate dev starts");
-    let stdout = child.stdout.take().unwrap();
-    let _dev = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (_dev, rx) = spawn_with_lines(&mut dev_command(data.path(), [http, tls, admin, control]));
     // `dev` prints the player URLs on their own lines once the edge is up.
     let mut urls = Vec::new();
     while urls.len() < 2 {
@@ -120,17 +63,7 @@ async fn dev_serves_a_playable_demo() {
     let dash = format!("http://127.0.0.1:{http}/v/demo/manifest.mpd?token={token}");
     assert_eq!(urls, [hls.clone(), dash.clone()]);
     // Then the three admin ports: edge, control plane, farm.
-    let mut admins = Vec::new();
-    while admins.len() < 3 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("dev printed its admin ports");
-        for what in ["edge:", "control plane:", "farm:"] {
-            if let Some(url) = line.trim().strip_prefix(what) {
-                admins.push((what, url.trim().to_owned()));
-            }
-        }
-    }
+    let admins = common::dev_admin_urls(&rx);
     assert_eq!(
         admins[0].1,
         format!("http://127.0.0.1:{admin}/metrics"),
@@ -405,20 +338,7 @@ async fn dev_gates_the_demo_on_an_nft_from_a_local_chain() {
 
 /// Starts `dev` on `data` and returns it with the HLS URL it printed.
 fn start_dev(data: &std::path::Path, ports: [u16; 4], etcd: &str) -> (Proc, String) {
-    let mut child = dev_command(data, ports)
-        .args(["--etcd", etcd])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("streamgate dev starts");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (proc, rx) = spawn_with_lines(dev_command(data, ports).args(["--etcd", etcd]));
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(240))

@@ -92,6 +92,8 @@ pub struct Metrics {
     bytes: Vec<IntCounter>,
     origin_reads: [IntCounter; 4],
     origin_latency: Histogram,
+    /// Request latency to response headers, indexed by [`ObjectKind`] (manifest, segment, other).
+    request_latency: [Histogram; 3],
     /// Bytes held by the cache, updated on scrape.
     pub cache_bytes: IntGauge,
     /// Entries held by the cache, updated on scrape.
@@ -121,7 +123,13 @@ pub struct Metrics {
     pub state_apply_seconds: Histogram,
 }
 
+/// Buckets of the origin and request latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 use crate::error::GATE_REASONS;
+use crate::request::ObjectKind;
 
 /// Transport metrics of the HTTP/3 listener. Path figures are sampled when a connection closes.
 pub struct QuicMetrics {
@@ -176,11 +184,17 @@ impl Metrics {
                 "streamgate_edge_origin_latency_seconds",
                 "Time to read a whole object from origin",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["origin"],
+        )
+        .expect("valid metric");
+        let request_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "streamgate_edge_request_duration_seconds",
+                "Time from a request's arrival to its response headers, by object kind",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["kind"],
         )
         .expect("valid metric");
         let cache_bytes = IntGauge::new(
@@ -315,11 +329,14 @@ impl Metrics {
         let o = |r| origin_reads.with_label_values(&[origin, r]);
         let origin_reads_arr = [o("ok"), o("not_found"), o("error"), o("timeout")];
         let origin_latency = latency.with_label_values(&[origin]);
+        let k = |kind| request_latency.with_label_values(&[kind]);
+        let request_latency_arr = [k("manifest"), k("segment"), k("other")];
         for c in [
             Box::new(requests) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes),
             Box::new(origin_reads),
             Box::new(latency),
+            Box::new(request_latency),
             Box::new(cache_bytes.clone()),
             Box::new(cache_entries.clone()),
             Box::new(inflight_fills.clone()),
@@ -350,6 +367,7 @@ impl Metrics {
             bytes: by,
             origin_reads: origin_reads_arr,
             origin_latency,
+            request_latency: request_latency_arr,
             cache_bytes,
             cache_entries,
             inflight_fills,
@@ -395,6 +413,16 @@ impl Metrics {
         if body_bytes > 0 {
             self.bytes[p * CacheStatus::ALL.len() + c].inc_by(body_bytes);
         }
+    }
+
+    /// Records how long a request took to its response headers.
+    pub fn observe_request(&self, kind: ObjectKind, seconds: f64) {
+        let i = match kind {
+            ObjectKind::Manifest => 0,
+            ObjectKind::Segment => 1,
+            ObjectKind::Other => 2,
+        };
+        self.request_latency[i].observe(seconds);
     }
 
     /// Counts one origin read and its latency.

@@ -198,6 +198,7 @@ impl Pipeline {
         conn: &Conn,
         body: Option<Bytes>,
     ) -> Response<Body> {
+        let t0 = Instant::now();
         let (mut resp, cache) = match self.dispatch(req, conn, body).await {
             Ok(ok) => ok,
             Err(e) => (self.fail(&e), CacheStatus::None),
@@ -218,6 +219,10 @@ impl Pipeline {
         };
         self.metrics
             .record(conn.proto, resp.status().as_u16(), cache, sent);
+        // Kind by the path's name, as the cache decides TTLs (no allocation).
+        let kind = request::classify(req.uri.path()).0;
+        self.metrics
+            .observe_request(kind, t0.elapsed().as_secs_f64());
         resp
     }
 

@@ -303,7 +303,17 @@ pub fn classify(key: &str) -> (ObjectKind, &'static str) {
     let name = key.rsplit('/').next().unwrap_or(key);
     let ext = name.rsplit_once('.').map_or("", |(_, e)| e);
     let audio = key.contains("/audio/");
-    match ext.to_ascii_lowercase().as_str() {
+    // Lower-cased on the stack: this runs for every request (no known extension is longer).
+    let mut buf = [0u8; 8];
+    let lower = match buf.get_mut(..ext.len()) {
+        Some(b) => {
+            b.copy_from_slice(ext.as_bytes());
+            b.make_ascii_lowercase();
+            std::str::from_utf8(b).unwrap_or("")
+        }
+        None => "",
+    };
+    match lower {
         "m3u8" => (ObjectKind::Manifest, "application/vnd.apple.mpegurl"),
         "mpd" => (ObjectKind::Manifest, "application/dash+xml"),
         "m4s" => (ObjectKind::Segment, "video/iso.segment"),

@@ -57,24 +57,115 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// Waits until `check` holds, trying every 50 ms; fails the test naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let t0 = std::time::Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < timeout, "not within {timeout:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the edge's admin port says ready (200 on `/readyz`).
 pub async fn wait_ready(admin: u16, timeout: std::time::Duration) {
     let c = reqwest::Client::new();
-    let t0 = std::time::Instant::now();
-    loop {
-        let r = c
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            return;
+    let url = format!("http://127.0.0.1:{admin}/readyz");
+    eventually(timeout, "the edge was ready", || async {
+        c.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+/// Every URI an HLS playlist references: media lines and `URI="..."` attributes.
+pub fn hls_uris(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
         }
-        assert!(
-            t0.elapsed() < timeout,
-            "the edge was not ready within {timeout:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if !line.starts_with('#') {
+            out.push(line.to_owned());
+        } else if let Some(i) = line.find("URI=\"") {
+            let rest = &line[i + 5..];
+            out.push(rest[..rest.find('"').unwrap()].to_owned());
+        }
     }
+    out
+}
+
+/// `rel` resolved against the directory of `base`.
+pub fn resolve(base: &str, rel: &str) -> String {
+    format!("{}/{rel}", &base[..base.rfind('/').unwrap()])
+}
+
+/// `streamgate dev` on `data` with the HTTP, TLS, admin and control ports.
+pub fn dev_command(
+    data: &std::path::Path,
+    [http, tls, admin, control]: [u16; 4],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"));
+    c.args(["dev", "--data-dir"])
+        .arg(data)
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--tls-port",
+            &tls.to_string(),
+        ])
+        .args(["--admin-port", &admin.to_string()])
+        .args(["--control-port", &control.to_string()])
+        // Its own ingest and admin ports, so dev tests running side by side do not collide
+        // on 8090, 9101 or 9102 (the printed admin URLs say which).
+        .args(["--ingest-port", &free_port().to_string()])
+        .args(["--control-admin-port", &free_port().to_string()])
+        .args(["--farm-admin-port", &free_port().to_string()])
+        .env("STREAMGATE_LOG", "warn");
+    c
+}
+
+/// Spawns `cmd` with its stdout piped (stderr inherited) and returns it with the lines
+/// it prints, read by a thread as they come.
+pub fn spawn_with_lines(
+    cmd: &mut std::process::Command,
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("the command starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (Proc(child), rx)
+}
+
+/// The three admin URLs `dev` prints after its player URLs, read from its output lines:
+/// `("edge:", url)`, `("control plane:", url)`, `("farm:", url)`, in that order.
+pub fn dev_admin_urls(lines: &std::sync::mpsc::Receiver<String>) -> Vec<(&'static str, String)> {
+    let mut admins = Vec::new();
+    while admins.len() < 3 {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("dev printed its admin ports");
+        for what in ["edge:", "control plane:", "farm:"] {
+            if let Some(url) = line.trim().strip_prefix(what) {
+                admins.push((what, url.trim().to_owned()));
+            }
+        }
+    }
+    admins
 }
 
 #[path = "../../dataplane/tests/support/clients.rs"]

@@ -138,6 +138,11 @@ fn content_types() {
     assert_eq!(classify("d/video/720p/init.mp4").1, "video/mp4");
     assert_eq!(classify("d/audio/aac/init.mp4").1, "audio/mp4");
     assert_eq!(classify("d/x.bin").0, ObjectKind::Other);
+    // Extensions match in any case; one longer than any known is Other, not a panic.
+    assert_eq!(classify("d/MASTER.M3U8").0, ObjectKind::Manifest);
+    assert_eq!(classify("d/seg-1.M4s").1, "video/iso.segment");
+    assert_eq!(classify("d/x.m3u8m3u8m3u8").1, "application/octet-stream");
+    assert_eq!(classify("d/x.é").0, ObjectKind::Other);
 }
 
 proptest! {
