@@ -9,6 +9,9 @@
 use std::borrow::Cow;
 
 use http::HeaderMap;
+use http::header::HeaderName;
+
+static CMCD_SESSION: HeaderName = HeaderName::from_static("cmcd-session");
 
 /// The longest CMCD text read (a query value or one header).
 pub const MAX_LEN: usize = 2048;
@@ -164,7 +167,7 @@ pub fn session_id<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<
             .ok()?;
         return from(text);
     }
-    let h = headers.get("cmcd-session")?.to_str().ok()?;
+    let h = headers.get(&CMCD_SESSION)?.to_str().ok()?;
     from(Cow::Borrowed(h))
 }
 

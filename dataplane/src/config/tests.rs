@@ -284,7 +284,10 @@ fn sessions_are_read_and_checked() {
         "edge.sessions.ipv4_prefix",
         "edge.sessions.nope: unknown field",
     ] {
-        assert!(text.iter().any(|t| t.contains(want)), "missing {want} in {text:#?}");
+        assert!(
+            text.iter().any(|t| t.contains(want)),
+            "missing {want} in {text:#?}"
+        );
     }
     // A secret file that is too short is a clear error at start.
     let dir = tempfile::tempdir().unwrap();
