@@ -282,10 +282,15 @@ impl Pipeline {
             headers: &req.headers,
             client: conn.client,
         };
-        let class = match request::classify(&key).0 {
+        let (kind, ctype) = request::classify(&key);
+        let class = match kind {
             ObjectKind::Manifest => Class::Playlist,
             ObjectKind::Segment | ObjectKind::Other => Class::Segment,
         };
+        // HLS playlists get minted session ids. MPDs do not: ffmpeg's DASH demuxer hands
+        // `BaseURL` text to libxml2 as markup and fails on the `&` before `sg_sid`, so a
+        // DASH player is counted by its CMCD `sid`, or per client network.
+        let mints = class == Class::Playlist && ctype == "application/vnd.apple.mpegurl";
         let (query_token, shared, prefix, session) =
             match self.gate.check(&facts, SystemTime::now()).await {
                 Decision::Allow {
@@ -301,10 +306,9 @@ impl Pipeline {
                         wallet,
                     };
                     self.limit(class, viewer.rate_limits(), who)?;
-                    // An entry manifest fetched with a query token starts a session whose id
-                    // the rewritten manifest carries.
-                    let session =
-                        self.session(req, conn, &viewer, query_token && class == Class::Playlist)?;
+                    // An entry playlist fetched with a query token starts a session whose id
+                    // the rewritten playlist carries.
+                    let session = self.session(req, conn, &viewer, query_token && mints)?;
                     if self.gate.is_guarded() {
                         self.metrics.gate_allow();
                     }

@@ -667,36 +667,35 @@ async fn stream_caps_count_cmcd_sessions_and_networks() {
     // Without CMCD, one session per network: another one for this subject.
     let r = c.get(&seg).bearer_auth(tok("rs256")).send().await.unwrap();
     assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
-    // An MPD with a query token starts a session for subject v2: the rewritten MPD carries
-    // its id next to the token, escaped for XML.
+    // An HLS master with a query token starts a session for subject v2: every URI of the
+    // rewritten playlist carries its id next to the token.
     let v2 = tok("rs256_v2");
     let r = c
-        .get(f.edge.url(&format!("/v/demo/manifest.mpd?token={v2}")))
+        .get(f.edge.url(&format!("/v/demo/master.m3u8?token={v2}")))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
-    assert!(body.contains("&amp;sg_sid="), "{body}");
-    let mut media = None;
-    let mut reader = quick_xml::Reader::from_str(&body);
-    loop {
-        match reader.read_event().unwrap() {
-            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)
-                if e.name().as_ref() == b"SegmentTemplate" =>
-            {
-                let a = e.try_get_attribute("media").unwrap().unwrap();
-                media = Some(a.unescape_value().unwrap().into_owned());
-            }
-            quick_xml::events::Event::Eof => break,
-            _ => {}
-        }
+    let at = body.find("sg_sid=").expect("a session id") + 7;
+    let sid = body[at..at + 22].to_owned();
+    for uri in hls_uris(&body) {
+        assert!(uri.ends_with(&format!("?token={v2}&sg_sid={sid}")), "{uri}");
     }
-    let media = media.expect("a SegmentTemplate");
-    let (_, q) = media.split_once('?').unwrap();
-    assert!(q.starts_with(&format!("token={v2}&sg_sid=")), "{media}");
-    let sid = q.rsplit_once("sg_sid=").unwrap().1.to_owned();
-    assert_eq!(sid.len(), 22);
+    // Its media playlist carries the session on to the segments.
+    let r = c
+        .get(f.edge.url(&format!(
+            "/v/demo/video/720p/index.m3u8?token={v2}&sg_sid={sid}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let media = r.text().await.unwrap();
+    assert!(
+        media.contains(&format!("seg-00001.m4s?token={v2}&sg_sid={sid}")),
+        "{media}"
+    );
     // Its segments are that session; the same subject without it is another (refused).
     let r = c
         .get(format!("{seg}?token={v2}&sg_sid={sid}"))
@@ -706,12 +705,20 @@ async fn stream_caps_count_cmcd_sessions_and_networks() {
     assert_eq!(r.status(), 200);
     let r = c.get(&seg).bearer_auth(&v2).send().await.unwrap();
     assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
-    // A forged id is no session of v2's; v1's id is not v2's either.
+    // A forged id is no session of v2's.
     let mut forged = sid.clone().into_bytes();
     forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
     let r = c
         .get(format!("{seg}?token={v2}&sg_sid={forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_limit".into()));
+    // An MPD gets no session id (see the pipeline): a DASH player without CMCD is one
+    // session per network, here v2's second one, refused.
+    let r = c
+        .get(f.edge.url(&format!("/v/demo/manifest.mpd?token={v2}")))
         .send()
         .await
         .unwrap();
@@ -727,6 +734,6 @@ async fn stream_caps_count_cmcd_sessions_and_networks() {
         f.edge
             .metric("streamgate_edge_gate_decisions_total{reason=\"stream_limit\",result=\"deny\"}")
             .await,
-        5.0
+        6.0
     );
 }
