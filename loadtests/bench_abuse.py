@@ -13,7 +13,6 @@ round: its median and spread. The goal (issue 13) is a median ratio of at least 
 Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_abuse.py [--duration 10] [--rounds 5]
 """
 import argparse
-import base64
 import json
 import os
 import shutil
@@ -24,13 +23,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-
-try:
-    import jwt
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-except ImportError:
-    sys.exit("needs PyJWT and cryptography: run with ~/.cache/streamgate-venv/bin/python (scripts/setup.sh makes it)")
 
 
 def main():
@@ -47,8 +39,7 @@ def main():
     try:
         origin = os.path.join(work, "origin")
         objects = benchlib.write_objects(origin, "demo")
-        key = ed25519.Ed25519PrivateKey.generate()
-        x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        jwk, mint = benchlib.ed25519_issuer("b1")
         rule = {"jwt": {"issuer": "bench", "audience": "streamgate"}}
         never = {"rate": 10000, "burst": 1000000}
         limits = {
@@ -56,15 +47,14 @@ def main():
             "rate": {c: {"per_ip": never, "per_subject": never, "per_wallet": never}
                      for c in ("playlist", "segment")},
         }
-        keys = [{"kid": "b1", "alg": "EdDSA", "crv": "Ed25519",
-                 "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}]
+        keys = [jwk]
         for name, policy in [("off", {"id": "viewers", "rule": rule}),
                              ("on", {"id": "viewers", "rule": rule, "limits": limits})]:
             with open(os.path.join(work, f"snapshot-{name}.json"), "w") as f:
                 json.dump({"revision": 1, "policies": [policy],
                            "assets": [{"id": "demo", "policy": "viewers"}], "keys": keys}, f)
-        token = jwt.encode({"iss": "bench", "aud": "streamgate", "sub": "viewer-1", "sg_scope": ["demo"],
-                            "exp": int(time.time()) + 3600}, key, algorithm="EdDSA", headers={"kid": "b1"})
+        token = mint({"iss": "bench", "aud": "streamgate", "sub": "viewer-1", "sg_scope": ["demo"],
+                      "exp": int(time.time()) + 3600})
 
         def edge(name, extra):
             port, admin = benchlib.free_port(), benchlib.free_port()

@@ -17,7 +17,6 @@ Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_gate.py [--duration 1
        [--peer-binary PATH]
 """
 import argparse
-import base64
 import json
 import os
 import shutil
@@ -29,13 +28,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-
-try:
-    import jwt
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-except ImportError:
-    sys.exit("needs PyJWT and cryptography: run with ~/.cache/streamgate-venv/bin/python (scripts/setup.sh makes it)")
 
 
 def main():
@@ -54,8 +46,7 @@ def main():
         origin = os.path.join(work, "origin")
         gated = benchlib.write_objects(origin, "gated")
         public = benchlib.write_objects(origin, "open")
-        key = ed25519.Ed25519PrivateKey.generate()
-        x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        jwk, mint = benchlib.ed25519_issuer("b1")
         snapshot = {
             "revision": 1,
             "policies": [
@@ -63,13 +54,12 @@ def main():
                 {"id": "open", "rule": {"public": True}},
             ],
             "assets": [{"id": "gated", "policy": "viewers"}, {"id": "open", "policy": "open"}],
-            "keys": [{"kid": "b1", "alg": "EdDSA", "crv": "Ed25519",
-                      "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}],
+            "keys": [jwk],
         }
         with open(os.path.join(work, "snapshot.json"), "w") as f:
             json.dump(snapshot, f)
-        token = jwt.encode({"iss": "bench", "aud": "streamgate", "exp": int(time.time()) + 3600,
-                            "sg_scope": ["gated"]}, key, algorithm="EdDSA", headers={"kid": "b1"})
+        token = mint({"iss": "bench", "aud": "streamgate", "exp": int(time.time()) + 3600,
+                      "sg_scope": ["gated"]})
         def edge(bin_path, name):
             port, admin = benchlib.free_port(), benchlib.free_port()
             home = os.path.join(work, name)

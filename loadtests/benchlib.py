@@ -112,3 +112,20 @@ def warm(url, headers=None):
     status, h, _ = get(url, headers)
     if status != 200 or h.get("x-cache") != "HIT":
         sys.exit(f"{url}: not a cache hit after warming ({status}, x-cache {h.get('x-cache')})")
+
+
+def ed25519_issuer(kid):
+    """A fresh Ed25519 signing key for benchmark tokens (PyJWT): its JWK entry for a policy
+    snapshot, and a function that mints a token with the given claims."""
+    try:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        sys.exit("needs PyJWT and cryptography: run with ~/.cache/streamgate-venv/bin/python (scripts/setup.sh makes it)")
+    import base64
+    key = ed25519.Ed25519PrivateKey.generate()
+    x = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    jwk = {"kid": kid, "alg": "EdDSA", "crv": "Ed25519",
+           "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}
+    return jwk, lambda claims: jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})

@@ -112,14 +112,11 @@ impl Viewer {
         Some((l.max_streams?, l.streams_per))
     }
 
-    /// The verified token's subject (`sub`) and signed-in wallet.
-    pub fn principal(&self) -> (Option<&str>, Option<&streamgate_policy::address::Account>) {
+    /// The verified token's principals (none without a valid token).
+    pub fn principals(&self) -> crate::session::Principals {
         match self.verified.as_deref().map(|v| &v.result) {
-            Some(Ok(v)) => (
-                v.claims.get("sub").and_then(|s| s.as_str()),
-                v.wallet.as_ref(),
-            ),
-            _ => (None, None),
+            Some(Ok(v)) => v.principals,
+            _ => crate::session::Principals::default(),
         }
     }
 }

@@ -222,13 +222,11 @@ impl Limiter {
 
 /// Who a request is, for the limits keyed by it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Who<'a> {
+pub struct Who {
     /// The client address.
     pub ip: Option<std::net::IpAddr>,
-    /// The token's `sub`.
-    pub subject: Option<&'a str>,
-    /// The signed-in wallet.
-    pub wallet: Option<&'a streamgate_policy::address::Account>,
+    /// The token's subject and wallet.
+    pub principals: crate::session::Principals,
 }
 
 /// The edge's rate limits: its configuration, the bucket table and the counters.
@@ -292,7 +290,7 @@ impl RateLimits {
         &self,
         class: Class,
         policy: Option<&RateLimitsDoc>,
-        who: Who<'_>,
+        who: Who,
         now: Instant,
     ) -> Result<(), (Space, Duration)> {
         let edge = match class {
@@ -315,17 +313,17 @@ impl RateLimits {
                 return refuse(Space::Ip, w);
             }
         }
-        if let (Some(r), Some(sub)) = (eff.per_subject.rule(), who.subject)
+        if let (Some(r), Some(sub)) = (eff.per_subject.rule(), who.principals.subject)
             && let Err(w) = self.table.check(class, Space::Subject, sub, r.into(), now)
         {
             return refuse(Space::Subject, w);
         }
-        if let (Some(r), Some(wallet)) = (eff.per_wallet.rule(), who.wallet) {
-            // The address, whichever chain it signed in on.
-            let key = (wallet.namespace, wallet.raw);
-            if let Err(w) = self.table.check(class, Space::Wallet, key, r.into(), now) {
-                return refuse(Space::Wallet, w);
-            }
+        if let (Some(r), Some(wallet)) = (eff.per_wallet.rule(), who.principals.wallet)
+            && let Err(w) = self
+                .table
+                .check(class, Space::Wallet, wallet, r.into(), now)
+        {
+            return refuse(Space::Wallet, w);
         }
         Ok(())
     }

@@ -103,7 +103,7 @@ impl Pipeline {
         };
         // A token without a subject (or without a wallet, per wallet) names nobody to
         // count; such policies should require one.
-        let Some(p) = crate::session::principal(viewer, per) else {
+        let Some(p) = viewer.principals().get(per) else {
             return Ok(None);
         };
         let query = req.uri.query();
@@ -134,7 +134,7 @@ impl Pipeline {
         &self,
         class: Class,
         policy: Option<&streamgate_policy::limits::RateLimits>,
-        who: Who<'_>,
+        who: Who,
     ) -> Result<(), EdgeError> {
         let Some(l) = &self.limits else {
             return Ok(());
@@ -299,11 +299,9 @@ impl Pipeline {
                     prefix,
                     viewer,
                 } => {
-                    let (subject, wallet) = viewer.principal();
                     let who = Who {
                         ip: conn.client,
-                        subject,
-                        wallet,
+                        principals: viewer.principals(),
                     };
                     self.limit(class, viewer.rate_limits(), who)?;
                     // An entry playlist fetched with a query token starts a session whose id
@@ -336,18 +334,20 @@ impl Pipeline {
             None => key,
         };
         let rewrite = token.map(|t| (t, session.as_deref()));
-        self.serve_object(req, &key, head, rewrite, shared).await
+        // The published prefix changes the asset part only, so the classification holds.
+        self.serve_object(req, &key, (kind, ctype), head, rewrite, shared)
+            .await
     }
 
     async fn serve_object(
         &self,
         req: &Parts,
         key: &str,
+        (kind, ctype): (ObjectKind, &'static str),
         head: bool,
         rewrite: Option<(&str, Option<&str>)>,
         shared: bool,
     ) -> Result<(Response<Body>, CacheStatus), EdgeError> {
-        let (kind, ctype) = request::classify(key);
         let (entry, status) = match self.cache.lookup(key, Instant::now()) {
             Lookup::Fresh(e) => (e, CacheStatus::Hit),
             Lookup::Absent => {

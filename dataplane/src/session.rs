@@ -32,7 +32,6 @@ use serde_json::{Value, json};
 use streamgate_policy::limits::StreamsPer;
 
 use crate::config::SessionConfig;
-use crate::gate::Viewer;
 
 /// The query parameter the edge mints session ids into.
 pub const PARAM: &str = "sg_sid";
@@ -40,19 +39,44 @@ pub const PARAM: &str = "sg_sid";
 /// A principal: whose sessions a cap counts, as a hash every edge computes alike.
 pub type Principal = u64;
 
-/// The principal of `viewer` under `per`, if its token names one.
-pub fn principal(viewer: &Viewer, per: StreamsPer) -> Option<Principal> {
-    use xxhash_rust::xxh3::xxh3_64_with_seed;
-    let (sub, wallet) = viewer.principal();
-    match per {
-        StreamsPer::Subject => sub.map(|s| xxh3_64_with_seed(s.as_bytes(), 1)),
-        StreamsPer::Wallet => wallet.map(|w| {
-            let ns = w.namespace as u8;
-            let mut b = [0u8; 33];
-            b[0] = ns;
-            b[1..].copy_from_slice(&w.raw);
-            xxh3_64_with_seed(&b, 2)
-        }),
+/// The principals a verified token names, hashed once when it is verified (the same at
+/// every edge): its `sub`, and its signed-in wallet's address whatever chain it signed in
+/// on. Rate limits and stream caps key on these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Principals {
+    /// The token's `sub`.
+    pub subject: Option<Principal>,
+    /// The signed-in wallet.
+    pub wallet: Option<Principal>,
+}
+
+impl Principals {
+    /// The principals of a token with `claims` and the parsed `sg_wallet`.
+    pub fn of(
+        claims: &streamgate_policy::Claims,
+        wallet: Option<&streamgate_policy::address::Account>,
+    ) -> Self {
+        use xxhash_rust::xxh3::xxh3_64_with_seed;
+        Self {
+            subject: claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .map(|s| xxh3_64_with_seed(s.as_bytes(), 1)),
+            wallet: wallet.map(|w| {
+                let mut b = [0u8; 33];
+                b[0] = w.namespace as u8;
+                b[1..].copy_from_slice(&w.raw);
+                xxh3_64_with_seed(&b, 2)
+            }),
+        }
+    }
+
+    /// The one a stream cap counts under `per`.
+    pub fn get(self, per: StreamsPer) -> Option<Principal> {
+        match per {
+            StreamsPer::Subject => self.subject,
+            StreamsPer::Wallet => self.wallet,
+        }
     }
 }
 

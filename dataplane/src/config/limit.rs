@@ -71,20 +71,26 @@ impl RateLimitConfig {
                 "sign-in is limited per_ip only (it comes before any token)",
             );
         }
+        let (ipv4_prefix, ipv6_prefix) =
+            read_prefixes(&mut r, errs, (d.ipv4_prefix, d.ipv6_prefix));
         let cfg = Self {
             playlist,
             segment,
             sign_in,
             table_slots: r.get(errs, "table_slots", d.table_slots, int_in(64, 1 << 28)),
-            ipv4_prefix: r.get(errs, "ipv4_prefix", u64::from(d.ipv4_prefix), int_in(8, 32)) as u8,
-            ipv6_prefix: r.get(
-                errs,
-                "ipv6_prefix",
-                u64::from(d.ipv6_prefix),
-                int_in(16, 128),
-            ) as u8,
+            ipv4_prefix,
+            ipv6_prefix,
         };
         r.finish(errs);
         cfg
     }
+}
+
+/// `ipv4_prefix` and `ipv6_prefix` of a table: the leading bits of an address that make one
+/// client network (8 to 32, 16 to 128), or `defaults`.
+pub(super) fn read_prefixes(k: &mut Fields<'_>, errs: &mut Errors, defaults: (u8, u8)) -> (u8, u8) {
+    use reader::int_in;
+    let v4 = k.get(errs, "ipv4_prefix", u64::from(defaults.0), int_in(8, 32));
+    let v6 = k.get(errs, "ipv6_prefix", u64::from(defaults.1), int_in(16, 128));
+    (v4 as u8, v6 as u8)
 }

@@ -47,18 +47,15 @@ impl SessionConfig {
         let mut k = e.table(errs, "sessions");
         let d = Self::default();
         let path = k.path().to_owned();
+        let (ipv4_prefix, ipv6_prefix) =
+            super::limit::read_prefixes(&mut k, errs, (d.ipv4_prefix, d.ipv6_prefix));
         let cfg = Self {
             idle_timeout: k.get(errs, "idle_timeout", d.idle_timeout, duration),
             publish_interval: k.get(errs, "publish_interval", d.publish_interval, duration),
             lease_ttl: k.get(errs, "lease_ttl", d.lease_ttl, duration),
             max_tracked: k.get(errs, "max_tracked", d.max_tracked, int_in(1, 1 << 32)),
-            ipv4_prefix: k.get(errs, "ipv4_prefix", u64::from(d.ipv4_prefix), int_in(8, 32)) as u8,
-            ipv6_prefix: k.get(
-                errs,
-                "ipv6_prefix",
-                u64::from(d.ipv6_prefix),
-                int_in(16, 128),
-            ) as u8,
+            ipv4_prefix,
+            ipv6_prefix,
             secret_file: k.opt(errs, "secret_file", reader::path),
         };
         if cfg.idle_timeout < Duration::from_secs(1) || cfg.idle_timeout > Duration::from_secs(3600)

@@ -131,6 +131,8 @@ pub struct Verified {
     /// The `sg_wallet` claim parsed once (a wallet session's account), so that `wallet`
     /// and `nft` conditions do not parse it on every request.
     pub wallet: Option<streamgate_policy::address::Account>,
+    /// The subject and wallet hashed once, for rate limits and stream caps.
+    pub principals: crate::session::Principals,
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, Reason> {
@@ -228,11 +230,13 @@ pub fn verify(
         Some(r) => r.min(expires + leeway),
         None => expires + leeway,
     };
+    let principals = crate::session::Principals::of(&claims, wallet.as_ref());
     Ok(Verified {
         claims,
         valid_until,
         session: is_session,
         wallet,
+        principals,
     })
 }
 
