@@ -56,6 +56,7 @@ fn copy_dir(from: &Path, to: &Path) {
 struct Dev {
     proc: Proc,
     http: u16,
+    admin: u16,
     tls: u16,
     control: u16,
     data: PathBuf,
@@ -104,6 +105,7 @@ impl Dev {
         Self {
             proc,
             http,
+            admin,
             tls,
             control,
             data: data.to_owned(),
@@ -121,7 +123,7 @@ impl Dev {
         format!("http://127.0.0.1:{}/v/demo/master.m3u8", self.http)
     }
 
-    fn ctl(&self, args: &[&str]) {
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
         let admin = std::fs::read_to_string(self.data.join("admin.token")).unwrap();
         output_ok(
             Command::new(env!("CARGO_BIN_EXE_streamgate"))
@@ -132,7 +134,7 @@ impl Dev {
                     format!("http://127.0.0.1:{}", self.control),
                 )
                 .env("STREAMGATE_TOKEN", admin.trim()),
-        );
+        )
     }
 }
 
@@ -636,4 +638,159 @@ fn bad_flags_and_unusable_manifests_are_clear_errors() {
     assert!(r["viewers"]["failed"].as_u64().unwrap() >= 1, "{r:#}");
     let reason = r["failures"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("BANDWIDTH"), "{reason}");
+}
+
+/// One sample of the edge's metrics: the value of `name{asset="demo"}` (`_count` and `_sum`
+/// for histograms).
+fn demo_metric(admin: u16, name: &str) -> f64 {
+    let out =
+        output_ok(Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{admin}/metrics")]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = format!("{name}{{asset=\"demo\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn the_cmcd_players_send_is_what_the_edge_aggregates_and_ctl_analytics_shows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = Dev::with_demo(tmp.path());
+    let dir = tmp.path();
+    let dash = format!("http://127.0.0.1:{}/v/demo/manifest.mpd", dev.http);
+    // hls.js and dash.js both send CMCD in the query by default; the header mode is the
+    // other one players offer. The slow link makes the buffer starve (`bs`). Each run has
+    // its own seed: session ids are `<seed>-<viewer>`.
+    let runs: [(&str, &str, &str, &[&str]); 4] = [
+        (
+            "hls-query",
+            &dev.hls(),
+            "query",
+            &["--seed", "11", "--session", "6s"],
+        ),
+        (
+            "dash-query",
+            &dash,
+            "query",
+            &["--seed", "12", "--session", "6s"],
+        ),
+        (
+            "hls-header",
+            &dev.hls(),
+            "header",
+            &["--seed", "13", "--session", "6s"],
+        ),
+        (
+            "hls-starved",
+            &dev.hls(),
+            "query",
+            &["--seed", "14", "--link-kbps", "350"],
+        ),
+    ];
+    let mut sent = serde_json::Map::new();
+    for (name, url, mode, extra) in runs {
+        let mut args = vec![url, "--viewers", "3", "--duration", "1s"];
+        args.extend(["--token", &dev.token, "--cmcd", mode]);
+        args.extend(extra);
+        let (r, _) = play(dir, name, &args);
+        assert_eq!(r["viewers"]["failed"], 0, "{name}: {r:#}");
+        let c = r["cmcd_sent"].as_object().unwrap();
+        assert_eq!(c["sessions"], 3, "{name}: {r:#}");
+        for (k, v) in c {
+            let total = sent.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap();
+            sent.insert(k.clone(), total.into());
+        }
+        if name == "hls-starved" {
+            assert!(
+                c["starved"].as_u64().unwrap() > 0,
+                "the slow link starves: {r:#}"
+            );
+        }
+    }
+    let sent = |k: &str| sent[k].as_u64().unwrap() as f64;
+    let m = |n: &str| demo_metric(dev.admin, n);
+    assert_eq!(
+        m("streamgate_edge_qoe_cmcd_requests_total"),
+        sent("requests")
+    );
+    assert_eq!(
+        m("streamgate_edge_qoe_starved_requests_total"),
+        sent("starved")
+    );
+    assert_eq!(
+        m("streamgate_edge_qoe_sessions_started_total"),
+        sent("sessions")
+    );
+    assert_eq!(
+        m("streamgate_edge_qoe_bitrate_kbps_count"),
+        sent("video_br_count")
+    );
+    assert_eq!(
+        m("streamgate_edge_qoe_bitrate_kbps_sum"),
+        sent("video_br_sum_kbps")
+    );
+    assert_eq!(
+        m("streamgate_edge_qoe_throughput_kbps_count"),
+        sent("mtp_count")
+    );
+    // Every session reached its first segment, within a few seconds.
+    assert_eq!(
+        m("streamgate_edge_qoe_startup_seconds_count"),
+        sent("sessions")
+    );
+    let startup_mean = m("streamgate_edge_qoe_startup_seconds_sum") / sent("sessions");
+    assert!(startup_mean > 0.0 && startup_mean < 10.0, "{startup_mean}");
+    assert_eq!(m("streamgate_edge_cmcd_malformed_total"), 0.0);
+
+    // The control plane sums what the edge published (every 10 s by default).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let demo = loop {
+        let out = dev.ctl(&["analytics", "--output", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let demo = v["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == "demo")
+            .cloned();
+        if let Some(d) = demo.filter(|d| d["requests"].as_f64() == Some(sent("requests"))) {
+            assert_eq!(v["edges"], 1, "{v:#}");
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ctl analytics never caught up: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        demo["sessions"].as_f64(),
+        Some(sent("sessions")),
+        "{demo:#}"
+    );
+    assert_eq!(demo["starved"].as_f64(), Some(sent("starved")), "{demo:#}");
+    assert_eq!(
+        demo["bitrate_kbps"]["count"].as_f64(),
+        Some(sent("video_br_count"))
+    );
+    let mean = sent("video_br_sum_kbps") / sent("video_br_count");
+    assert!(
+        (demo["bitrate_kbps"]["mean"].as_f64().unwrap() - mean).abs() < 1e-6,
+        "{demo:#}"
+    );
+    let p50 = demo["startup_s"]["p50"].as_f64().unwrap();
+    assert!(
+        p50 > 0.0 && p50 <= demo["startup_s"]["p90"].as_f64().unwrap(),
+        "{demo:#}"
+    );
+    let human = String::from_utf8(dev.ctl(&["analytics"]).stdout).unwrap();
+    assert!(
+        human.contains("STARTUP P50/P90 S") && human.contains("demo"),
+        "{human}"
+    );
+    let none = String::from_utf8(dev.ctl(&["analytics", "--asset", "nope"]).stdout).unwrap();
+    assert!(
+        none.contains("no CMCD has been seen for asset \"nope\""),
+        "{none}"
+    );
 }

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::store::{Guard, Op, PREFIX, Store, StoreError};
 
+mod analytics;
 mod assets;
 mod audit;
 mod edges;
@@ -25,6 +26,7 @@ mod keys;
 mod purge;
 mod watch;
 
+pub use analytics::AnalyticsApi;
 pub use assets::{ASSET_ID_RULE, AssetApi, is_asset_id};
 pub use audit::AuditApi;
 pub use edges::EdgeApi;
@@ -400,6 +402,10 @@ pub async fn serve_with(
         JobApi::new(Arc::clone(&store)),
         auth.clone(),
     );
+    let analytics = pb::analytics_service_server::AnalyticsServiceServer::with_interceptor(
+        AnalyticsApi::new(Arc::clone(&store)),
+        auth.clone(),
+    );
     let edges =
         pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
     let mut builder = tonic::transport::Server::builder();
@@ -417,6 +423,7 @@ pub async fn serve_with(
         .add_service(purges)
         .add_service(audit)
         .add_service(edges)
+        .add_service(analytics)
         .add_service(jobs)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -171,6 +171,105 @@ pub fn session_id<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<
     from(Cow::Borrowed(h))
 }
 
+/// What the QoE aggregates read from one request's CMCD.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Data {
+    /// `br`: the object's encoded bitrate, kbps.
+    pub br: Option<f64>,
+    /// `mtp`: the throughput the player measured, kbps.
+    pub mtp: Option<f64>,
+    /// `bs`: the buffer starved since the previous request.
+    pub bs: bool,
+    /// `su`: starting up (or after a seek).
+    pub su: bool,
+    /// `ot`: the object type, as its token (`m`, `a`, `v`, `av`, `i`, `c`, `tt`, `k`, `o`).
+    pub ot: Option<ObjectType>,
+    /// A hash of `sid` (empty or over [`MAX_SID`] ignored).
+    pub sid: Option<u64>,
+}
+
+/// CMCD object types, as far as the aggregates tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectType {
+    /// `m`: a manifest or playlist.
+    Manifest,
+    /// `v` or `av`: video (or muxed) media.
+    Video,
+    /// `a`: audio only.
+    Audio,
+    /// `i`: an initialisation segment.
+    Init,
+    /// Captions, keys and the rest.
+    Other,
+}
+
+static CMCD_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("cmcd-request"),
+    HeaderName::from_static("cmcd-object"),
+    HeaderName::from_static("cmcd-status"),
+    HeaderName::from_static("cmcd-session"),
+];
+
+fn read_into(text: &str, d: &mut Data) -> Result<(), &'static str> {
+    let mut bad = None;
+    visit(text, |k, v| {
+        match (k, v) {
+            ("br", CmcdValue::Number(n)) if n >= 0.0 => d.br = Some(n),
+            ("mtp", CmcdValue::Number(n)) if n >= 0.0 => d.mtp = Some(n),
+            ("bs", CmcdValue::True) => d.bs = true,
+            ("su", CmcdValue::True) => d.su = true,
+            ("ot", CmcdValue::Token(t)) => {
+                d.ot = Some(match t {
+                    "m" => ObjectType::Manifest,
+                    "v" | "av" => ObjectType::Video,
+                    "a" => ObjectType::Audio,
+                    "i" => ObjectType::Init,
+                    _ => ObjectType::Other,
+                });
+            }
+            ("sid", CmcdValue::Str(s)) if !s.is_empty() && s.len() <= MAX_SID => {
+                d.sid = Some(xxhash_rust::xxh3::xxh3_64(s.as_bytes()));
+            }
+            // An empty or overlong id is no id.
+            ("sid", CmcdValue::Str(_)) => {}
+            ("br" | "mtp" | "bs" | "su" | "ot" | "sid", _) => {
+                bad = Some("a CMCD key with a value of the wrong type");
+                return false;
+            }
+            _ => {}
+        }
+        true
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// The CMCD of a request, from the `CMCD` query parameter or else the four `CMCD-*`
+/// headers: `Ok(None)` without any, `Err` when it is malformed (too long, not UTF-8 once
+/// decoded, or a bad entry).
+pub fn read(query: Option<&str>, headers: &HeaderMap) -> Result<Option<Data>, &'static str> {
+    let mut d = Data::default();
+    if let Some(q) = query
+        && let Some(raw) = q.split('&').find_map(|p| p.strip_prefix("CMCD="))
+    {
+        if raw.len() > MAX_LEN * 3 {
+            return Err("CMCD data too long");
+        }
+        let text = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| "CMCD data is not UTF-8")?;
+        read_into(&text, &mut d)?;
+        return Ok(Some(d));
+    }
+    let mut any = false;
+    for name in &CMCD_HEADERS {
+        if let Some(h) = headers.get(name) {
+            any = true;
+            read_into(h.to_str().map_err(|_| "CMCD header is not text")?, &mut d)?;
+        }
+    }
+    Ok(any.then_some(d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +323,34 @@ mod tests {
         let long = format!("CMCD=sid%3D%22{}%22", "a".repeat(MAX_SID + 1));
         assert_eq!(session_id(Some(&long), &HeaderMap::new()), None);
         assert_eq!(session_id(Some("CMCD=%ff"), &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_aggregated_keys_are_read_from_either_place() {
+        let none = HeaderMap::new();
+        assert_eq!(read(Some("token=x"), &none), Ok(None));
+        let q = "CMCD=bl%3D21300%2Cbr%3D3200%2Cbs%2Cmtp%3D25400%2Cot%3Dv%2Csid%3D%22s-1%22%2Csu";
+        let d = read(Some(q), &none).unwrap().unwrap();
+        assert_eq!(d.br, Some(3200.0));
+        assert_eq!(d.mtp, Some(25400.0));
+        assert!(d.bs && d.su);
+        assert_eq!(d.ot, Some(ObjectType::Video));
+        assert_eq!(d.sid, Some(xxhash_rust::xxh3::xxh3_64(b"s-1")));
+        let mut h = HeaderMap::new();
+        h.insert("cmcd-object", "br=800,ot=a".parse().unwrap());
+        h.insert("cmcd-status", "bs".parse().unwrap());
+        h.insert("cmcd-session", r#"sid="s-1""#.parse().unwrap());
+        let d = read(None, &h).unwrap().unwrap();
+        assert_eq!(
+            (d.br, d.ot, d.bs, d.su),
+            (Some(800.0), Some(ObjectType::Audio), true, false)
+        );
+        assert_eq!(d.sid, Some(xxhash_rust::xxh3::xxh3_64(b"s-1")));
+        // Malformed data is an error, not half a record.
+        assert!(read(Some("CMCD=br%3D%22x%22"), &none).is_err());
+        assert!(read(Some("CMCD=%ff"), &none).is_err());
+        assert!(read(Some("CMCD=bs%3D1%2C%3D"), &none).is_err());
+        h.insert("cmcd-request", "bl=,".parse().unwrap());
+        assert!(read(None, &h).is_err());
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default` impls of
 //! the sections. Each section (`[edge.http3]`, `[edge.cors]`, `[edge.cache]`,
-//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
+//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`, `[edge.analytics]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
 //! `streamgate-origin`) has its type and its reader in one module; [`EdgeConfig::from_table`]
 //! reads the top-level keys and calls them in turn. Validation reports every error with its
 //! field path.
 
 pub use streamgate_config as reader;
 
+mod analytics;
 mod auth;
 mod cache;
 mod cors;
@@ -17,6 +18,7 @@ mod http3;
 mod limit;
 mod session;
 
+pub use analytics::AnalyticsConfig;
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
 pub use cors::CorsConfig;
@@ -65,6 +67,8 @@ pub struct EdgeConfig {
     pub rate_limit: RateLimitConfig,
     /// Playback sessions and stream caps (`[edge.sessions]`).
     pub sessions: SessionConfig,
+    /// QoE aggregates from CMCD (`[edge.analytics]`).
+    pub analytics: AnalyticsConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
@@ -99,6 +103,7 @@ impl Default for EdgeConfig {
             gate: GateConfig::default(),
             rate_limit: RateLimitConfig::default(),
             sessions: SessionConfig::default(),
+            analytics: AnalyticsConfig::default(),
             auth: None,
             chains: Vec::new(),
             origin: OriginConfig::Fs {
@@ -195,6 +200,7 @@ impl EdgeConfig {
         let gate = GateConfig::read(&mut e, errs);
         let rate_limit = RateLimitConfig::read(&mut e, errs);
         let sessions = SessionConfig::read(&mut e, errs);
+        let analytics = AnalyticsConfig::read(&mut e, errs);
 
         e.finish(errs);
 
@@ -221,6 +227,7 @@ impl EdgeConfig {
             gate,
             rate_limit,
             sessions,
+            analytics,
             auth,
             chains,
             origin,

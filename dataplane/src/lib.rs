@@ -13,6 +13,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod analytics;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod analytics;
 mod auth;
 mod body;
 mod cache;

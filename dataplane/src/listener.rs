@@ -197,6 +197,12 @@ impl Edge {
             &secret,
             metrics.registry(),
         )));
+        if cfg.analytics.enabled {
+            pipeline.set_analytics(Arc::new(crate::analytics::Analytics::new(
+                &cfg.analytics,
+                metrics.registry(),
+            )));
+        }
         if let Some(a) = &cfg.auth {
             let mut auth =
                 crate::auth::Auth::new(a.clone()).map_err(|e| StartError::Auth(e.to_string()))?;

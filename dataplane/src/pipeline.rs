@@ -53,6 +53,7 @@ pub struct Pipeline {
     shape: Shaper,
     limits: Option<RateLimits>,
     sessions: Option<Arc<Sessions>>,
+    analytics: Option<Arc<crate::analytics::Analytics>>,
 }
 
 impl Pipeline {
@@ -74,6 +75,7 @@ impl Pipeline {
             cfg: cache,
             limits: None,
             sessions: None,
+            analytics: None,
         }
     }
 
@@ -85,6 +87,16 @@ impl Pipeline {
     /// The playback sessions, when tracked.
     pub fn sessions(&self) -> Option<&Arc<Sessions>> {
         self.sessions.as_ref()
+    }
+
+    /// Aggregates the CMCD of allowed requests (QoE per asset).
+    pub fn set_analytics(&mut self, analytics: Arc<crate::analytics::Analytics>) {
+        self.analytics = Some(analytics);
+    }
+
+    /// The QoE aggregates, when on.
+    pub fn analytics(&self) -> Option<&Arc<crate::analytics::Analytics>> {
+        self.analytics.as_ref()
     }
 
     /// Counts the request in its playback session when `viewer`'s policy caps streams,
@@ -307,6 +319,9 @@ impl Pipeline {
                     // An entry playlist fetched with a query token starts a session whose id
                     // the rewritten playlist carries.
                     let session = self.session(req, conn, &viewer, query_token && mints)?;
+                    if let Some(a) = &self.analytics {
+                        a.record(&asset, kind, req.uri.query(), &req.headers, Instant::now());
+                    }
                     if self.gate.is_guarded() {
                         self.metrics.gate_allow();
                     }

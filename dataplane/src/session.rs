@@ -258,15 +258,6 @@ impl Sessions {
         self.active.run_pending_tasks();
     }
 
-    /// This edge's counts, if they changed since the last call: the value of its
-    /// `streams/<edge-id>` key.
-    pub fn take_changes(&self) -> Option<Value> {
-        if !self.changed.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        Some(self.document())
-    }
-
     /// This edge's counts as published: `{"v": 1, "sessions": {"<principal hex>": n}}`.
     pub fn document(&self) -> Value {
         let local = self.local.lock().expect("session counts");
@@ -304,6 +295,25 @@ impl Sessions {
     pub fn clear_remote(&self) {
         self.remote_by_edge.lock().expect("remote sessions").clear();
         self.remote.store(Arc::default());
+    }
+}
+
+impl crate::source::Publish for Sessions {
+    /// This edge's counts, if they changed since the last call: the value of its
+    /// `streams/<edge-id>` key.
+    fn changes(&self) -> Option<Value> {
+        if !self.changed.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Self::document(self))
+    }
+
+    fn document(&self) -> Value {
+        Self::document(self)
+    }
+
+    fn tick(&self) {
+        Self::tick(self);
     }
 }
 

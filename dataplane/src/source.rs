@@ -6,3 +6,14 @@
 
 pub(crate) mod file;
 pub(crate) mod watch;
+
+/// A document an edge keeps under one leased key of the store (its session counts, its
+/// QoE aggregates), published by the state watcher's publisher tasks.
+pub(crate) trait Publish: Send + Sync + 'static {
+    /// The document, if it changed since the last call.
+    fn changes(&self) -> Option<serde_json::Value>;
+    /// The document as it is now (written again under a new lease).
+    fn document(&self) -> serde_json::Value;
+    /// Housekeeping before each publication (expiring idle entries).
+    fn tick(&self) {}
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::player::abr::AbrConfig;
-use crate::player::cmcd::{self, CmcdMode, CmcdSession};
+use crate::player::cmcd::{self, CmcdMode, CmcdSession, ObjectType};
 use crate::player::{
     Event, Kind, Media, Outcome, Request, Response, SessionLength, Viewer, ViewerConfig,
 };
@@ -197,6 +197,23 @@ pub(crate) struct Stats {
     pub(crate) video_seconds: f64,
     pub(crate) renditions: BTreeMap<u64, u64>,
     pub(crate) failures: Vec<serde_json::Value>,
+    pub(crate) cmcd: CmcdSent,
+}
+
+/// What the viewers told the server in CMCD, on the requests the server let through (the
+/// figures an edge's QoE aggregates must match).
+#[derive(Debug, Default)]
+pub(crate) struct CmcdSent {
+    /// Requests that carried CMCD.
+    pub(crate) requests: u64,
+    /// Of them, with `bs`.
+    pub(crate) starved: u64,
+    /// Viewers whose first manifest carried their `sid`.
+    pub(crate) sessions: std::collections::HashSet<u64>,
+    /// `br` of video (or muxed) segments: how many and their sum, kbps.
+    pub(crate) video_br: (u64, u64),
+    /// Requests with `mtp`.
+    pub(crate) mtp: u64,
 }
 
 impl Stats {
@@ -222,6 +239,7 @@ impl Stats {
             video_seconds: 0.0,
             renditions: BTreeMap::new(),
             failures: Vec::new(),
+            cmcd: CmcdSent::default(),
         }
     }
 }
@@ -916,6 +934,25 @@ async fn fetch(
     {
         let mut s = ctx.stats.lock().expect("not poisoned");
         *s.requests.entry(status_key.clone()).or_default() += 1;
+        // Through the gate: answered, and not refused by it (or before it).
+        let passed = status_key
+            .parse::<u16>()
+            .is_ok_and(|c| !matches!(c, 400 | 401 | 403 | 429));
+        if ctx.cmcd != CmcdMode::Off && passed {
+            let c = &req.cmcd;
+            s.cmcd.requests += 1;
+            s.cmcd.starved += u64::from(c.bs);
+            s.cmcd.mtp += u64::from(c.mtp.is_some());
+            if req.kind == Kind::Master {
+                s.cmcd.sessions.insert(n);
+            }
+            if let (Kind::Segment, Some(br), Some(ObjectType::Video | ObjectType::Muxed)) =
+                (req.kind, c.br, c.ot)
+            {
+                s.cmcd.video_br.0 += 1;
+                s.cmcd.video_br.1 += br;
+            }
+        }
         if matches!(resp, Response::Ok { .. }) {
             let k = req.kind as usize;
             let _ = s.ttfb[k].record((ms(first) * 1000.0).max(1.0) as u64);

@@ -110,6 +110,8 @@ pub(crate) struct Api {
     pub(super) purges: pb::purge_service_client::PurgeServiceClient<Svc>,
     pub(super) audit: pb::audit_service_client::AuditServiceClient<Svc>,
     pub(super) edges: pb::edge_service_client::EdgeServiceClient<Svc>,
+    /// `ctl analytics`.
+    pub(super) analytics: pb::analytics_service_client::AnalyticsServiceClient<Svc>,
     /// `ctl job` (src/ctl/job.rs).
     pub(super) jobs: pb::job_service_client::JobServiceClient<Svc>,
 }
@@ -192,6 +194,10 @@ pub(crate) async fn connect(g: &Global) -> Result<Api> {
         ),
         audit: pb::audit_service_client::AuditServiceClient::with_interceptor(c.clone(), b.clone()),
         edges: pb::edge_service_client::EdgeServiceClient::with_interceptor(c.clone(), b.clone()),
+        analytics: pb::analytics_service_client::AnalyticsServiceClient::with_interceptor(
+            c.clone(),
+            b.clone(),
+        ),
         jobs: pb::job_service_client::JobServiceClient::with_interceptor(c, b),
     })
 }

@@ -1,8 +1,8 @@
 //! `streamgate ctl`: the operator CLI. Policies, assets, keys, purges, the audit log, edge
-//! status and jobs go through the control plane's gRPC API (`--endpoint`, `--token`),
+//! status, QoE analytics and jobs go through the control plane's gRPC API (`--endpoint`, `--token`),
 //! uploads through the tus ingest; minting tokens and checking a policy file are local.
 //!
-//! One module per resource (`policy`, `asset`, `key`, `ops` for purge, audit and edges,
+//! One module per resource (`policy`, `asset`, `key`, `ops` for purge, audit, edges and analytics,
 //! `job`, `upload`), sharing `client` (connection, errors, printing). A command line is
 //! first split into a [`Local`] or a [`Remote`] command, so each kind runs without the
 //! other's set-up.
@@ -107,6 +107,15 @@ pub(crate) enum CtlCmd {
     },
     /// Which edges run which revision.
     Edges,
+    /// QoE from the players' CMCD, summed over the edges: the top assets, or one.
+    Analytics {
+        /// One asset only.
+        #[arg(long)]
+        asset: Option<String>,
+        /// At most this many assets, by sessions started (up to 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Transcode jobs: list, get, watch, cancel, submit.
     #[command(subcommand)]
     Job(job::JobCmd),
@@ -132,6 +141,7 @@ enum Remote {
     Purge(PurgeArgs),
     Audit { after: i64, limit: i32 },
     Edges,
+    Analytics { asset: Option<String>, limit: u32 },
     Job(job::JobCmd),
     Upload(upload::UploadArgs),
 }
@@ -155,6 +165,7 @@ impl CtlCmd {
             Self::Purge(p) => Remote::Purge(p),
             Self::Audit { after, limit } => Remote::Audit { after, limit },
             Self::Edges => Remote::Edges,
+            Self::Analytics { asset, limit } => Remote::Analytics { asset, limit },
             Self::Job(j) => Remote::Job(j),
             Self::Upload(u) => Remote::Upload(u),
         };
@@ -209,6 +220,9 @@ impl Remote {
                 ops::audit(&mut client::connect(g).await?, out, after, limit).await?
             }
             Self::Edges => ops::edges(&mut client::connect(g).await?, out).await?,
+            Self::Analytics { asset, limit } => {
+                ops::analytics(&mut client::connect(g).await?, out, asset, limit).await?
+            }
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -1,4 +1,5 @@
-//! `ctl purge`, `ctl audit` and `ctl edges`: the fleet's cache, its history and its edges.
+//! `ctl purge`, `ctl audit`, `ctl edges` and `ctl analytics`: the fleet's cache, its
+//! history, its edges and how playback goes on them.
 
 use clap::Args;
 use serde_json::json;
@@ -107,6 +108,89 @@ pub(super) async fn edges(api: &mut Api, out: Output) -> Result<()> {
                 .collect();
             table(
                 &["EDGE", "REVISION", "LAG", "STATUS", "REPORTED", "HOST"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ctl analytics`.
+pub(super) async fn analytics(
+    api: &mut Api,
+    out: Output,
+    asset: Option<String>,
+    limit: u32,
+) -> Result<()> {
+    let one = asset.clone();
+    let r = api
+        .analytics
+        .get(pb::GetAnalyticsRequest {
+            asset: asset.unwrap_or_default(),
+            limit,
+        })
+        .await?
+        .into_inner();
+    let qoe = |a: &pb::AssetQoe| {
+        json!({
+            "asset": a.asset, "sessions": a.sessions, "requests": a.requests,
+            "starved": a.starved, "edges": a.edges,
+            "startup_s": {"count": a.startups, "mean": a.startup_mean_s,
+                          "p50": a.startup_p50_s, "p90": a.startup_p90_s},
+            "bitrate_kbps": {"count": a.bitrate_samples, "mean": a.bitrate_mean_kbps,
+                             "p50": a.bitrate_p50_kbps},
+            "throughput_kbps": {"count": a.throughput_samples, "mean": a.throughput_mean_kbps,
+                                "p50": a.throughput_p50_kbps},
+        })
+    };
+    match out {
+        Output::Json => print_json(&json!({
+            "edges": r.edges, "skipped": r.skipped,
+            "assets": r.assets.iter().map(qoe).collect::<Vec<_>>(),
+        })),
+        Output::Human => {
+            let skipped = if r.skipped > 0 {
+                format!(" ({} unreadable documents skipped)", r.skipped)
+            } else {
+                String::new()
+            };
+            println!("figures of {} edges since they started{skipped}", r.edges);
+            if let (Some(id), true) = (&one, r.assets.is_empty()) {
+                println!("no CMCD has been seen for asset {id:?}");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = r
+                .assets
+                .iter()
+                .map(|a| {
+                    let starved = if a.requests == 0 {
+                        0.0
+                    } else {
+                        100.0 * a.starved as f64 / a.requests as f64
+                    };
+                    vec![
+                        a.asset.clone(),
+                        a.sessions.to_string(),
+                        format!("{:.2}/{:.2}", a.startup_p50_s, a.startup_p90_s),
+                        format!("{:.0}", a.bitrate_mean_kbps),
+                        format!("{:.0}", a.throughput_p50_kbps),
+                        format!("{starved:.2}%"),
+                        a.requests.to_string(),
+                        a.edges.to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ASSET",
+                    "SESSIONS",
+                    "STARTUP P50/P90 S",
+                    "BITRATE KBPS",
+                    "THROUGHPUT P50 KBPS",
+                    "STARVED",
+                    "CMCD REQUESTS",
+                    "EDGES",
+                ],
                 &rows,
             );
         }

@@ -40,6 +40,10 @@ pub use lease::KeptLease;
 /// The prefix every key lives under.
 pub const PREFIX: &str = "/streamgate/v1/";
 
+/// Where edges publish their QoE aggregates (`<ANALYTICS_PREFIX><edge-id>`): outside
+/// [`PREFIX`], which every edge watches, so a fleet's figures are not sent to each edge.
+pub const ANALYTICS_PREFIX: &str = "/streamgate/analytics/v1/";
+
 /// A value and the revision that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {

@@ -11,7 +11,7 @@ use streamgate_store::{PREFIX, Store};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::{AssetApi, AuditApi, EdgeApi, JobApi, KeyApi, PolicyApi, PurgeApi};
+use super::{AnalyticsApi, AssetApi, AuditApi, EdgeApi, JobApi, KeyApi, PolicyApi, PurgeApi};
 
 /// How often the store is asked.
 const EVERY: Duration = Duration::from_secs(2);
@@ -29,6 +29,7 @@ pub(crate) async fn set_all(h: &HealthReporter, status: ServingStatus) {
         pb::purge_service_server::PurgeServiceServer::<PurgeApi>::NAME,
         pb::audit_service_server::AuditServiceServer::<AuditApi>::NAME,
         pb::edge_service_server::EdgeServiceServer::<EdgeApi>::NAME,
+        pb::analytics_service_server::AnalyticsServiceServer::<AnalyticsApi>::NAME,
         pb::job_service_server::JobServiceServer::<JobApi>::NAME,
     ] {
         h.set_service_status(name, status).await;

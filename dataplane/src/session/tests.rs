@@ -51,9 +51,12 @@ fn the_cap_counts_sessions_here_and_elsewhere() {
     // One id from another network is another session.
     assert_eq!(s.admit(9, Some(&a), ip("10.9.0.1"), 2), Err(OverCap));
     assert_eq!(s.admit(9, Some(&a), ip("10.0.0.77"), 2), Ok(()), "same /24");
-    let doc = s.take_changes().unwrap();
+    let doc = crate::source::Publish::changes(&s).unwrap();
     assert_eq!(doc["sessions"][format!("{:016x}", 9u64)], 2);
-    assert!(s.take_changes().is_none(), "no change since");
+    assert!(
+        crate::source::Publish::changes(&s).is_none(),
+        "no change since"
+    );
     // Sessions at other edges count too; their key going away releases them.
     let s2 = sessions(Duration::from_secs(30));
     s2.set_remote("edge-a", Some(doc.to_string().as_bytes()));

@@ -347,12 +347,24 @@ impl BackgroundService for StateWatcher {
             epoch: 0,
         });
         let streams = self.pipeline.sessions().map(|s| {
-            tokio::spawn(publish_streams(
-                published.clone(),
-                Arc::clone(s),
-                self.edge_id.clone(),
-                shutdown.clone(),
-            ))
+            let at = Leased {
+                key: format!("{PREFIX}streams/{}", self.edge_id),
+                interval: s.config().publish_interval,
+                ttl: s.config().lease_ttl,
+                what: "session counts",
+            };
+            let doc: Arc<dyn crate::source::Publish> = Arc::clone(s) as _;
+            tokio::spawn(publish_leased(published.clone(), doc, at, shutdown.clone()))
+        });
+        let analytics = self.pipeline.analytics().map(|a| {
+            let at = Leased {
+                key: format!("{}{}", crate::analytics::STORE_PREFIX, self.edge_id),
+                interval: a.config().publish_interval,
+                ttl: a.config().lease_ttl,
+                what: "QoE aggregates",
+            };
+            let doc: Arc<dyn crate::source::Publish> = Arc::clone(a) as _;
+            tokio::spawn(publish_leased(published.clone(), doc, at, shutdown.clone()))
         });
         let publisher = tokio::spawn(publisher(
             published,
@@ -468,8 +480,8 @@ impl BackgroundService for StateWatcher {
         }
         lkg_timer.abort();
         let _ = publisher.await;
-        if let Some(s) = streams {
-            let _ = s.await;
+        for task in streams.into_iter().chain(analytics) {
+            let _ = task.await;
         }
     }
 }
@@ -566,55 +578,63 @@ async fn publisher(
     }
 }
 
-/// Publishes this edge's playback-session counts to `streams/<edge-id>` under a lease of
-/// `edge.sessions.lease_ttl`: at most once per `publish_interval`, when they changed, and
-/// again under a new lease when the old one was lost. Expires idle sessions on each tick.
-async fn publish_streams(
+/// How one edge document is kept in the store: its key, how often it is published, and
+/// the TTL of its lease.
+struct Leased {
+    key: String,
+    interval: Duration,
+    ttl: Duration,
+    what: &'static str,
+}
+
+/// Publishes `doc` to its key under a lease of `at.ttl`: at most once per `at.interval`,
+/// when it changed, and again under a new lease when the old one was lost. Used for the
+/// session counts (`streams/<edge-id>`) and the QoE aggregates (`analytics/<edge-id>`
+/// outside the watched prefix).
+async fn publish_leased(
     rx: watch::Receiver<Published>,
-    sessions: Arc<crate::session::Sessions>,
-    edge_id: String,
+    doc: Arc<dyn crate::source::Publish>,
+    at: Leased,
     mut shutdown: ShutdownWatch,
 ) {
-    let key = format!("{PREFIX}streams/{edge_id}");
-    let cfg = sessions.config().clone();
     let mut lease: Option<(Arc<dyn Store>, streamgate_store::KeptLease)> = None;
     let mut pending: Option<Value> = None;
-    let mut tick = tokio::time::interval(cfg.publish_interval);
+    let mut tick = tokio::time::interval(at.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
         }
-        sessions.tick();
+        doc.tick();
         let Some(store) = rx.borrow().store.clone() else {
             continue;
         };
         let renewed = lease
             .as_ref()
             .is_none_or(|(s, l)| l.is_lost() || !Arc::ptr_eq(s, &store));
-        if let Some(doc) = sessions.take_changes() {
-            pending = Some(doc);
+        if let Some(d) = doc.changes() {
+            pending = Some(d);
         } else if renewed && lease.is_some() {
-            // The key went with the lost lease: write the counts again.
-            pending = Some(sessions.document());
+            // The key went with the lost lease: write the document again.
+            pending = Some(doc.document());
         }
-        let Some(doc) = &pending else { continue };
+        let Some(d) = &pending else { continue };
         if renewed {
-            match streamgate_store::KeptLease::grant(Arc::clone(&store), cfg.lease_ttl).await {
+            match streamgate_store::KeptLease::grant(Arc::clone(&store), at.ttl).await {
                 Ok(l) => lease = Some((Arc::clone(&store), l)),
                 Err(e) => {
-                    tracing::debug!(error = %e, "session counts lease not granted");
+                    tracing::debug!(error = %e, what = at.what, "lease not granted");
                     continue;
                 }
             }
         }
         let Some((_, l)) = &lease else { continue };
-        let op = Op::put_leased(key.clone(), doc.to_string().into_bytes(), l.id());
+        let op = Op::put_leased(at.key.clone(), d.to_string().into_bytes(), l.id());
         match store.txn(&[], vec![op]).await {
             Ok(_) => pending = None,
             Err(e) => {
-                tracing::debug!(error = %e, "session counts not published");
+                tracing::debug!(error = %e, what = at.what, "not published");
                 if matches!(e, StoreError::LeaseExpired(_)) {
                     lease = None;
                 }

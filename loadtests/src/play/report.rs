@@ -216,6 +216,8 @@ impl PlayReport {
             "errors": s.errors,
             "failures": s.failures,
             "bitrate_kbps": {"mean": mean, "segments_by_kbps": s.renditions.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<String, u64>>()},
+            "cmcd_sent": {"requests": s.cmcd.requests, "starved": s.cmcd.starved, "sessions": s.cmcd.sessions.len(),
+                          "video_br_count": s.cmcd.video_br.0, "video_br_sum_kbps": s.cmcd.video_br.1, "mtp_count": s.cmcd.mtp},
             "generator_cpu": self.cpu,
             "generator_lag_ms": {"p99": self.lag_p99(), "max": if s.lag.is_empty() { 0.0 } else { s.lag.max() as f64 / 1000.0 }},
             "valid": self.valid(),

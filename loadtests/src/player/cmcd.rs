@@ -58,6 +58,8 @@ pub struct Cmcd {
     pub mtp: Option<u64>,
     /// `nor`: the next object's URL, relative to this one.
     pub nor: Option<String>,
+    /// `bs`: the buffer starved since the previous request.
+    pub bs: bool,
 }
 
 /// The session part: `sid` and `cid`.
@@ -105,7 +107,11 @@ fn groups(c: &Cmcd, s: &CmcdSession) -> [Vec<(&'static str, String)>; 4] {
     if !s.sid.is_empty() {
         session.push(("sid", quoted(&s.sid)));
     }
-    [request, object, Vec::new(), session]
+    let mut status = Vec::new();
+    if c.bs {
+        status.push(("bs", String::new()));
+    }
+    [request, object, status, session]
 }
 
 fn join(pairs: &[(&'static str, String)]) -> String {
@@ -172,6 +178,7 @@ mod tests {
                 su: true,
                 mtp: Some(25_400),
                 nor: Some("seg-00003.m4s".into()),
+                bs: true,
             },
             CmcdSession {
                 sid: "6e2fb550-c457-11e9-bb97-0800200c9a66".into(),
@@ -185,7 +192,7 @@ mod tests {
         let (c, s) = sample();
         assert_eq!(
             query_value(&c, &s),
-            "bl=21300,br=3000,cid=\"demo\",d=3200,mtp=25400,nor=\"seg-00003.m4s\",ot=v,sid=\"6e2fb550-c457-11e9-bb97-0800200c9a66\",su"
+            "bl=21300,br=3000,bs,cid=\"demo\",d=3200,mtp=25400,nor=\"seg-00003.m4s\",ot=v,sid=\"6e2fb550-c457-11e9-bb97-0800200c9a66\",su"
         );
         assert!(percent_encode("a=\"b\",c").starts_with("a%3D%22b%22%2Cc"));
     }
@@ -202,6 +209,7 @@ mod tests {
                     "bl=21300,mtp=25400,nor=\"seg-00003.m4s\",su".to_owned()
                 ),
                 ("CMCD-Object", "br=3000,d=3200,ot=v".to_owned()),
+                ("CMCD-Status", "bs".to_owned()),
                 (
                     "CMCD-Session",
                     "cid=\"demo\",sid=\"6e2fb550-c457-11e9-bb97-0800200c9a66\"".to_owned()

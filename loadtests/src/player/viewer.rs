@@ -314,6 +314,8 @@ pub struct Viewer {
     pending: Vec<(u64, Pending)>,
     next_id: u64,
     events: VecDeque<Event>,
+    /// The buffer starved since the last request was made (CMCD `bs` on the next one).
+    starved: bool,
     stats: ViewerStats,
     live_start: Option<f64>,
     master_requested: bool,
@@ -366,6 +368,7 @@ impl Viewer {
             pending: Vec::new(),
             next_id: 0,
             events: VecDeque::new(),
+            starved: false,
             stats: ViewerStats::default(),
             live_start: None,
             master_requested: false,
@@ -511,6 +514,7 @@ impl Viewer {
                         self.phase = Phase::Stalled { since: self.t };
                         self.stats.stalls += 1;
                         self.events.push_back(Event::StallStarted);
+                        self.starved = true;
                     } else if step >= dt {
                         self.t = now;
                     }
@@ -587,6 +591,7 @@ impl Viewer {
             self.phase = Phase::Stalled { since: self.t };
             self.stats.stalls += 1;
             self.events.push_back(Event::StallStarted);
+            self.starved = true;
         }
     }
 
@@ -689,7 +694,9 @@ impl Viewer {
         let attempt = p.attempt;
         let id = self.next_id;
         self.next_id += 1;
-        let (kind, media, res, cmcd) = self.describe(&p.what);
+        let (kind, media, res, mut cmcd) = self.describe(&p.what);
+        // `bs`: starved since the previous request (or starved still).
+        cmcd.bs = std::mem::take(&mut self.starved) || matches!(self.phase, Phase::Stalled { .. });
         self.pending.push((id, p.clone()));
         Request {
             id,
