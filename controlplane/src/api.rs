@@ -7,9 +7,7 @@
 //! no change goes unaudited.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use serde_json::json;
 use streamgate_policy::Policy;
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -44,28 +42,7 @@ pub(crate) fn actor<T>(req: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
 }
 
-/// The audit entry written with a change, under `audit/<unix nanos:020>-<4 random hex>`:
-/// keys sort by time, and the random part keeps two control planes from colliding.
-pub fn audit_op(actor: &str, action: &str, target: &str, old_version: i64) -> Op {
-    let now = SystemTime::now();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let mut salt = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
-    let entry = json!({
-        "time": humantime::format_rfc3339_millis(now).to_string(),
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "old_version": old_version,
-    });
-    Op::put(
-        format!("{PREFIX}audit/{nanos:020}-{:02x}{:02x}", salt[0], salt[1]),
-        entry.to_string().into_bytes(),
-    )
-}
+pub use crate::store::audit_op;
 
 /// One audited change: `ops` commit with their audit entry if every guard holds.
 pub(crate) struct Change<'a> {

@@ -112,6 +112,26 @@ impl Viewer {
         Some((l.max_streams?, l.streams_per))
     }
 
+    /// The policy's token-sharing thresholds, and the policy's id.
+    pub fn sharing(&self) -> Option<(&streamgate_policy::limits::Sharing, &str)> {
+        let p = self.policy.as_deref()?;
+        Some((p.limits.sharing.as_ref()?, p.id.as_str()))
+    }
+
+    /// The verified token's `sub` as it reads (for the audit log), or its wallet.
+    pub fn subject_name(&self) -> String {
+        match self.verified.as_deref().map(|v| &v.result) {
+            Some(Ok(v)) => v
+                .claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .or_else(|| v.wallet.as_ref().map(ToString::to_string))
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
     /// The verified token's principals (none without a valid token).
     pub fn principals(&self) -> crate::session::Principals {
         match self.verified.as_deref().map(|v| &v.result) {

@@ -50,6 +50,10 @@ mod rewrite;
 pub mod session;
 #[cfg(not(any(fuzzing, feature = "internals")))]
 mod session;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod sharing;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+mod sharing;
 mod source;
 mod tls;
 

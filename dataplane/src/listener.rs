@@ -197,6 +197,10 @@ impl Edge {
             &secret,
             metrics.registry(),
         )));
+        pipeline.set_sharing(Arc::new(crate::sharing::SharingGuard::new(
+            &cfg.sessions,
+            metrics.registry(),
+        )));
         if cfg.analytics.enabled {
             pipeline.set_analytics(Arc::new(crate::analytics::Analytics::new(
                 &cfg.analytics,

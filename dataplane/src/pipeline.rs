@@ -54,6 +54,7 @@ pub struct Pipeline {
     limits: Option<RateLimits>,
     sessions: Option<Arc<Sessions>>,
     analytics: Option<Arc<crate::analytics::Analytics>>,
+    sharing: Option<Arc<crate::sharing::SharingGuard>>,
 }
 
 impl Pipeline {
@@ -76,6 +77,7 @@ impl Pipeline {
             limits: None,
             sessions: None,
             analytics: None,
+            sharing: None,
         }
     }
 
@@ -97,6 +99,46 @@ impl Pipeline {
     /// The QoE aggregates, when on.
     pub fn analytics(&self) -> Option<&Arc<crate::analytics::Analytics>> {
         self.analytics.as_ref()
+    }
+
+    /// Detects token sharing under policies with `limits.sharing`.
+    pub fn set_sharing(&mut self, sharing: Arc<crate::sharing::SharingGuard>) {
+        self.sharing = Some(sharing);
+    }
+
+    /// Sharing detection, when on.
+    pub fn sharing(&self) -> Option<&Arc<crate::sharing::SharingGuard>> {
+        self.sharing.as_ref()
+    }
+
+    /// Counts the request for token-sharing detection when `viewer`'s policy asks for it;
+    /// refuses a principal flagged with `deny_for`. `session`: the request's verified or
+    /// newly minted session id.
+    fn share_check(
+        &self,
+        req: &Parts,
+        conn: &Conn,
+        viewer: &crate::gate::Viewer,
+        session: Option<&str>,
+    ) -> Result<(), EdgeError> {
+        let (Some(g), Some((rule, policy))) = (&self.sharing, viewer.sharing()) else {
+            return Ok(());
+        };
+        let Some(principal) = viewer.principals().get(rule.per) else {
+            return Ok(());
+        };
+        let query = req.uri.query();
+        let cmcd = match session {
+            Some(_) => None,
+            None => crate::cmcd::session_id(query, &req.headers),
+        };
+        let seen = crate::sharing::Seen {
+            principal,
+            client: conn.client,
+            sid: session.or(cmcd.as_deref()),
+        };
+        g.check(rule, policy, || viewer.subject_name(), seen, Instant::now())
+            .map_err(|_| EdgeError::Gate(Refusal::Denied("token_shared")))
     }
 
     /// Counts the request in its playback session when `viewer`'s policy caps streams,
@@ -319,6 +361,7 @@ impl Pipeline {
                     // An entry playlist fetched with a query token starts a session whose id
                     // the rewritten playlist carries.
                     let session = self.session(req, conn, &viewer, query_token && mints)?;
+                    self.share_check(req, conn, &viewer, session.as_deref())?;
                     if let Some(a) = &self.analytics {
                         a.record(&asset, kind, req.uri.query(), &req.headers, Instant::now());
                     }

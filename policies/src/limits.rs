@@ -2,6 +2,8 @@
 //! wallet, for playlists and segments. The edge enforces them ([`crate::Policy::limits`]);
 //! what a policy leaves unset falls back to the edge's `[edge.rate_limit]`.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 
 use crate::parse::{Ctx, join, object, unknown_keys};
@@ -100,6 +102,27 @@ pub enum StreamsPer {
 /// The largest stream cap a policy may set.
 pub const MAX_STREAMS: u32 = 10_000;
 
+/// Token-sharing detection (`sharing:`): one principal seen from more client networks, or
+/// in more playback sessions, than a viewer plausibly has within `window` is flagged; with
+/// `deny_for`, it is then refused (`token_shared`) for that long, fleet-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharing {
+    /// How far back networks and sessions are remembered.
+    pub window: Duration,
+    /// Flag above this many distinct client networks in the window.
+    pub max_networks: Option<u32>,
+    /// Flag above this many distinct playback sessions in the window.
+    pub max_sessions: Option<u32>,
+    /// Refuse a flagged principal for this long (`None`: flag only).
+    pub deny_for: Option<Duration>,
+    /// Whose networks and sessions are counted.
+    pub per: StreamsPer,
+}
+
+/// The most networks or sessions a sharing threshold may name (each is remembered per
+/// principal until the threshold is crossed).
+pub const MAX_SHARING: u32 = 1000;
+
 /// A policy's abuse limits.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
@@ -110,6 +133,8 @@ pub struct Limits {
     pub max_streams: Option<u32>,
     /// Whose sessions `max_streams` counts.
     pub streams_per: StreamsPer,
+    /// Token-sharing detection.
+    pub sharing: Option<Sharing>,
 }
 
 impl Limits {
@@ -127,7 +152,12 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
     let Some(m) = object(cx, path, v) else {
         return Limits::default();
     };
-    unknown_keys(cx, path, m, &["rate", "max_streams", "streams_per"]);
+    unknown_keys(
+        cx,
+        path,
+        m,
+        &["rate", "max_streams", "streams_per", "sharing"],
+    );
     let mut out = Limits::default();
     if let Some(v) = m.get("max_streams") {
         match v.as_u64() {
@@ -151,6 +181,9 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
     if m.contains_key("streams_per") && out.max_streams.is_none() {
         cx.err(&join(path, "streams_per"), "needs max_streams");
     }
+    if let Some(v) = m.get("sharing") {
+        out.sharing = sharing(cx, &join(path, "sharing"), v);
+    }
     if let Some(r) = m.get("rate") {
         let p = join(path, "rate");
         if let Some(r) = object(cx, &p, r) {
@@ -164,6 +197,95 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
         }
     }
     out
+}
+
+/// A duration such as `90s`, `10m` or `1h 30m`, from `lo` to `hi`.
+fn duration_in(
+    cx: &mut Ctx,
+    path: &str,
+    v: &Value,
+    lo: Duration,
+    hi: Duration,
+) -> Option<Duration> {
+    let hint = || {
+        format!(
+            "expected a duration from {} to {} such as \"10m\"",
+            humantime::format_duration(lo),
+            humantime::format_duration(hi)
+        )
+    };
+    match v.as_str().map(humantime::parse_duration) {
+        Some(Ok(d)) if d >= lo && d <= hi => Some(d),
+        _ => {
+            cx.err(path, hint());
+            None
+        }
+    }
+}
+
+/// Reads `sharing: {window, max_networks, max_sessions, deny_for, per}`.
+fn sharing(cx: &mut Ctx, path: &str, v: &Value) -> Option<Sharing> {
+    let m = object(cx, path, v)?;
+    unknown_keys(
+        cx,
+        path,
+        m,
+        &["window", "max_networks", "max_sessions", "deny_for", "per"],
+    );
+    let secs = Duration::from_secs;
+    // Every field is read, so every error is reported; any error drops the whole mapping.
+    let window = match m.get("window") {
+        None => Some(secs(600)),
+        Some(w) => duration_in(cx, &join(path, "window"), w, secs(1), secs(86_400)),
+    };
+    let count = |cx: &mut Ctx, k: &str| -> Result<Option<u32>, ()> {
+        match m.get(k) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=u64::from(MAX_SHARING)).contains(&n) => Ok(Some(n as u32)),
+                _ => {
+                    cx.err(
+                        &join(path, k),
+                        format!("must be a whole number from 1 to {MAX_SHARING}"),
+                    );
+                    Err(())
+                }
+            },
+        }
+    };
+    let (max_networks, max_sessions) = (count(cx, "max_networks"), count(cx, "max_sessions"));
+    if matches!((max_networks, max_sessions), (Ok(None), Ok(None))) {
+        cx.err(path, "needs max_networks, max_sessions or both");
+    }
+    let deny_for = match m.get("deny_for") {
+        None => Ok(None),
+        Some(d) => duration_in(cx, &join(path, "deny_for"), d, secs(1), secs(7 * 86_400))
+            .map(Some)
+            .ok_or(()),
+    };
+    let per = match m.get("per").map(Value::as_str) {
+        None | Some(Some("subject")) => Some(StreamsPer::Subject),
+        Some(Some("wallet")) => Some(StreamsPer::Wallet),
+        Some(_) => {
+            cx.err(&join(path, "per"), "expected \"subject\" or \"wallet\"");
+            None
+        }
+    };
+    let (Some(window), Ok(max_networks), Ok(max_sessions), Ok(deny_for), Some(per)) =
+        (window, max_networks, max_sessions, deny_for, per)
+    else {
+        return None;
+    };
+    if max_networks.is_none() && max_sessions.is_none() {
+        return None;
+    }
+    Some(Sharing {
+        window,
+        max_networks,
+        max_sessions,
+        deny_for,
+        per,
+    })
 }
 
 /// Reads `{per_ip, per_subject, per_wallet}`, each `off` or `{rate, burst}`.
@@ -252,6 +374,24 @@ pub(crate) fn limits_value(l: &Limits) -> Option<Value> {
         if l.streams_per == StreamsPer::Wallet {
             m.insert("streams_per".into(), "wallet".into());
         }
+    }
+    if let Some(sh) = &l.sharing {
+        let d = |d: Duration| Value::from(humantime::format_duration(d).to_string());
+        let mut v = Map::new();
+        v.insert("window".into(), d(sh.window));
+        if let Some(n) = sh.max_networks {
+            v.insert("max_networks".into(), n.into());
+        }
+        if let Some(n) = sh.max_sessions {
+            v.insert("max_sessions".into(), n.into());
+        }
+        if let Some(t) = sh.deny_for {
+            v.insert("deny_for".into(), d(t));
+        }
+        if sh.per == StreamsPer::Wallet {
+            v.insert("per".into(), "wallet".into());
+        }
+        m.insert("sharing".into(), Value::Object(v));
     }
     Some(Value::Object(m))
 }

@@ -21,6 +21,7 @@
 //! through this crate and edges watch through it, without either linking the other.
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod election;
 pub mod embedded;
 pub mod etcd;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use audit::audit_op;
 pub use lease::KeptLease;
 
 /// The prefix every key lives under.

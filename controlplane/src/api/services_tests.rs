@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use serde_json::json;
 use streamgate_proto::control::v1 as pb;
 use tonic::Code;
 use tonic::transport::Channel;

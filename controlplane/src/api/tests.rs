@@ -1,6 +1,7 @@
 //! The policy API over gRPC, with a tonic client, against the embedded store and real etcd.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use streamgate_proto::control::v1 as pb;
 use tonic::Code;

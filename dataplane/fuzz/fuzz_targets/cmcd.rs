@@ -1,14 +1,16 @@
 #![no_main]
-//! CMCD comes from players (query and headers) and session counts from other edges (the
-//! store): parsing must never panic, the QoE reader gives a record or an error, session ids stay within their bound, and every
+//! CMCD comes from players (query and headers) and session counts and denials from other edges
+//! (the store): parsing must never panic, the QoE reader gives a record or an error, session ids stay within their bound, and every
 //! parsed key is a CMCD key.
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use streamgate_edge::cmcd::{MAX_SID, pairs, read, session_id};
 use streamgate_edge::session::parse_counts;
+use streamgate_edge::sharing::parse_denial;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_counts(data);
+    let _ = parse_denial("/streamgate/v1/denials/00000000000000ab", data);
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };

@@ -104,6 +104,8 @@ enum Kind {
     Purge,
     /// `streams/<edge-id>`: an edge's playback-session counts.
     Streams,
+    /// `denials/<principal>`: a principal refused for token sharing, under a lease.
+    Denial,
     Other,
 }
 
@@ -119,6 +121,8 @@ fn kind(key: &str) -> Kind {
         Kind::Purge
     } else if rest.starts_with("streams/") {
         Kind::Streams
+    } else if rest.starts_with("denials/") {
+        Kind::Denial
     } else {
         Kind::Other
     }
@@ -188,7 +192,7 @@ impl Docs {
                 Kind::Policy => (&mut policies, "id"),
                 Kind::Asset => (&mut assets, "id"),
                 Kind::Key => (&mut keys, "kid"),
-                Kind::Purge | Kind::Streams | Kind::Other => continue,
+                Kind::Purge | Kind::Streams | Kind::Denial | Kind::Other => continue,
             };
             if v.get(field).and_then(Value::as_str) == Some(name) {
                 list.push(v.clone());
@@ -257,6 +261,28 @@ impl StateWatcher {
         }
     }
 
+    /// A principal refused for token sharing (`None`: its key is gone, the refusal lifted).
+    fn denial(&self, key: &str, value: Option<&[u8]>) {
+        let Some(g) = self.pipeline.sharing() else {
+            return;
+        };
+        match value.map(|v| crate::sharing::parse_denial(key, v)) {
+            Some(Ok((p, until))) => {
+                let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                if !left.is_zero() {
+                    g.deny(p, Instant::now() + left);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(%key, error = %e, "token-sharing denial ignored"),
+            None => {
+                let hex = key.rsplit('/').next().unwrap_or_default();
+                if let Ok(p) = u64::from_str_radix(hex, 16) {
+                    g.lift(p);
+                }
+            }
+        }
+    }
+
     /// Lists the prefix and installs it; applies purges newer than `since`.
     async fn reload(
         &self,
@@ -275,6 +301,7 @@ impl StateWatcher {
                 Kind::Policy | Kind::Asset | Kind::Key => fresh.set(k, &v.value),
                 Kind::Purge if since > 0 && v.version > since => self.purge(k, &v.value),
                 Kind::Streams => self.streams(k, Some(&v.value)),
+                Kind::Denial => self.denial(k, Some(&v.value)),
                 Kind::Purge | Kind::Other => {}
             }
         }
@@ -308,6 +335,8 @@ impl StateWatcher {
                 }
                 (Kind::Streams, Event::Put { key, value, .. }) => self.streams(key, Some(value)),
                 (Kind::Streams, Event::Delete { key, .. }) => self.streams(key, None),
+                (Kind::Denial, Event::Put { key, value, .. }) => self.denial(key, Some(value)),
+                (Kind::Denial, Event::Delete { key, .. }) => self.denial(key, None),
                 _ => {}
             }
         }
@@ -356,6 +385,18 @@ impl BackgroundService for StateWatcher {
             let doc: Arc<dyn crate::source::Publish> = Arc::clone(s) as _;
             tokio::spawn(publish_leased(published.clone(), doc, at, shutdown.clone()))
         });
+        let sharing = self
+            .pipeline
+            .sharing()
+            .and_then(|g| g.take_events())
+            .map(|events| {
+                tokio::spawn(report_sharing(
+                    published.clone(),
+                    events,
+                    self.edge_id.clone(),
+                    shutdown.clone(),
+                ))
+            });
         let analytics = self.pipeline.analytics().map(|a| {
             let at = Leased {
                 key: format!("{}{}", crate::analytics::STORE_PREFIX, self.edge_id),
@@ -480,7 +521,7 @@ impl BackgroundService for StateWatcher {
         }
         lkg_timer.abort();
         let _ = publisher.await;
-        for task in streams.into_iter().chain(analytics) {
+        for task in streams.into_iter().chain(analytics).chain(sharing) {
             let _ = task.await;
         }
     }
@@ -643,6 +684,54 @@ async fn publish_leased(
     }
     if let Some((store, l)) = lease {
         let _ = tokio::time::timeout(Duration::from_secs(1), l.revoke(&*store)).await;
+    }
+}
+
+/// Writes each principal flagged for token sharing to the audit log (actor
+/// `edge:<edge-id>`, action `sharing.flag` or `sharing.deny`) and, for a denial, its
+/// `denials/<principal>` key under a lease of `deny_for`, so every edge refuses it.
+async fn report_sharing(
+    rx: watch::Receiver<Published>,
+    mut events: tokio::sync::mpsc::Receiver<crate::sharing::Flagged>,
+    edge_id: String,
+    mut shutdown: ShutdownWatch,
+) {
+    let actor = format!("edge:{edge_id}");
+    loop {
+        let f = tokio::select! {
+            f = events.recv() => match f { Some(f) => f, None => break },
+            _ = shutdown.changed() => break,
+        };
+        let Some(store) = rx.borrow().store.clone() else {
+            tracing::warn!("no state store: a token-sharing event is not in the audit log");
+            continue;
+        };
+        let action = if f.deny_for.is_some() {
+            "sharing.deny"
+        } else {
+            "sharing.flag"
+        };
+        let target = crate::sharing::audit_target(&f);
+        let mut ops = vec![streamgate_store::audit_op(&actor, action, &target, 0)];
+        if let (Some(doc), Some(ttl)) = (
+            crate::sharing::denial_document(&f, &edge_id, SystemTime::now()),
+            f.deny_for,
+        ) {
+            let secs = Duration::from_secs(ttl.as_secs_f64().ceil().max(1.0) as u64);
+            match store.grant(secs).await {
+                Ok(lease) => ops.push(Op::put_leased(
+                    format!("{PREFIX}denials/{:016x}", f.principal),
+                    doc.to_string().into_bytes(),
+                    lease,
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "token-sharing denial not shared with the fleet");
+                }
+            }
+        }
+        if let Err(e) = store.txn(&[], ops).await {
+            tracing::warn!(error = %e, action, "token-sharing event not written");
+        }
     }
 }
 

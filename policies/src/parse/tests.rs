@@ -244,6 +244,62 @@ limits:
 }
 
 #[test]
+fn sharing_thresholds_parse_and_round_trip() {
+    use crate::limits::{Sharing, StreamsPer};
+    use std::time::Duration;
+    let p = Policy::parse(
+        "id: s\nrule: { public: true }\nlimits:\n  sharing: { window: 5m, max_networks: 4, max_sessions: 6, deny_for: 30m }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        p.limits.sharing,
+        Some(Sharing {
+            window: Duration::from_secs(300),
+            max_networks: Some(4),
+            max_sessions: Some(6),
+            deny_for: Some(Duration::from_secs(1800)),
+            per: StreamsPer::Subject,
+        })
+    );
+    assert_eq!(Policy::from_value(&p.to_value()).unwrap(), p);
+    // The window defaults to 10 minutes; flag only without deny_for.
+    let flag = Policy::parse(
+        "id: s\nrule: { public: true }\nlimits: { sharing: { max_sessions: 3, per: wallet } }\n",
+    )
+    .unwrap();
+    let sh = flag.limits.sharing.unwrap();
+    assert_eq!(
+        (sh.window, sh.deny_for, sh.per),
+        (Duration::from_secs(600), None, StreamsPer::Wallet)
+    );
+    assert_eq!(Policy::from_value(&flag.to_value()).unwrap(), flag);
+    let bad = r#"
+id: bad
+rule: { public: true }
+limits:
+  sharing: { window: forever, max_networks: 0, deny_for: 30d, per: house, color: red }
+"#;
+    let errs = Policy::parse(bad).unwrap_err().to_string();
+    for want in [
+        "limits.sharing.color: unknown field",
+        "limits.sharing.window: expected a duration from 1s to 1day",
+        "limits.sharing.max_networks: must be a whole number from 1 to 1000",
+        "limits.sharing.deny_for: expected a duration from 1s to 7days",
+        "limits.sharing.per: expected \"subject\" or \"wallet\"",
+    ] {
+        assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+    }
+    let none =
+        Policy::parse("id: n\nrule: { public: true }\nlimits: { sharing: { window: 1m } }\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        none.contains("limits.sharing: needs max_networks, max_sessions or both"),
+        "{none}"
+    );
+}
+
+#[test]
 fn limit_errors_name_their_fields() {
     let yaml = r#"
 id: bad
