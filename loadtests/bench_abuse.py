@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Abuse control's cost on cache hits: one edge with rate limits (per network, per token
 subject and per wallet, set high enough never to refuse), playback sessions under a
-stream cap and CMCD parsing on, against one with all of them off, on the same core, in
+stream cap and CMCD parsing (session ids and the QoE aggregates) on, against one with all
+of them off, on the same core, in
 one run, taking turns. Requests carry a token in the Authorization header and CMCD
 headers (`CMCD-Session` with a sid, `CMCD-Request`) in both cases, so the request bytes
 are identical; only the edge's work differs.
@@ -81,7 +82,9 @@ root = "{origin}"
         admins = {}
         edge_limits = "\n".join(
             f'[edge.rate_limit.{c}]\nper_ip = {{ rate = 10000, burst = 1000000 }}' for c in ("playlist", "segment"))
-        bases = {"off": edge("off", ""), "on": edge("on", edge_limits)}
+        # "off": no CMCD read at all (analytics is on by default); "on": rate limits,
+        # sessions under a cap, CMCD parsed for the session id and the QoE aggregates.
+        bases = {"off": edge("off", "[edge.analytics]\nenabled = false"), "on": edge("on", edge_limits)}
         hdrs = (f"Authorization: Bearer {token}",
                 'CMCD-Session: cid="demo",sid="6e2fb550-c457-11e9-bb97-0800200c9a66",sf=h,st=v',
                 "CMCD-Request: bl=21300,dl=18500,mtp=48100,su")
@@ -107,6 +110,8 @@ root = "{origin}"
         text = metrics.decode()
         if "streamgate_edge_sessions_active 1" not in text:
             sys.exit("the 'on' edge tracked no playback session: the comparison is void")
+        if 'streamgate_edge_qoe_cmcd_requests_total{asset="demo"}' not in text:
+            sys.exit("the 'on' edge aggregated no CMCD: the comparison is void")
         refused = [l for l in text.splitlines()
                    if l.startswith("streamgate_edge_rate_limited_total{") and not l.endswith(" 0")]
         if refused:

@@ -407,15 +407,7 @@ async fn master_from(edge: &str, token: &str, from: u8) -> (u16, String) {
 }
 
 async fn metric(admin: u16, line: &str) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    common::metric_sum(admin, line).await as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,16 +40,7 @@ impl Edge {
 
     /// Sums the metric lines that start with `prefix` (a name and optional labels).
     async fn metric(&self, prefix: &str) -> f64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        common::metric_sum(self.admin, prefix).await
     }
 }
 

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::HeaderMap;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use serde_json::{Map, Value, json};
 
@@ -64,6 +63,8 @@ pub const THROUGHPUT_BUCKETS: &[f64] = &[
     500_000.0,
     1_000_000.0,
 ];
+
+type AssetMap = HashMap<Box<str>, Arc<AssetQoe>, ahash::RandomState>;
 
 /// One asset's aggregates.
 #[derive(Debug)]
@@ -261,7 +262,7 @@ impl Table {
 
 /// The edge's QoE aggregates.
 pub struct Analytics {
-    assets: ArcSwap<HashMap<Box<str>, Arc<AssetQoe>>>,
+    assets: ArcSwap<AssetMap>,
     grow: Mutex<()>,
     other: Arc<AssetQoe>,
     families: Families,
@@ -308,11 +309,8 @@ impl Analytics {
         &self.cfg
     }
 
-    fn asset(&self, name: &str) -> Arc<AssetQoe> {
-        if let Some(q) = self.assets.load().get(name) {
-            return Arc::clone(q);
-        }
-        // A new asset: copy the map (rare; at most `max_assets` times).
+    /// A new asset's aggregates: the map is copied (rare; at most `max_assets` times).
+    fn add_asset(&self, name: &str) -> Arc<AssetQoe> {
         let _g = self.grow.lock().expect("analytics assets");
         let cur = self.assets.load_full();
         if let Some(q) = cur.get(name) {
@@ -322,22 +320,35 @@ impl Analytics {
             return Arc::clone(&self.other);
         }
         let q = Arc::new(self.families.asset(name));
-        let mut next = HashMap::clone(&cur);
+        let mut next = AssetMap::clone(&cur);
         next.insert(name.into(), Arc::clone(&q));
         self.assets.store(Arc::new(next));
         q
     }
 
-    /// Counts one allowed request for `asset` of `kind`, if it carries CMCD.
-    pub fn record(
+    /// Counts one allowed request for `asset` of `kind`, from its query and headers.
+    #[cfg(test)]
+    pub fn record_request(
         &self,
         asset: &str,
         kind: ObjectKind,
         query: Option<&str>,
-        headers: &HeaderMap,
+        headers: &http::HeaderMap,
         now: Instant,
     ) {
-        let d = match cmcd::read(query, headers) {
+        self.record(asset, kind, cmcd::read(query, headers), now);
+    }
+
+    /// Counts one allowed request for `asset` of `kind`, with the CMCD [`cmcd::read`] read
+    /// from it (nothing without; a malformed one is only counted as such).
+    pub fn record(
+        &self,
+        asset: &str,
+        kind: ObjectKind,
+        cmcd: Result<Option<cmcd::Data>, &'static str>,
+        now: Instant,
+    ) {
+        let d = match cmcd {
             Ok(Some(d)) => d,
             Ok(None) => return,
             Err(_) => {
@@ -345,7 +356,18 @@ impl Analytics {
                 return;
             }
         };
-        let q = self.asset(asset);
+        // The common case borrows from the map; only a new asset takes the lock.
+        let map = self.assets.load();
+        let added;
+        let q: &AssetQoe = match map.get(asset) {
+            Some(q) => q,
+            // Full: the rest share `_other`, without the lock.
+            None if map.len() >= self.max_assets => &self.other,
+            None => {
+                added = self.add_asset(asset);
+                &added
+            }
+        };
         q.requests.inc();
         if d.bs {
             q.starved.inc();

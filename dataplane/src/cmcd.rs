@@ -11,8 +11,6 @@ use std::borrow::Cow;
 use http::HeaderMap;
 use http::header::HeaderName;
 
-static CMCD_SESSION: HeaderName = HeaderName::from_static("cmcd-session");
-
 /// The longest CMCD text read (a query value or one header).
 pub const MAX_LEN: usize = 2048;
 /// The longest session id kept (CTA-5004 says 64 characters).
@@ -131,44 +129,6 @@ pub fn visit<'a>(
         }
     }
     Ok(())
-}
-
-/// The `sid` string of a CMCD list, if it has a well-formed one before any malformed entry.
-fn sid_of(s: &str) -> Option<Cow<'_, str>> {
-    let mut sid = None;
-    let _ = visit(s, |k, v| {
-        if k == "sid" {
-            if let CmcdValue::Str(v) = v {
-                sid = Some(v);
-            }
-            return false;
-        }
-        true
-    });
-    sid
-}
-
-/// The session id (`sid`) a request's CMCD carries, from the query or the
-/// `CMCD-Session` header; `None` when absent, empty, too long or malformed.
-pub fn session_id<'a>(query: Option<&'a str>, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
-    let from = |text: Cow<'a, str>| -> Option<Cow<'a, str>> {
-        let sid = match text {
-            Cow::Borrowed(t) => sid_of(t)?,
-            Cow::Owned(t) => Cow::Owned(sid_of(&t)?.into_owned()),
-        };
-        (!sid.is_empty() && sid.len() <= MAX_SID).then_some(sid)
-    };
-    if let Some(q) = query
-        && let Some(raw) = q.split('&').find_map(|p| p.strip_prefix("CMCD="))
-        && raw.len() <= MAX_LEN
-    {
-        let text = percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .ok()?;
-        return from(text);
-    }
-    let h = headers.get(&CMCD_SESSION)?.to_str().ok()?;
-    from(Cow::Borrowed(h))
 }
 
 /// What the QoE aggregates read from one request's CMCD.
@@ -309,20 +269,22 @@ mod tests {
 
     #[test]
     fn session_ids_come_from_the_query_or_the_header() {
+        let sid = |q: Option<&str>, h: &HeaderMap| read(q, h).ok().flatten().and_then(|d| d.sid);
+        let hash = |s: &str| Some(xxhash_rust::xxh3::xxh3_64(s.as_bytes()));
         let mut h = HeaderMap::new();
         let q = "token=x&CMCD=bl%3D21300%2Csid%3D%22abc-1%22";
-        assert_eq!(session_id(Some(q), &h).as_deref(), Some("abc-1"));
+        assert_eq!(sid(Some(q), &h), hash("abc-1"));
         h.insert(
             "cmcd-session",
             r#"cid="c",sid="from-header""#.parse().unwrap(),
         );
-        assert_eq!(session_id(None, &h).as_deref(), Some("from-header"));
-        // The query wins when both are there; junk gives none.
-        assert_eq!(session_id(Some(q), &h).as_deref(), Some("abc-1"));
-        assert_eq!(session_id(Some("CMCD=sid%3D5"), &HeaderMap::new()), None);
+        assert_eq!(sid(None, &h), hash("from-header"));
+        // The query wins when both are there; a number is no id; an overlong one is none.
+        assert_eq!(sid(Some(q), &h), hash("abc-1"));
+        assert!(read(Some("CMCD=sid%3D5"), &HeaderMap::new()).is_err());
         let long = format!("CMCD=sid%3D%22{}%22", "a".repeat(MAX_SID + 1));
-        assert_eq!(session_id(Some(&long), &HeaderMap::new()), None);
-        assert_eq!(session_id(Some("CMCD=%ff"), &HeaderMap::new()), None);
+        assert_eq!(sid(Some(&long), &HeaderMap::new()), None);
+        assert_eq!(sid(Some("CMCD=sid%3D%22%22"), &HeaderMap::new()), None);
     }
 
     #[test]

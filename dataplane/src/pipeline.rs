@@ -112,14 +112,13 @@ impl Pipeline {
     }
 
     /// Counts the request for token-sharing detection when `viewer`'s policy asks for it;
-    /// refuses a principal flagged with `deny_for`. `session`: the request's verified or
-    /// newly minted session id.
+    /// refuses a principal flagged with `deny_for`. `sid`: the request's session (its
+    /// verified or newly minted `sg_sid`, else its CMCD `sid`), hashed.
     fn share_check(
         &self,
-        req: &Parts,
         conn: &Conn,
         viewer: &crate::gate::Viewer,
-        session: Option<&str>,
+        sid: Option<u64>,
     ) -> Result<(), EdgeError> {
         let (Some(g), Some((rule, policy))) = (&self.sharing, viewer.sharing()) else {
             return Ok(());
@@ -127,15 +126,10 @@ impl Pipeline {
         let Some(principal) = viewer.principals().get(rule.per) else {
             return Ok(());
         };
-        let query = req.uri.query();
-        let cmcd = match session {
-            Some(_) => None,
-            None => crate::cmcd::session_id(query, &req.headers),
-        };
         let seen = crate::sharing::Seen {
             principal,
             client: conn.client,
-            sid: session.or(cmcd.as_deref()),
+            sid,
         };
         g.check(rule, policy, || viewer.subject_name(), seen, Instant::now())
             .map_err(|_| EdgeError::Gate(Refusal::Denied("token_shared")))
@@ -143,39 +137,41 @@ impl Pipeline {
 
     /// Counts the request in its playback session when `viewer`'s policy caps streams,
     /// admitting a new session only under the cap. Returns the session id to write into
-    /// a rewritten manifest: the one the request carries, or a new one for an entry
-    /// manifest (`mint`).
+    /// a rewritten manifest (the one the request carries, or a new one for an entry
+    /// manifest: `mint`), and the session's hash for sharing detection. `cmcd_sid`: the
+    /// hash of the request's CMCD `sid`.
     fn session(
         &self,
         req: &Parts,
         conn: &Conn,
         viewer: &crate::gate::Viewer,
         mint: bool,
-    ) -> Result<Option<String>, EdgeError> {
+        cmcd_sid: Option<u64>,
+    ) -> Result<(Option<String>, Option<u64>), EdgeError> {
         let (Some(s), Some((max, per))) = (&self.sessions, viewer.stream_cap()) else {
-            return Ok(None);
+            return Ok((None, cmcd_sid));
         };
         // A token without a subject (or without a wallet, per wallet) names nobody to
         // count; such policies should require one.
         let Some(p) = viewer.principals().get(per) else {
-            return Ok(None);
+            return Ok((None, cmcd_sid));
         };
-        let query = req.uri.query();
-        let given = query
+        let given = req
+            .uri
+            .query()
             .and_then(|q| {
                 q.split('&')
                     .find_map(|kv| kv.strip_prefix(crate::session::PARAM)?.strip_prefix('='))
             })
             .filter(|sid| s.verify(p, sid));
-        let cmcd = match given {
-            Some(_) => None,
-            None => crate::cmcd::session_id(query, &req.headers),
-        };
-        let minted = (given.is_none() && cmcd.is_none() && mint).then(|| s.mint(p));
-        let sid = given.or(cmcd.as_deref()).or(minted.as_deref());
+        let minted = (given.is_none() && cmcd_sid.is_none() && mint).then(|| s.mint(p));
+        let sid = given
+            .or(minted.as_deref())
+            .map(crate::session::sid_hash)
+            .or(cmcd_sid);
         s.admit(p, sid, conn.client, max)
             .map_err(|_| EdgeError::Gate(Refusal::Denied("stream_limit")))?;
-        Ok(given.map(str::to_owned).or(minted))
+        Ok((given.map(str::to_owned).or(minted), sid))
     }
 
     /// Enforces rate limits: the edge's, and those of the policies in force.
@@ -360,10 +356,21 @@ impl Pipeline {
                     self.limit(class, viewer.rate_limits(), who)?;
                     // An entry playlist fetched with a query token starts a session whose id
                     // the rewritten playlist carries.
-                    let session = self.session(req, conn, &viewer, query_token && mints)?;
-                    self.share_check(req, conn, &viewer, session.as_deref())?;
+                    // CMCD is read once, for the session, sharing and the QoE aggregates.
+                    let cmcd = if self.analytics.is_some()
+                        || viewer.stream_cap().is_some()
+                        || viewer.sharing().is_some()
+                    {
+                        crate::cmcd::read(req.uri.query(), &req.headers)
+                    } else {
+                        Ok(None)
+                    };
+                    let cmcd_sid = cmcd.as_ref().ok().and_then(|d| d.as_ref()?.sid);
+                    let (session, sid) =
+                        self.session(req, conn, &viewer, query_token && mints, cmcd_sid)?;
+                    self.share_check(conn, &viewer, sid)?;
                     if let Some(a) = &self.analytics {
-                        a.record(&asset, kind, req.uri.query(), &req.headers, Instant::now());
+                        a.record(&asset, kind, cmcd, Instant::now());
                     }
                     if self.gate.is_guarded() {
                         self.metrics.gate_allow();

@@ -195,31 +195,31 @@ impl Sessions {
             == 0
     }
 
-    fn key(&self, principal: Principal, sid: Option<&str>, client: Option<IpAddr>) -> u128 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&principal.to_le_bytes());
-        match sid {
-            Some(s) => {
-                h.update(&[1]);
-                h.update(s.as_bytes());
-            }
-            None => h.update(&[0]),
+    fn key(&self, principal: Principal, sid: Option<u64>, client: Option<IpAddr>) -> u128 {
+        // principal, sid (flag + hash), network (16 bytes + tag): one fixed buffer, one
+        // one-shot hash.
+        let mut b = [0u8; 8 + 9 + 17];
+        b[..8].copy_from_slice(&principal.to_le_bytes());
+        if let Some(s) = sid {
+            b[8] = 1;
+            b[9..17].copy_from_slice(&s.to_le_bytes());
         }
         if let Some(ip) = client {
             let (net, tag) = crate::limit::network(ip, self.v4, self.v6);
-            h.update(&net);
-            h.update(&[tag]);
+            b[17..33].copy_from_slice(&net);
+            b[33] = tag.wrapping_add(1);
         }
-        h.digest128()
+        xxhash_rust::xxh3::xxh3_128(&b)
     }
 
-    /// Counts a request of the session (`principal`, `sid`, client network): an active
+    /// Counts a request of the session (`principal`, `sid` as [`sid_hash`] or the CMCD
+    /// reader hashed it, client network): an active
     /// one is kept alive; a new one is admitted if the principal's sessions, here and at
     /// the other edges, are fewer than `max`.
     pub fn admit(
         &self,
         principal: Principal,
-        sid: Option<&str>,
+        sid: Option<u64>,
         client: Option<IpAddr>,
         max: u32,
     ) -> Result<(), OverCap> {
@@ -315,6 +315,11 @@ impl crate::source::Publish for Sessions {
     fn tick(&self) {
         Self::tick(self);
     }
+}
+
+/// The hash a minted session id (`sg_sid`) is counted by.
+pub fn sid_hash(sid: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(sid.as_bytes(), 4)
 }
 
 /// Why a published session document was ignored.

@@ -80,13 +80,13 @@ pub struct Flagged {
 
 /// One request's identity, as sharing detection sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct Seen<'a> {
+pub struct Seen {
     /// The principal the policy counts.
     pub principal: Principal,
     /// The client address.
     pub client: Option<IpAddr>,
-    /// The session id the request carries (verified `sg_sid` or CMCD `sid`).
-    pub sid: Option<&'a str>,
+    /// The session the request carries (verified `sg_sid` or CMCD `sid`), hashed.
+    pub sid: Option<u64>,
 }
 
 /// The request's principal is refused for sharing.
@@ -178,7 +178,7 @@ impl SharingGuard {
         rule: &Rule,
         policy: &str,
         subject: impl FnOnce() -> String,
-        seen: Seen<'_>,
+        seen: Seen,
         now: Instant,
     ) -> Result<(), Shared> {
         let p = seen.principal;
@@ -189,9 +189,7 @@ impl SharingGuard {
             let (n, tag) = crate::limit::network(ip, self.v4, self.v6);
             xxhash_rust::xxh3::xxh3_64_with_seed(&n, u64::from(tag))
         });
-        let session = seen.sid.map_or(net ^ 0x5e55_1014, |s| {
-            xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), 3)
-        });
+        let session = seen.sid.unwrap_or(net ^ 0x5e55_1014);
         let window = self.windows.get_with(p, Arc::default);
         let mut w = window.lock().expect("sharing window");
         let cap = |max: Option<u32>| max.map_or(1, |m| m as usize + 1);

@@ -154,7 +154,8 @@ pub(super) async fn analytics(
             } else {
                 String::new()
             };
-            println!("figures of {} edges since they started{skipped}", r.edges);
+            let edges = if r.edges == 1 { "edge" } else { "edges" };
+            println!("figures of {} {edges} since they started{skipped}", r.edges);
             if let (Some(id), true) = (&one, r.assets.is_empty()) {
                 println!("no CMCD has been seen for asset {id:?}");
                 return Ok(());

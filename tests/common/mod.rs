@@ -172,3 +172,18 @@ pub fn dev_admin_urls(lines: &std::sync::mpsc::Receiver<String>) -> Vec<(&'stati
 mod clients;
 #[allow(unused_imports)]
 pub use clients::{run_client, venv_python};
+
+/// Sums the lines of the Prometheus text an admin port serves that start with `prefix` (a
+/// metric name and optional labels).
+pub async fn metric_sum(admin: u16, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::source::Publish;
+use http::HeaderMap;
 
 fn analytics(max_assets: usize, slots: usize) -> (Analytics, prometheus::Registry) {
     let r = prometheus::Registry::new();
@@ -47,14 +48,14 @@ fn a_session_starts_on_its_first_manifest_and_its_startup_ends_at_the_first_segm
     let h = HeaderMap::new();
     let t0 = Instant::now();
     let sid = r#"sid="viewer-1""#;
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Manifest,
         Some(&q(&format!("ot=m,{sid},su"))),
         &h,
         t0,
     );
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Manifest,
         Some(&q(&format!("ot=m,{sid},su"))),
@@ -62,21 +63,21 @@ fn a_session_starts_on_its_first_manifest_and_its_startup_ends_at_the_first_segm
         t0 + Duration::from_millis(100),
     );
     // The init segment is not a media segment.
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(&format!("br=800,ot=i,{sid},su"))),
         &h,
         t0 + Duration::from_millis(200),
     );
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(&format!("br=800,mtp=12000,ot=v,{sid},su"))),
         &h,
         t0 + Duration::from_millis(750),
     );
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(&format!("bs,br=2500,mtp=9000,ot=v,{sid}"))),
@@ -84,7 +85,7 @@ fn a_session_starts_on_its_first_manifest_and_its_startup_ends_at_the_first_segm
         t0 + Duration::from_secs(4),
     );
     // Audio: neither a bitrate sample nor a startup.
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(&format!("br=128,ot=a,{sid}"))),
@@ -128,7 +129,7 @@ fn a_session_starts_on_its_first_manifest_and_its_startup_ends_at_the_first_segm
     // Published once; again only after a change.
     assert!(a.changes().is_some());
     assert!(a.changes().is_none());
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(&format!("ot=v,{sid}"))),
@@ -145,9 +146,9 @@ fn headers_count_like_the_query_and_junk_is_left_out() {
     h.insert("cmcd-session", r#"sid="h-1""#.parse().unwrap());
     h.insert("cmcd-object", "ot=m".parse().unwrap());
     let t0 = Instant::now();
-    a.record("demo", ObjectKind::Manifest, None, &h, t0);
+    a.record_request("demo", ObjectKind::Manifest, None, &h, t0);
     h.insert("cmcd-object", "br=1200,ot=v".parse().unwrap());
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         None,
@@ -163,14 +164,14 @@ fn headers_count_like_the_query_and_junk_is_left_out() {
         1
     );
     // No CMCD: nothing; malformed: counted as such only.
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some("token=t"),
         &HeaderMap::new(),
         t0,
     );
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some("CMCD=br%3D%22x"),
@@ -195,7 +196,7 @@ fn assets_beyond_the_cap_share_one_label() {
     let h = HeaderMap::new();
     let now = Instant::now();
     for i in 0..50 {
-        a.record(
+        a.record_request(
             &format!("asset-{i}"),
             ObjectKind::Manifest,
             Some(&q(&format!("sid=\"s{i}\""))),
@@ -224,8 +225,8 @@ fn idle_sessions_are_forgotten_and_the_table_stays_its_size() {
     let h = HeaderMap::new();
     let t0 = Instant::now();
     let m = q(r#"ot=m,sid="again""#);
-    a.record("demo", ObjectKind::Manifest, Some(&m), &h, t0);
-    a.record(
+    a.record_request("demo", ObjectKind::Manifest, Some(&m), &h, t0);
+    a.record_request(
         "demo",
         ObjectKind::Manifest,
         Some(&m),
@@ -237,7 +238,7 @@ fn idle_sessions_are_forgotten_and_the_table_stays_its_size() {
         1
     );
     // Past the idle timeout (5 min) it is a new session.
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Manifest,
         Some(&m),
@@ -249,7 +250,7 @@ fn idle_sessions_are_forgotten_and_the_table_stays_its_size() {
         2
     );
     // A late first segment is no startup.
-    a.record(
+    a.record_request(
         "demo",
         ObjectKind::Segment,
         Some(&q(r#"ot=v,sid="again""#)),
@@ -263,7 +264,7 @@ fn idle_sessions_are_forgotten_and_the_table_stays_its_size() {
     // A flood of sessions larger than the table: every one is counted, none is kept
     // beyond the table.
     for i in 0..10_000 {
-        a.record(
+        a.record_request(
             "demo",
             ObjectKind::Manifest,
             Some(&q(&format!("sid=\"f{i}\""))),

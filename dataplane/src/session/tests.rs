@@ -41,16 +41,26 @@ fn ids_are_signed_for_their_principal() {
 fn the_cap_counts_sessions_here_and_elsewhere() {
     let s = sessions(Duration::from_secs(30));
     let (a, b, c) = (s.mint(9), s.mint(9), s.mint(9));
-    assert_eq!(s.admit(9, Some(&a), ip("10.0.0.1"), 2), Ok(()));
+    assert_eq!(s.admit(9, Some(sid_hash(&a)), ip("10.0.0.1"), 2), Ok(()));
     // Requests of an admitted session always pass, also over the cap.
-    assert_eq!(s.admit(9, Some(&a), ip("10.0.0.1"), 1), Ok(()));
-    assert_eq!(s.admit(9, Some(&b), ip("10.0.0.1"), 2), Ok(()));
-    assert_eq!(s.admit(9, Some(&c), ip("10.0.0.1"), 2), Err(OverCap));
+    assert_eq!(s.admit(9, Some(sid_hash(&a)), ip("10.0.0.1"), 1), Ok(()));
+    assert_eq!(s.admit(9, Some(sid_hash(&b)), ip("10.0.0.1"), 2), Ok(()));
+    assert_eq!(
+        s.admit(9, Some(sid_hash(&c)), ip("10.0.0.1"), 2),
+        Err(OverCap)
+    );
     // Another principal has its own count.
     assert_eq!(s.admit(10, None, ip("10.0.0.1"), 2), Ok(()));
     // One id from another network is another session.
-    assert_eq!(s.admit(9, Some(&a), ip("10.9.0.1"), 2), Err(OverCap));
-    assert_eq!(s.admit(9, Some(&a), ip("10.0.0.77"), 2), Ok(()), "same /24");
+    assert_eq!(
+        s.admit(9, Some(sid_hash(&a)), ip("10.9.0.1"), 2),
+        Err(OverCap)
+    );
+    assert_eq!(
+        s.admit(9, Some(sid_hash(&a)), ip("10.0.0.77"), 2),
+        Ok(()),
+        "same /24"
+    );
     let doc = crate::source::Publish::changes(&s).unwrap();
     assert_eq!(doc["sessions"][format!("{:016x}", 9u64)], 2);
     assert!(
@@ -63,10 +73,10 @@ fn the_cap_counts_sessions_here_and_elsewhere() {
     assert_eq!(s2.admit(9, None, ip("10.0.0.1"), 2), Err(OverCap));
     assert_eq!(s2.admit(9, None, ip("10.0.0.1"), 3), Ok(()));
     s2.set_remote("edge-a", None);
-    assert_eq!(s2.admit(9, Some("x"), ip("10.0.0.1"), 2), Ok(()));
+    assert_eq!(s2.admit(9, Some(sid_hash("x")), ip("10.0.0.1"), 2), Ok(()));
     s2.set_remote("edge-b", Some(b"junk"));
     assert_eq!(
-        s2.admit(9, Some("y"), ip("10.0.0.1"), 3),
+        s2.admit(9, Some(sid_hash("y")), ip("10.0.0.1"), 3),
         Ok(()),
         "junk counts nothing"
     );
@@ -75,17 +85,17 @@ fn the_cap_counts_sessions_here_and_elsewhere() {
 #[test]
 fn idle_sessions_end_and_free_their_slot() {
     let s = sessions(Duration::from_millis(300));
-    assert_eq!(s.admit(1, Some("a"), None, 1), Ok(()));
-    assert_eq!(s.admit(1, Some("b"), None, 1), Err(OverCap));
+    assert_eq!(s.admit(1, Some(sid_hash("a")), None, 1), Ok(()));
+    assert_eq!(s.admit(1, Some(sid_hash("b")), None, 1), Err(OverCap));
     // Kept alive by its requests...
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(s.admit(1, Some("a"), None, 1), Ok(()));
+        assert_eq!(s.admit(1, Some(sid_hash("a")), None, 1), Ok(()));
     }
     // ...and gone once they stop.
     std::thread::sleep(Duration::from_millis(450));
     s.tick();
-    assert_eq!(s.admit(1, Some("b"), None, 1), Ok(()));
+    assert_eq!(s.admit(1, Some(sid_hash("b")), None, 1), Ok(()));
     assert_eq!(s.document()["sessions"][format!("{:016x}", 1u64)], 1);
 }
 

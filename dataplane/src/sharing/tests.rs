@@ -23,11 +23,11 @@ fn rule(max_networks: Option<u32>, max_sessions: Option<u32>, deny: Option<u64>)
     }
 }
 
-fn from(p: Principal, last: u8, sid: Option<&str>) -> Seen<'_> {
+fn from(p: Principal, last: u8, sid: Option<&str>) -> Seen {
     Seen {
         principal: p,
         client: Some(IpAddr::from([127, 0, 0, last])),
-        sid,
+        sid: sid.map(crate::session::sid_hash),
     }
 }
 

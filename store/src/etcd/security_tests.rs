@@ -108,6 +108,46 @@ async fn tls_client_certificates_and_roles_are_enforced() {
             "readwrite",
             "/streamgate/v1/nonces/",
         ],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-edge",
+            "--prefix=true",
+            "readwrite",
+            "/streamgate/v1/streams/",
+        ],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-edge",
+            "--prefix=true",
+            "readwrite",
+            "/streamgate/v1/denials/",
+        ],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-edge",
+            "--prefix=true",
+            "readwrite",
+            "/streamgate/v1/audit/",
+        ],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-edge",
+            "--prefix=true",
+            "readwrite",
+            "/streamgate/analytics/v1/",
+        ],
+        &[
+            "role",
+            "grant-permission",
+            "streamgate-control",
+            "--prefix=true",
+            "read",
+            crate::ANALYTICS_PREFIX,
+        ],
         &["user", "add", "edge:edge-pass"],
         &["user", "grant-role", "edge", "streamgate-edge"],
         &["auth", "enable"],
@@ -160,6 +200,18 @@ async fn tls_client_certificates_and_roles_are_enforced() {
     edge.put(&format!("{PREFIX}nonces/n1"), b"1".to_vec(), 0)
         .await
         .unwrap();
+    // Its session counts, sharing denials and their audit entries, and its QoE figures
+    // (which the control plane reads).
+    for key in [
+        format!("{PREFIX}streams/e1"),
+        format!("{PREFIX}denials/00000000000000ab"),
+        format!("{PREFIX}audit/00000000000000000001-abcd"),
+        format!("{}e1", crate::ANALYTICS_PREFIX),
+    ] {
+        edge.put(&key, b"{}".to_vec(), 0).await.unwrap();
+    }
+    let (figures, _) = control.list(crate::ANALYTICS_PREFIX).await.unwrap();
+    assert_eq!(figures.len(), 1);
     // ...but nothing else.
     match edge
         .put(&format!("{PREFIX}policies/evil"), b"{}".to_vec(), 0)
