@@ -22,6 +22,9 @@ have etcdctl || need+=(etcd-client)
 # the alert rules; tests/observability.rs runs the prometheus server itself.
 have promtool || need+=(prometheus)
 have prometheus || need+=(prometheus)
+# Headless Chromium plays the player page in tests/player.rs (Debian's build has the
+# H.264 and AAC decoders the demo needs).
+have chromium || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -47,6 +50,9 @@ fi
 
 # tus-js-client and @tus/server for the ingest tests and benchmark, in a Node cache.
 "$(dirname "$0")/setup-ingest.sh"
+
+# hls.js and dash.js, which the edge serves with its /player page.
+"$(dirname "$0")/setup-player.sh"
 
 # The local EVM chain (hardhat node) and contract tooling, in a Node cache outside the clone.
 "$(dirname "$0")/setup-chain.sh"

@@ -13,7 +13,7 @@ use streamgate_control::metrics::{ControlMetrics, MeteredStore};
 use streamgate_control::store::Store;
 use streamgate_control::store::embedded::EmbeddedStore;
 use streamgate_control::store::etcd::{EtcdConfig, EtcdStore};
-use streamgate_edge::config::{CorsConfig, EdgeConfig, GateConfig};
+use streamgate_edge::config::{CorsConfig, EdgeConfig, GateConfig, PlayerConfig};
 use streamgate_edge::{Edge, Shutdown};
 use streamgate_origin::OriginConfig;
 use streamgate_transcode::LadderConfig;
@@ -286,6 +286,9 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
             ..CorsConfig::default()
         },
         origin: OriginConfig::Fs { root: origin_root },
+        player: PlayerConfig {
+            libraries: player_libraries(),
+        },
         gate: GateConfig {
             // The edge watches the control plane's store; this is its last-known-good copy.
             snapshot: Some(args.data_dir.join("edge-snapshot.json")),
@@ -321,7 +324,12 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
     );
     println!("{http}/v/{DEMO}/master.m3u8?token={token}");
     println!("{http}/v/{DEMO}/manifest.mpd?token={token}");
-    println!("Player page (hls.js and dash.js, loaded by your browser from a CDN):");
+    match player_libraries() {
+        Some(_) => println!("Player page (hls.js and dash.js, served by this edge):"),
+        None => println!(
+            "Player page (hls.js and dash.js are not installed: run ./scripts/setup-player.sh):"
+        ),
+    }
     println!("{http}/player?src={}", url_encode(&player_src));
     println!(
         "TLS on TCP (HTTP/1.1, h2) and HTTP/3 on UDP, same port (self-signed certificate {}):",
@@ -389,6 +397,19 @@ pub(crate) fn run(args: DevArgs) -> ExitCode {
 /// Turns on wallet sign-in for dev: a session key under `keys/` (made once), the edge's
 /// own address as the sign-in domain, and the Ethereum mainnet, a local EVM node's chain
 /// (31337) and Solana devnet.
+/// Where `scripts/setup-player.sh` installed hls.js and dash.js
+/// (`$STREAMGATE_PLAYER_DIR`, else `~/.cache/streamgate-player`), if it did.
+fn player_libraries() -> Option<PathBuf> {
+    let dir = std::env::var_os("STREAMGATE_PLAYER_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/streamgate-player"))
+        })?;
+    let installed =
+        dir.join("node_modules/hls.js").is_dir() && dir.join("node_modules/dashjs").is_dir();
+    installed.then_some(dir)
+}
+
 fn wallet_sign_in(args: &DevArgs, mut cfg: EdgeConfig) -> std::io::Result<EdgeConfig> {
     let key = args.data_dir.join("keys/wallet-session.der");
     if !key.exists() {

@@ -197,8 +197,8 @@ impl Table {
     }
 
     /// Counts one request of session `sid` on `asset` at `now`: a manifest (`manifest`)
-    /// or a media segment.
-    fn step(&self, asset: &str, sid: u64, manifest: bool, now: Instant) -> Step {
+    /// or a media segment, `starting` when its CMCD says so (`su`).
+    fn step(&self, asset: &str, sid: u64, manifest: bool, starting: bool, now: Instant) -> Step {
         let h = self.hasher.hash_one((asset, sid));
         let set = &self.sets[(h & self.mask) as usize].0;
         let fp = (h >> FP_SHIFT).max(1);
@@ -238,14 +238,16 @@ impl Table {
                         (i, cur, (fp << FP_SHIFT) | STARTED | now, step)
                     }
                 }
-                // A new session: started here on a manifest; on a segment, it started
-                // elsewhere (another edge, or before this edge forgot it).
+                // A new session: started here on a manifest (its startup is timed from
+                // it), or on a segment of a player starting up (`su`: a player that sends
+                // no CMCD with manifests; no startup can be timed). A playing session's
+                // segment started elsewhere (another edge, or before this edge forgot it).
                 None if manifest => (victim.0, victim.2, (fp << FP_SHIFT) | now, Step::Started),
                 None => (
                     victim.0,
                     victim.2,
                     (fp << FP_SHIFT) | STARTED | now,
-                    Step::Seen,
+                    if starting { Step::Started } else { Step::Seen },
                 ),
             };
             if set[i]
@@ -260,6 +262,64 @@ impl Table {
     }
 }
 
+impl Table {
+    fn slot_of(&self, asset: &str, key: u64) -> (&[AtomicU64; WAYS], u64) {
+        let h = self.hasher.hash_one((asset, key, 0x6d61_6e69_u32));
+        (
+            &self.sets[(h & self.mask) as usize].0,
+            (h >> FP_SHIFT).max(1),
+        )
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.epoch).as_millis() as u64 & TIME_MASK).max(1)
+    }
+
+    /// Remembers that `key` (a client network) asked for a manifest of `asset` without a
+    /// session id at `now` (the latest such request wins).
+    fn mark(&self, asset: &str, key: u64, now: Instant) {
+        let (set, fp) = self.slot_of(asset, key);
+        let now = self.ms(now);
+        let mut victim = (0, u64::MAX, 0);
+        for (i, slot) in set.iter().enumerate() {
+            let cur = slot.load(Ordering::Acquire);
+            if cur >> FP_SHIFT == fp {
+                victim = (i, 0, cur);
+                break;
+            }
+            let t = if cur == 0 { 0 } else { cur & TIME_MASK };
+            if t < victim.1 {
+                victim = (i, t, cur);
+            }
+        }
+        // A lost race only loses this mark.
+        let _ = set[victim.0].compare_exchange(
+            victim.2,
+            (fp << FP_SHIFT) | now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// How long ago `key` asked for a manifest of `asset` without a session id, if within
+    /// the startup timeout; the mark is used up.
+    fn take(&self, asset: &str, key: u64, now: Instant) -> Option<f64> {
+        let (set, fp) = self.slot_of(asset, key);
+        let now = self.ms(now);
+        for slot in set {
+            let cur = slot.load(Ordering::Acquire);
+            if cur >> FP_SHIFT == fp {
+                let waited = now.saturating_sub(cur & TIME_MASK);
+                let used = slot
+                    .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                return (used && waited <= self.startup_ms).then(|| waited as f64 / 1000.0);
+            }
+        }
+        None
+    }
+}
+
 /// The edge's QoE aggregates.
 pub struct Analytics {
     assets: ArcSwap<AssetMap>,
@@ -267,6 +327,9 @@ pub struct Analytics {
     other: Arc<AssetQoe>,
     families: Families,
     table: Table,
+    /// Manifest requests without a session id, by asset and client network: players that
+    /// send no CMCD with their first manifest (dash.js) have their startup timed from it.
+    unnamed: Table,
     max_assets: usize,
     malformed: IntCounter,
     cfg: AnalyticsConfig,
@@ -297,6 +360,7 @@ impl Analytics {
             other: Arc::new(families.asset(OTHER)),
             families,
             table: Table::new(cfg.session_slots, cfg),
+            unnamed: Table::new((cfg.session_slots / 4).max(8), cfg),
             max_assets: cfg.max_assets,
             malformed,
             cfg: cfg.clone(),
@@ -336,7 +400,8 @@ impl Analytics {
         headers: &http::HeaderMap,
         now: Instant,
     ) {
-        self.record(asset, kind, cmcd::read(query, headers), now);
+        let client = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        self.record(asset, kind, cmcd::read(query, headers), client, now);
     }
 
     /// Counts one allowed request for `asset` of `kind`, with the CMCD [`cmcd::read`] read
@@ -346,11 +411,25 @@ impl Analytics {
         asset: &str,
         kind: ObjectKind,
         cmcd: Result<Option<cmcd::Data>, &'static str>,
+        client: Option<std::net::IpAddr>,
         now: Instant,
     ) {
+        let network = || {
+            client.map(|ip| {
+                let (n, tag) = crate::limit::network(ip, 32, 64);
+                xxhash_rust::xxh3::xxh3_64_with_seed(&n, u64::from(tag))
+            })
+        };
         let d = match cmcd {
             Ok(Some(d)) => d,
-            Ok(None) => return,
+            Ok(None) => {
+                // A manifest without CMCD: the startup of the session this client starts
+                // next (on a segment with `su`) is timed from it.
+                if let (ObjectKind::Manifest, Some(n)) = (kind, network()) {
+                    self.unnamed.mark(asset, n, now);
+                }
+                return;
+            }
             Err(_) => {
                 self.malformed.inc();
                 return;
@@ -384,15 +463,29 @@ impl Analytics {
         if let (true, Some(br)) = (video, d.br) {
             q.bitrate.observe(br);
         }
-        let Some(sid) = d.sid else { return };
+        let Some(sid) = d.sid else {
+            if let (ObjectKind::Manifest, Some(n)) = (kind, network()) {
+                self.unnamed.mark(asset, n, now);
+            }
+            return;
+        };
         if !media && kind != ObjectKind::Manifest {
             return;
         }
         match self
             .table
-            .step(asset, sid, kind == ObjectKind::Manifest, now)
+            .step(asset, sid, kind == ObjectKind::Manifest, d.su, now)
         {
-            Step::Started => q.sessions.inc(),
+            Step::Started => {
+                q.sessions.inc();
+                // Started on a segment: timed from this client's manifest, if it asked
+                // for one without a session id just before.
+                if kind != ObjectKind::Manifest
+                    && let Some(s) = network().and_then(|n| self.unnamed.take(asset, n, now))
+                {
+                    q.startup.observe(s);
+                }
+            }
             Step::Startup(s) => q.startup.observe(s),
             Step::Seen => {}
         }

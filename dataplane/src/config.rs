@@ -2,7 +2,7 @@
 //!
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default` impls of
 //! the sections. Each section (`[edge.http3]`, `[edge.cors]`, `[edge.cache]`,
-//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`, `[edge.analytics]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
+//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`, `[edge.analytics]`, `[edge.player]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
 //! `streamgate-origin`) has its type and its reader in one module; [`EdgeConfig::from_table`]
 //! reads the top-level keys and calls them in turn. Validation reports every error with its
 //! field path.
@@ -16,6 +16,7 @@ mod cors;
 mod gate;
 mod http3;
 mod limit;
+mod player;
 mod session;
 
 pub use analytics::AnalyticsConfig;
@@ -25,6 +26,7 @@ pub use cors::CorsConfig;
 pub use gate::{GateConfig, UnknownAsset};
 pub use http3::Http3Config;
 pub use limit::RateLimitConfig;
+pub use player::PlayerConfig;
 pub use session::SessionConfig;
 
 use std::net::SocketAddr;
@@ -69,6 +71,8 @@ pub struct EdgeConfig {
     pub sessions: SessionConfig,
     /// QoE aggregates from CMCD (`[edge.analytics]`).
     pub analytics: AnalyticsConfig,
+    /// The player page's libraries (`[edge.player]`).
+    pub player: PlayerConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
@@ -104,6 +108,7 @@ impl Default for EdgeConfig {
             rate_limit: RateLimitConfig::default(),
             sessions: SessionConfig::default(),
             analytics: AnalyticsConfig::default(),
+            player: PlayerConfig::default(),
             auth: None,
             chains: Vec::new(),
             origin: OriginConfig::Fs {
@@ -201,6 +206,7 @@ impl EdgeConfig {
         let rate_limit = RateLimitConfig::read(&mut e, errs);
         let sessions = SessionConfig::read(&mut e, errs);
         let analytics = AnalyticsConfig::read(&mut e, errs);
+        let player = PlayerConfig::read(&mut e, errs);
 
         e.finish(errs);
 
@@ -228,6 +234,7 @@ impl EdgeConfig {
             rate_limit,
             sessions,
             analytics,
+            player,
             auth,
             chains,
             origin,

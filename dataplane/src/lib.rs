@@ -37,6 +37,7 @@ mod limit;
 mod listener;
 mod metrics;
 mod pipeline;
+mod player;
 #[cfg(any(fuzzing, feature = "internals"))]
 pub mod request;
 #[cfg(not(any(fuzzing, feature = "internals")))]

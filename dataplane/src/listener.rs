@@ -56,6 +56,9 @@ pub enum StartError {
     /// A signing key (wallet sign-in, session ids) could not be loaded.
     #[error("{0}")]
     Auth(String),
+    /// The player page's libraries could not be read.
+    #[error("{0}")]
+    Player(String),
 }
 
 /// A handle that stops a running edge gracefully.
@@ -201,6 +204,11 @@ impl Edge {
             &cfg.sessions,
             metrics.registry(),
         )));
+        if let Some(dir) = &cfg.player.libraries {
+            pipeline.set_player_libraries(
+                crate::player::Libraries::load(dir).map_err(StartError::Player)?,
+            );
+        }
         if cfg.analytics.enabled {
             pipeline.set_analytics(Arc::new(crate::analytics::Analytics::new(
                 &cfg.analytics,

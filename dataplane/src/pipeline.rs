@@ -55,6 +55,7 @@ pub struct Pipeline {
     sessions: Option<Arc<Sessions>>,
     analytics: Option<Arc<crate::analytics::Analytics>>,
     sharing: Option<Arc<crate::sharing::SharingGuard>>,
+    player: Option<crate::player::Libraries>,
 }
 
 impl Pipeline {
@@ -78,6 +79,7 @@ impl Pipeline {
             sessions: None,
             analytics: None,
             sharing: None,
+            player: None,
         }
     }
 
@@ -104,6 +106,11 @@ impl Pipeline {
     /// Detects token sharing under policies with `limits.sharing`.
     pub fn set_sharing(&mut self, sharing: Arc<crate::sharing::SharingGuard>) {
         self.sharing = Some(sharing);
+    }
+
+    /// Serves the player page's libraries (`/player/hls.min.js`, `/player/dash.all.min.js`).
+    pub fn set_player_libraries(&mut self, libs: crate::player::Libraries) {
+        self.player = Some(libs);
     }
 
     /// Sharing detection, when on.
@@ -307,6 +314,16 @@ impl Pipeline {
                 }
                 return Ok((self.sign_in(endpoint, req, body).await?, CacheStatus::None));
             }
+            Route::PlayerLib(lib) => {
+                return match (&self.player, &req.method) {
+                    (Some(libs), &Method::GET | &Method::HEAD) => Ok((
+                        response::script(libs.get(lib), req.method == Method::HEAD),
+                        CacheStatus::None,
+                    )),
+                    (Some(_), _) => Err(get_or_head()),
+                    (None, _) => Err(EdgeError::Client(ClientError::NoRoute)),
+                };
+            }
             Route::Player | Route::NotFound => {
                 return match req.method {
                     Method::GET | Method::HEAD if route == Route::Player => Ok((
@@ -370,7 +387,7 @@ impl Pipeline {
                         self.session(req, conn, &viewer, query_token && mints, cmcd_sid)?;
                     self.share_check(conn, &viewer, sid)?;
                     if let Some(a) = &self.analytics {
-                        a.record(&asset, kind, cmcd, Instant::now());
+                        a.record(&asset, kind, cmcd, conn.client, Instant::now());
                     }
                     if self.gate.is_guarded() {
                         self.metrics.gate_allow();

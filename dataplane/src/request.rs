@@ -22,6 +22,8 @@ pub enum Route<'a> {
     },
     /// `/` or `/player`: the built-in demo player page.
     Player,
+    /// `/player/hls.min.js` or `/player/dash.all.min.js`: the page's libraries.
+    PlayerLib(crate::player::Lib),
     /// `/auth/challenge` or `/auth/verify`: wallet sign-in (when the edge has it on).
     SignIn(SignIn),
     /// Anything else.
@@ -77,6 +79,8 @@ pub fn route(raw_path: &str) -> Result<Route<'_>, PathError> {
     let Some(rest) = raw_path.strip_prefix("/v/") else {
         return Ok(match raw_path {
             "/" | "/player" | "/player/" => Route::Player,
+            "/player/hls.min.js" => Route::PlayerLib(crate::player::Lib::Hls),
+            "/player/dash.all.min.js" => Route::PlayerLib(crate::player::Lib::Dash),
             "/auth/challenge" => Route::SignIn(SignIn::Challenge),
             "/auth/verify" => Route::SignIn(SignIn::Verify),
             _ => Route::NotFound,

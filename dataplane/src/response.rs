@@ -349,14 +349,43 @@ pub(crate) fn rewritten_manifest(
     Ok(with_headers(StatusCode::OK, h, body))
 }
 
+/// What the player page may load: this edge only (hls.js runs its transmuxer in a
+/// `blob:` worker, and both players feed `blob:` media sources).
+const PLAYER_CSP: HeaderValue = HeaderValue::from_static(
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+     worker-src 'self' blob:; media-src 'self' blob:; connect-src 'self'; img-src 'self' data:; \
+     frame-ancestors 'none'",
+);
+
+/// One of the player page's libraries (the same bytes until the edge restarts).
+pub(crate) fn script(js: &Bytes, head: bool) -> Response<Body> {
+    let mut h = HeaderMap::with_capacity(3);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(js.len()));
+    let body = if head {
+        Body::Empty
+    } else {
+        Body::Full(js.clone())
+    };
+    with_headers(StatusCode::OK, h, body)
+}
+
 /// The built-in player page.
 pub(crate) fn player(head: bool) -> Response<Body> {
-    let mut h = HeaderMap::with_capacity(3);
+    let mut h = HeaderMap::with_capacity(4);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_SECURITY_POLICY, PLAYER_CSP);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(PLAYER_HTML.len()));
     let body = if head {
         Body::Empty

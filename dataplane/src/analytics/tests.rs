@@ -140,6 +140,83 @@ fn a_session_starts_on_its_first_manifest_and_its_startup_ends_at_the_first_segm
 }
 
 #[test]
+fn a_player_without_cmcd_on_manifests_starts_on_its_first_starting_segment() {
+    let (a, r) = analytics(10, 1024);
+    let h = HeaderMap::new();
+    let t0 = Instant::now();
+    // Starting up (`su`): a session; the later segments are the same one.
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="d1",su"#)),
+        &h,
+        t0,
+    );
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="d1",su"#)),
+        &h,
+        t0,
+    );
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="d1""#)),
+        &h,
+        t0,
+    );
+    // Playing, first seen here: it started elsewhere.
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="roamed""#)),
+        &h,
+        t0,
+    );
+    assert_eq!(
+        counter(&r, "streamgate_edge_qoe_sessions_started_total", "demo"),
+        1
+    );
+    assert_eq!(
+        counter(&r, "streamgate_edge_qoe_startup_seconds", "demo"),
+        0,
+        "no manifest to time from"
+    );
+    // dash.js asks for its MPD without CMCD: the session it then starts is timed from it,
+    // once.
+    a.record_request("demo", ObjectKind::Manifest, Some("token=t"), &h, t0);
+    let later = t0 + Duration::from_millis(400);
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="d2",su"#)),
+        &h,
+        later,
+    );
+    a.record_request(
+        "demo",
+        ObjectKind::Segment,
+        Some(&q(r#"ot=v,sid="d3",su"#)),
+        &h,
+        later,
+    );
+    assert_eq!(
+        counter(&r, "streamgate_edge_qoe_sessions_started_total", "demo"),
+        3
+    );
+    assert_eq!(
+        counter(&r, "streamgate_edge_qoe_startup_seconds", "demo"),
+        1,
+        "the mark is used once"
+    );
+    let sum = a.document()["assets"]["demo"]["startup_s"]["sum"]
+        .as_f64()
+        .unwrap();
+    assert!((sum - 0.4).abs() < 0.002, "{sum}");
+}
+
+#[test]
 fn headers_count_like_the_query_and_junk_is_left_out() {
     let (a, r) = analytics(10, 1024);
     let mut h = HeaderMap::new();

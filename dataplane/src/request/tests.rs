@@ -11,6 +11,15 @@ fn routes() {
         })
     );
     assert_eq!(route("/"), Ok(Route::Player));
+    assert_eq!(
+        route("/player/hls.min.js"),
+        Ok(Route::PlayerLib(crate::player::Lib::Hls))
+    );
+    assert_eq!(
+        route("/player/dash.all.min.js"),
+        Ok(Route::PlayerLib(crate::player::Lib::Dash))
+    );
+    assert_eq!(route("/player/other.js"), Ok(Route::NotFound));
     assert_eq!(route("/other"), Ok(Route::NotFound));
     assert_eq!(route("/v/demo"), Err(PathError::MissingObject));
     assert_eq!(
