@@ -106,10 +106,17 @@ impl Viewer {
         self.policy.as_deref().map(|p| &p.limits.rate)
     }
 
-    /// The policy's concurrent-stream cap, and whose sessions it counts.
-    pub fn stream_cap(&self) -> Option<(u32, streamgate_policy::limits::StreamsPer)> {
+    /// The policy's concurrent-stream cap, whose sessions it counts, and what a new one
+    /// over it does.
+    pub fn stream_cap(
+        &self,
+    ) -> Option<(
+        u32,
+        streamgate_policy::limits::StreamsPer,
+        streamgate_policy::limits::OverCap,
+    )> {
         let l = &self.policy.as_deref()?.limits;
-        Some((l.max_streams?, l.streams_per))
+        Some((l.max_streams?, l.streams_per, l.on_stream_limit))
     }
 
     /// The policy's token-sharing thresholds, and the policy's id.

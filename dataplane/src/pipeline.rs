@@ -155,7 +155,7 @@ impl Pipeline {
         mint: bool,
         cmcd_sid: Option<u64>,
     ) -> Result<(Option<String>, Option<u64>), EdgeError> {
-        let (Some(s), Some((max, per))) = (&self.sessions, viewer.stream_cap()) else {
+        let (Some(s), Some((max, per, over))) = (&self.sessions, viewer.stream_cap()) else {
             return Ok((None, cmcd_sid));
         };
         // A token without a subject (or without a wallet, per wallet) names nobody to
@@ -176,8 +176,13 @@ impl Pipeline {
             .or(minted.as_deref())
             .map(crate::session::sid_hash)
             .or(cmcd_sid);
-        s.admit(p, sid, conn.client, max)
-            .map_err(|_| EdgeError::Gate(Refusal::Denied("stream_limit")))?;
+        let end_oldest = over == streamgate_policy::limits::OverCap::EndOldest;
+        s.admit(p, sid, conn.client, max, end_oldest).map_err(|r| {
+            EdgeError::Gate(Refusal::Denied(match r {
+                crate::session::Refused::OverCap => "stream_limit",
+                crate::session::Refused::Ended => "stream_ended",
+            }))
+        })?;
         Ok((given.map(str::to_owned).or(minted), sid))
     }
 

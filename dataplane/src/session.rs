@@ -83,7 +83,10 @@ impl Principals {
 /// The playback sessions this edge serves, and the other edges' counts.
 pub struct Sessions {
     active: moka::sync::Cache<u128, Principal, ahash::RandomState>,
-    local: Arc<Mutex<HashMap<Principal, u32>>>,
+    /// Each principal's sessions here, oldest first (their count is what is published).
+    local: Arc<Mutex<HashMap<Principal, Vec<u128>>>>,
+    /// Sessions ended for a newer one (`on_stream_limit: end_oldest`), refused from then on.
+    ended: moka::sync::Cache<u128, (), ahash::RandomState>,
     remote_by_edge: Mutex<HashMap<String, HashMap<Principal, u32>>>,
     remote: ArcSwap<HashMap<Principal, u32>>,
     changed: Arc<AtomicBool>,
@@ -91,6 +94,7 @@ pub struct Sessions {
     v4: u8,
     v6: u8,
     started: prometheus::IntCounter,
+    ended_count: prometheus::IntCounter,
     gauge: prometheus::IntGauge,
     cfg: SessionConfig,
 }
@@ -103,14 +107,19 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
-/// A new session over its principal's cap.
+/// Why a request's session was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverCap;
+pub enum Refused {
+    /// A new session over its principal's cap.
+    OverCap,
+    /// The session was ended for a newer one of the same principal.
+    Ended,
+}
 
 impl Sessions {
     /// Sessions per `cfg`, signed with `secret`, with their metrics in `registry`.
     pub fn new(cfg: &SessionConfig, secret: &[u8], registry: &prometheus::Registry) -> Self {
-        let local: Arc<Mutex<HashMap<Principal, u32>>> = Arc::default();
+        let local: Arc<Mutex<HashMap<Principal, Vec<u128>>>> = Arc::default();
         let changed = Arc::new(AtomicBool::new(false));
         let gauge = prometheus::IntGauge::new(
             "streamgate_edge_sessions_active",
@@ -121,11 +130,13 @@ impl Sessions {
         let active = moka::sync::Cache::builder()
             .max_capacity(cfg.max_tracked)
             .time_to_idle(cfg.idle_timeout)
-            .eviction_listener(move |_k, principal: Principal, _cause| {
+            .eviction_listener(move |k: Arc<u128>, principal: Principal, _cause| {
                 let mut m = l.lock().expect("session counts");
-                if let Some(n) = m.get_mut(&principal) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
+                if let Some(keys) = m.get_mut(&principal) {
+                    if let Some(i) = keys.iter().position(|x| *x == *k) {
+                        keys.remove(i);
+                    }
+                    if keys.is_empty() {
                         m.remove(&principal);
                     }
                 }
@@ -138,11 +149,21 @@ impl Sessions {
             "Playback sessions of capped policies admitted on this edge",
         )
         .expect("valid metric");
+        let ended_count = prometheus::IntCounter::new(
+            "streamgate_edge_sessions_ended_total",
+            "Playback sessions ended for a newer one of the same principal (on_stream_limit: end_oldest)",
+        )
+        .expect("valid metric");
         let _ = registry.register(Box::new(started.clone()));
+        let _ = registry.register(Box::new(ended_count.clone()));
         let _ = registry.register(Box::new(gauge.clone()));
         Self {
             active,
             local,
+            ended: moka::sync::Cache::builder()
+                .max_capacity(cfg.max_tracked)
+                .time_to_live(cfg.idle_timeout)
+                .build_with_hasher(ahash::RandomState::new()),
             remote_by_edge: Mutex::default(),
             remote: ArcSwap::default(),
             changed,
@@ -150,6 +171,7 @@ impl Sessions {
             v4: cfg.ipv4_prefix,
             v6: cfg.ipv6_prefix,
             started,
+            ended_count,
             gauge,
             cfg: cfg.clone(),
         }
@@ -213,39 +235,60 @@ impl Sessions {
     }
 
     /// Counts a request of the session (`principal`, `sid` as [`sid_hash`] or the CMCD
-    /// reader hashed it, client network): an active
-    /// one is kept alive; a new one is admitted if the principal's sessions, here and at
-    /// the other edges, are fewer than `max`.
+    /// reader hashed it, client network): an active one is kept alive; a new one is
+    /// admitted if the principal's sessions, here and at the other edges, are fewer than
+    /// `max`. Over the cap with `end_oldest`, the principal's oldest session *here* is
+    /// ended (its next request is [`Refused::Ended`]) to make room.
     pub fn admit(
         &self,
         principal: Principal,
         sid: Option<u64>,
         client: Option<IpAddr>,
         max: u32,
-    ) -> Result<(), OverCap> {
+        end_oldest: bool,
+    ) -> Result<(), Refused> {
         let key = self.key(principal, sid, client);
         if self.active.get(&key).is_some() {
             return Ok(());
         }
-        for expired in [false, true] {
-            if expired {
-                // Over the cap by the counts: end idle sessions first (moka expires them
-                // lazily), then count again.
-                self.active.run_pending_tasks();
-            }
-            let mut local = self.local.lock().expect("session counts");
-            let here = local.get(&principal).copied().unwrap_or(0);
-            let there = self.remote.load().get(&principal).copied().unwrap_or(0);
-            if here.saturating_add(there) < max {
-                *local.entry(principal).or_insert(0) += 1;
-                break;
-            }
-            if expired {
-                return Err(OverCap);
-            }
+        if self.ended.contains_key(&key) {
+            return Err(Refused::Ended);
         }
-        // Counted before it is inserted: the listener's decrement (on expiry, or on a
-        // replace by a concurrent first request of the same session) always follows.
+        // Over the cap by the counts: end idle sessions first (moka expires them lazily),
+        // then (with `end_oldest`) the oldest one here, counting again after each.
+        let mut step = 0;
+        loop {
+            let oldest = {
+                let mut local = self.local.lock().expect("session counts");
+                let keys = local.entry(principal).or_default();
+                let here = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+                let there = self.remote.load().get(&principal).copied().unwrap_or(0);
+                if here.saturating_add(there) < max {
+                    // Counted before it is inserted: the listener's removal (on expiry, or
+                    // on a replace by a concurrent first request of the same session)
+                    // always follows.
+                    keys.push(key);
+                    break;
+                }
+                let oldest = keys.first().copied();
+                if keys.is_empty() {
+                    local.remove(&principal);
+                }
+                oldest
+            };
+            match (step, oldest) {
+                (0, _) => self.active.run_pending_tasks(),
+                (1, Some(old)) if end_oldest => {
+                    // Outside the lock: the eviction listener takes it.
+                    self.ended.insert(old, ());
+                    self.active.invalidate(&old);
+                    self.active.run_pending_tasks();
+                    self.ended_count.inc();
+                }
+                _ => return Err(Refused::OverCap),
+            }
+            step += 1;
+        }
         self.active.insert(key, principal);
         self.gauge.inc();
         self.started.inc();
@@ -263,8 +306,8 @@ impl Sessions {
         let local = self.local.lock().expect("session counts");
         let sessions: serde_json::Map<String, Value> = local
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(p, n)| (format!("{p:016x}"), Value::from(*n)))
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(p, keys)| (format!("{p:016x}"), Value::from(keys.len())))
             .collect();
         json!({"v": 1, "sessions": sessions})
     }

@@ -638,6 +638,33 @@ async fn futures_statuses(c: &reqwest::Client, url: &str, n: usize) -> Vec<u16> 
 /// (query or header), or per client network without one; MPDs carry the minted session
 /// id escaped for XML; a forged id is no session.
 #[tokio::test(flavor = "multi_thread")]
+async fn end_oldest_ends_the_oldest_session_for_a_new_one() {
+    let f = fixture_with(|snap, _| {
+        snap["policies"].as_array_mut().unwrap().push(json!({
+            "id": "newest-wins",
+            "rule": {"jwt": {"issuer": "https://auth.test", "audience": "streamgate"}},
+            "limits": {"max_streams": 1, "on_stream_limit": "end_oldest"}
+        }));
+        snap["assets"][0]["policy"] = json!("newest-wins");
+    });
+    let token = f.tokens["rs256"].as_str().unwrap().to_owned();
+    let seg = f.edge.url("/v/demo/video/720p/seg-00001.m4s");
+    let c = reqwest::Client::new();
+    let with_sid = |sid: &str| {
+        c.get(&seg)
+            .bearer_auth(&token)
+            .header("CMCD-Session", format!("sid=\"{sid}\""))
+            .send()
+    };
+    assert_eq!(with_sid("tv").await.unwrap().status(), 200);
+    // The viewer starts on another device: the first one's session is ended.
+    assert_eq!(with_sid("phone").await.unwrap().status(), 200);
+    let r = with_sid("tv").await.unwrap();
+    assert_eq!(status_and_reason(r).await, (403, "stream_ended".into()));
+    assert_eq!(with_sid("phone").await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stream_caps_count_cmcd_sessions_and_networks() {
     let f = fixture_with(|snap, _| {
         snap["policies"].as_array_mut().unwrap().push(json!({

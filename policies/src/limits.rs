@@ -99,6 +99,18 @@ pub enum StreamsPer {
     Wallet,
 }
 
+/// What a new session over the cap does (`on_stream_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverCap {
+    /// It is refused (403 `stream_limit`); sessions playing go on.
+    #[default]
+    Refuse,
+    /// The principal's oldest session at the edge the new one reaches is ended (its next
+    /// request gets 403 `stream_ended`) and the new one admitted; with no session there to
+    /// end (they all play at other edges), the new one is refused.
+    EndOldest,
+}
+
 /// The largest stream cap a policy may set.
 pub const MAX_STREAMS: u32 = 10_000;
 
@@ -133,6 +145,8 @@ pub struct Limits {
     pub max_streams: Option<u32>,
     /// Whose sessions `max_streams` counts.
     pub streams_per: StreamsPer,
+    /// What a new session over `max_streams` does.
+    pub on_stream_limit: OverCap,
     /// Token-sharing detection.
     pub sharing: Option<Sharing>,
 }
@@ -156,7 +170,13 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
         cx,
         path,
         m,
-        &["rate", "max_streams", "streams_per", "sharing"],
+        &[
+            "rate",
+            "max_streams",
+            "streams_per",
+            "on_stream_limit",
+            "sharing",
+        ],
     );
     let mut out = Limits::default();
     if let Some(v) = m.get("max_streams") {
@@ -180,6 +200,17 @@ pub(crate) fn limits(cx: &mut Ctx, path: &str, v: &Value) -> Limits {
     }
     if m.contains_key("streams_per") && out.max_streams.is_none() {
         cx.err(&join(path, "streams_per"), "needs max_streams");
+    }
+    match m.get("on_stream_limit").map(Value::as_str) {
+        None | Some(Some("refuse")) => {}
+        Some(Some("end_oldest")) => out.on_stream_limit = OverCap::EndOldest,
+        Some(_) => cx.err(
+            &join(path, "on_stream_limit"),
+            "expected \"refuse\" or \"end_oldest\"",
+        ),
+    }
+    if m.contains_key("on_stream_limit") && out.max_streams.is_none() {
+        cx.err(&join(path, "on_stream_limit"), "needs max_streams");
     }
     if let Some(v) = m.get("sharing") {
         out.sharing = sharing(cx, &join(path, "sharing"), v);
@@ -373,6 +404,9 @@ pub(crate) fn limits_value(l: &Limits) -> Option<Value> {
         m.insert("max_streams".into(), n.into());
         if l.streams_per == StreamsPer::Wallet {
             m.insert("streams_per".into(), "wallet".into());
+        }
+        if l.on_stream_limit == OverCap::EndOldest {
+            m.insert("on_stream_limit".into(), "end_oldest".into());
         }
     }
     if let Some(sh) = &l.sharing {

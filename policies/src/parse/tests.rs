@@ -223,6 +223,27 @@ limits:
     assert_eq!(capped.limits.max_streams, Some(2));
     assert_eq!(capped.limits.streams_per, crate::limits::StreamsPer::Wallet);
     assert_eq!(Policy::from_value(&capped.to_value()).unwrap(), capped);
+    assert_eq!(
+        capped.limits.on_stream_limit,
+        crate::limits::OverCap::Refuse
+    );
+    let ending = Policy::parse(
+        "id: e\nrule: { public: true }\nlimits: { max_streams: 1, on_stream_limit: end_oldest }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ending.limits.on_stream_limit,
+        crate::limits::OverCap::EndOldest
+    );
+    assert_eq!(Policy::from_value(&ending.to_value()).unwrap(), ending);
+    let bad = Policy::parse("id: e\nrule: { public: true }\nlimits: { on_stream_limit: kick }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("limits.on_stream_limit: expected \"refuse\" or \"end_oldest\"")
+            && bad.contains("limits.on_stream_limit: needs max_streams"),
+        "{bad}"
+    );
     // Unset settings fall back to the edge's; set ones (off included) win.
     let edge = crate::limits::RateClass {
         per_ip: RateSetting::Limit(RateRule {
