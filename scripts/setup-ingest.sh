@@ -7,21 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-src=tests/ingest
-dir="${STREAMGATE_INGEST_NODE_DIR:-$HOME/.cache/streamgate-ingest-node}"
-files=("$src/package.json" "$src/package-lock.json")
-
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "setup-ingest: node and npm are missing; the ingest tests need Node.js >= 20 with npm" >&2
-  exit 1
-fi
-want=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
-stamp="$dir/.streamgate-stamp"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || [ ! -d "$dir/node_modules/tus-js-client" ]; then
-  echo "setup: installing the ingest tests' Node packages into $dir"
-  mkdir -p "$dir"
-  rm -f "$stamp"
-  cp "${files[@]}" "$dir/"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" >"$stamp"
-fi
+. scripts/npm-cache.sh
+npm_cache_install "the ingest tests' Node packages" tests/ingest \
+  "${STREAMGATE_INGEST_NODE_DIR:-$HOME/.cache/streamgate-ingest-node}" tus-js-client @tus/server
