@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -88,23 +87,7 @@ root = "{origin}"
         hdrs = (f"Authorization: Bearer {token}",
                 'CMCD-Session: cid="demo",sid="6e2fb550-c457-11e9-bb97-0800200c9a66",sf=h,st=v',
                 "CMCD-Request: bl=21300,dl=18500,mtp=48100,su")
-        hmap = dict(h.split(": ", 1) for h in hdrs)
-        cases = [(o, c, bases[c] + path) for o, path in objects.items() for c in ("off", "on")]
-        for _, _, url in cases:
-            benchlib.warm(url, hmap)
-        print(f"caches warm; {args.rounds} rounds x {args.duration} s, {args.connections} connections, "
-              "edges on CPU 0 (1 thread each, one loaded at a time), wrk on CPU 1", flush=True)
-        results = {(o, c): [] for o, c, _ in cases}
-        total, n = args.rounds * len(cases), 0
-        for r in range(args.rounds):
-            # Turns alternate: "off" first in even rounds, "on" first in odd ones.
-            order = cases if r % 2 == 0 else [c for pair in zip(cases[1::2], cases[0::2]) for c in pair]
-            for oname, case, url in order:
-                n += 1
-                print(f"[{n}/{total}] {oname:14s} {case:4s} round {r + 1} ...", end="", flush=True)
-                res = benchlib.wrk(url, args.duration, args.connections, hdrs)
-                results[(oname, case)].append(res)
-                print(f" {res['rps']:>10.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
+        results = benchlib.on_off_rounds(objects, bases, hdrs, args.rounds, args.duration, args.connections)
         # The "on" edge really tracked the session and its limits never refused.
         _, _, metrics = benchlib.get(admins["on"] + "/metrics")
         text = metrics.decode()
@@ -116,17 +99,7 @@ root = "{origin}"
                    if l.startswith("streamgate_edge_rate_limited_total{") and not l.endswith(" 0")]
         if refused:
             sys.exit(f"the limits refused requests: {refused}")
-        print()
-        print("| object | abuse control | req/s (median) | p50 ms | p99 ms |")
-        print("|---|---|---|---|---|")
-        for key_, rs in results.items():
-            m = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
-            print(f"| {key_[0]} | {key_[1]} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
-        print()
-        for oname in objects:
-            per = [a["rps"] / b["rps"] for a, b in zip(results[(oname, "on")], results[(oname, "off")])]
-            print(f"{oname}: on / off throughput {statistics.median(per):.3f} "
-                  f"(rounds {min(per):.3f} to {max(per):.3f}; goal >= 0.95)")
+        benchlib.on_off_report(objects, results, "abuse control", 0.95)
     finally:
         benchlib.stop(procs)
         shutil.rmtree(work, ignore_errors=True)

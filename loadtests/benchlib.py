@@ -129,3 +129,42 @@ def ed25519_issuer(kid):
     jwk = {"kid": kid, "alg": "EdDSA", "crv": "Ed25519",
            "x": base64.urlsafe_b64encode(x).rstrip(b"=").decode()}
     return jwk, lambda claims: jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})
+
+
+def on_off_rounds(objects, bases, hdrs, rounds, duration, connections):
+    """Warms every (object, off/on) case, then runs `rounds` rounds of wrk over them, taking
+    turns ("off" first in even rounds, "on" first in odd ones). Returns
+    {(object, case): [wrk result per round]}."""
+    hmap = dict(h.split(": ", 1) for h in hdrs)
+    cases = [(o, c, bases[c] + path) for o, path in objects.items() for c in ("off", "on")]
+    for _, _, url in cases:
+        warm(url, hmap)
+    print(f"caches warm; {rounds} rounds x {duration} s, {connections} connections, "
+          "edges on CPU 0 (1 thread each, one loaded at a time), wrk on CPU 1", flush=True)
+    results = {(o, c): [] for o, c, _ in cases}
+    total, n = rounds * len(cases), 0
+    for r in range(rounds):
+        order = cases if r % 2 == 0 else [c for pair in zip(cases[1::2], cases[0::2]) for c in pair]
+        for oname, case, url in order:
+            n += 1
+            print(f"[{n}/{total}] {oname:14s} {case:4s} round {r + 1} ...", end="", flush=True)
+            res = wrk(url, duration, connections, hdrs)
+            results[(oname, case)].append(res)
+            print(f" {res['rps']:>10.0f} req/s  p99 {res['p99_ms']:.2f} ms", flush=True)
+    return results
+
+
+def on_off_report(objects, results, what, goal):
+    """Prints the medians per case and the on/off ratio per object, round by round."""
+    import statistics
+    print()
+    print(f"| object | {what} | req/s (median) | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for key_, rs in results.items():
+        m = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50_ms", "p99_ms")}
+        print(f"| {key_[0]} | {key_[1]} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    print()
+    for oname in objects:
+        per = [a["rps"] / b["rps"] for a, b in zip(results[(oname, "on")], results[(oname, "off")])]
+        print(f"{oname}: on / off throughput {statistics.median(per):.3f} "
+              f"(rounds {min(per):.3f} to {max(per):.3f}; goal >= {goal})")

@@ -2,13 +2,14 @@
 //!
 //! Every default is written once, in [`EdgeConfig::default`] and the `Default` impls of
 //! the sections. Each section (`[edge.http3]`, `[edge.cors]`, `[edge.cache]`,
-//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`, `[edge.analytics]`, `[edge.player]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
+//! `[edge.auth]`, `[edge.gate]`, `[edge.rate_limit]`, `[edge.sessions]`, `[edge.analytics]`, `[edge.player]`, `[edge.access_log]`; `[edge.chains]` in `streamgate-web3`, `[origin]` in
 //! `streamgate-origin`) has its type and its reader in one module; [`EdgeConfig::from_table`]
 //! reads the top-level keys and calls them in turn. Validation reports every error with its
 //! field path.
 
 pub use streamgate_config as reader;
 
+mod access_log;
 mod analytics;
 mod auth;
 mod cache;
@@ -19,6 +20,7 @@ mod limit;
 mod player;
 mod session;
 
+pub use access_log::AccessLogConfig;
 pub use analytics::AnalyticsConfig;
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
@@ -73,6 +75,8 @@ pub struct EdgeConfig {
     pub analytics: AnalyticsConfig,
     /// The player page's libraries (`[edge.player]`).
     pub player: PlayerConfig,
+    /// One JSON line per request (`[edge.access_log]`).
+    pub access_log: AccessLogConfig,
     /// Wallet sign-in (`[edge.auth]`); off unless a session key is set.
     pub auth: Option<AuthConfig>,
     /// The chain registry (`[edge.chains."<CAIP-2 id>"]`): RPC endpoints for `nft`
@@ -109,6 +113,7 @@ impl Default for EdgeConfig {
             sessions: SessionConfig::default(),
             analytics: AnalyticsConfig::default(),
             player: PlayerConfig::default(),
+            access_log: AccessLogConfig::default(),
             auth: None,
             chains: Vec::new(),
             origin: OriginConfig::Fs {
@@ -207,6 +212,7 @@ impl EdgeConfig {
         let sessions = SessionConfig::read(&mut e, errs);
         let analytics = AnalyticsConfig::read(&mut e, errs);
         let player = PlayerConfig::read(&mut e, errs);
+        let access_log = AccessLogConfig::read(&mut e, errs);
 
         e.finish(errs);
 
@@ -235,6 +241,7 @@ impl EdgeConfig {
             sessions,
             analytics,
             player,
+            access_log,
             auth,
             chains,
             origin,

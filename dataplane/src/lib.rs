@@ -12,6 +12,7 @@
 //! `internals` (and the public `gate`, `request` and `rewrite` modules) when built with `--cfg fuzzing` or the `internals` feature.
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod admin;
 #[cfg(any(fuzzing, feature = "internals"))]
 pub mod analytics;

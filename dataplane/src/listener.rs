@@ -59,6 +59,9 @@ pub enum StartError {
     /// The player page's libraries could not be read.
     #[error("{0}")]
     Player(String),
+    /// The access log could not be opened.
+    #[error("{0}")]
+    AccessLog(String),
 }
 
 /// A handle that stops a running edge gracefully.
@@ -204,6 +207,12 @@ impl Edge {
             &cfg.sessions,
             metrics.registry(),
         )));
+        if cfg.access_log.path.is_some() {
+            pipeline.set_access_log(
+                crate::access_log::AccessLog::open(&cfg.access_log, metrics.registry())
+                    .map_err(StartError::AccessLog)?,
+            );
+        }
         if let Some(dir) = &cfg.player.libraries {
             pipeline.set_player_libraries(
                 crate::player::Libraries::load(dir).map_err(StartError::Player)?,

@@ -56,6 +56,7 @@ pub struct Pipeline {
     analytics: Option<Arc<crate::analytics::Analytics>>,
     sharing: Option<Arc<crate::sharing::SharingGuard>>,
     player: Option<crate::player::Libraries>,
+    access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl Pipeline {
@@ -80,6 +81,7 @@ impl Pipeline {
             analytics: None,
             sharing: None,
             player: None,
+            access_log: None,
         }
     }
 
@@ -106,6 +108,11 @@ impl Pipeline {
     /// Detects token sharing under policies with `limits.sharing`.
     pub fn set_sharing(&mut self, sharing: Arc<crate::sharing::SharingGuard>) {
         self.sharing = Some(sharing);
+    }
+
+    /// Writes one access-log line per request.
+    pub fn set_access_log(&mut self, log: crate::access_log::AccessLog) {
+        self.access_log = Some(log);
     }
 
     /// Serves the player page's libraries (`/player/hls.min.js`, `/player/dash.all.min.js`).
@@ -261,9 +268,9 @@ impl Pipeline {
         body: Option<Bytes>,
     ) -> Response<Body> {
         let t0 = Instant::now();
-        let (mut resp, cache) = match self.dispatch(req, conn, body).await {
-            Ok(ok) => ok,
-            Err(e) => (self.fail(&e), CacheStatus::None),
+        let (mut resp, cache, reason) = match self.dispatch(req, conn, body).await {
+            Ok((r, c)) => (r, c, None),
+            Err(e) => (self.fail(&e), CacheStatus::None, Some(e.reason())),
         };
         let h = resp.headers_mut();
         // x-cache says what the cache did; responses that never reached it carry none.
@@ -283,8 +290,27 @@ impl Pipeline {
             .record(conn.proto, resp.status().as_u16(), cache, sent);
         // Kind by the path's name, as the cache decides TTLs (no allocation).
         let kind = request::classify(req.uri.path()).0;
-        self.metrics
-            .observe_request(kind, t0.elapsed().as_secs_f64());
+        let seconds = t0.elapsed().as_secs_f64();
+        self.metrics.observe_request(kind, seconds);
+        if let Some(log) = &self.access_log {
+            let path = req.uri.path();
+            let asset = path
+                .strip_prefix("/v/")
+                .and_then(|rest| rest.split('/').next());
+            let entry = crate::access_log::Entry {
+                method: req.method.as_str(),
+                asset,
+                path,
+                status: resp.status().as_u16(),
+                bytes: sent,
+                cache: cache.as_str(),
+                reason,
+                proto: conn.proto.as_str(),
+                client: conn.client,
+                seconds,
+            };
+            log.record(&entry, SystemTime::now());
+        }
         resp
     }
 

@@ -764,3 +764,116 @@ async fn stream_caps_count_cmcd_sessions_and_networks() {
         6.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_every_request_and_no_credential() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("access.log");
+    let path = log.clone();
+    let f = fixture_with(move |_, cfg| {
+        cfg.access_log.path = Some(path);
+        cfg.access_log.ipv4_prefix = 24;
+    });
+    let tok = |n: &str| f.tokens[n].as_str().unwrap().to_owned();
+    let c = reqwest::Client::new();
+    let mut sent = Vec::new();
+    // A query token, a bearer token, a forged and an expired one, none, a HEAD, a 404.
+    for (name, url, bearer, method) in [
+        (
+            "query",
+            format!("/v/demo/master.m3u8?token={}", tok("rs256")),
+            None,
+            "GET",
+        ),
+        (
+            "bearer",
+            "/v/demo/video/720p/seg-00001.m4s".to_owned(),
+            Some(tok("es256")),
+            "GET",
+        ),
+        (
+            "forged",
+            format!("/v/demo/master.m3u8?token={}", tok("bad_signature")),
+            None,
+            "GET",
+        ),
+        (
+            "expired",
+            "/v/demo/master.m3u8".to_owned(),
+            Some(tok("expired")),
+            "GET",
+        ),
+        ("none", "/v/demo/master.m3u8".to_owned(), None, "GET"),
+        (
+            "head",
+            format!("/v/demo/video/720p/init.mp4?token={}", tok("eddsa")),
+            None,
+            "HEAD",
+        ),
+        ("missing", "/nowhere?token=abc".to_owned(), None, "GET"),
+    ] {
+        let mut r = c.request(method.parse().unwrap(), f.edge.url(&url));
+        if let Some(b) = &bearer {
+            r = r.bearer_auth(b);
+        }
+        let status = r.send().await.unwrap().status().as_u16();
+        sent.push((
+            name,
+            url.split('?').next().unwrap().to_owned(),
+            status,
+            method,
+        ));
+    }
+    // The writer flushes within 100 ms of going idle.
+    let mut text = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= sent.len() {
+            break;
+        }
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), sent.len(), "{text}");
+    for ((name, path, status, method), l) in sent.iter().zip(&lines) {
+        assert_eq!(l["path"], *path, "{name}: {l}");
+        assert_eq!(l["status"], *status, "{name}: {l}");
+        assert_eq!(l["method"], *method, "{name}: {l}");
+        assert_eq!(l["client"], "127.0.0.0", "{name}: cut to /24: {l}");
+        assert_eq!(l["proto"], "h1");
+        assert!(l["time"].as_str().unwrap().ends_with('Z'));
+        assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
+        if path.starts_with("/v/demo/") {
+            assert_eq!(l["asset"], "demo", "{name}: {l}");
+        }
+        if *status >= 400 {
+            assert!(
+                l["reason"].is_string(),
+                "{name}: a refusal names its reason: {l}"
+            );
+        } else {
+            assert!(l.get("reason").is_none(), "{name}: {l}");
+        }
+    }
+    assert_eq!(
+        lines[1]["cache"]
+            .as_str()
+            .map(|c| c == "MISS" || c == "HIT"),
+        Some(true)
+    );
+    assert!(lines[1]["bytes"].as_u64().unwrap() > 0);
+    // No credential, nor any part of one, anywhere in the log.
+    for name in ["rs256", "es256", "bad_signature", "expired", "eddsa"] {
+        let t = tok(name);
+        for part in t.split('.') {
+            assert!(
+                !text.contains(part),
+                "{name}'s {part:.12} is in the access log"
+            );
+        }
+    }
+    assert!(!text.contains("token=") && !text.contains("abc"), "{text}");
+}
