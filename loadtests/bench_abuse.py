@@ -13,7 +13,6 @@ round: its median and spread. The goal (issue 13) is a median ratio of at least 
 
 Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_abuse.py [--duration 10] [--rounds 5]
 """
-import argparse
 import json
 import os
 import shutil
@@ -26,12 +25,7 @@ import benchlib  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--binary")
-    args = ap.parse_args()
+    args = benchlib.on_off_args(__doc__)
     binary = args.binary or benchlib.build_binary()
 
     work = tempfile.mkdtemp(prefix="sg-bench-abuse-")
@@ -57,26 +51,9 @@ def main():
                       "exp": int(time.time()) + 3600})
 
         def edge(name, extra):
-            port, admin = benchlib.free_port(), benchlib.free_port()
-            home = os.path.join(work, name)
-            os.makedirs(home, exist_ok=True)
-            procs.append(benchlib.start_edge(binary, home, f"""
-[edge]
-http_listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-threads = 1
-[edge.cache]
-max_bytes = "1GiB"
-manifest_ttl = "1h"
-[edge.gate]
-snapshot = "{work}/snapshot-{name}.json"
-{extra}
-[origin]
-kind = "fs"
-root = "{origin}"
-""", port))
-            admins[name] = f"http://127.0.0.1:{admin}"
-            return f"http://127.0.0.1:{port}"
+            snapshot = os.path.join(work, f"snapshot-{name}.json")
+            url, admins[name] = benchlib.snapshot_edge(binary, work, name, snapshot, origin, procs, extra)
+            return url
 
         admins = {}
         edge_limits = "\n".join(

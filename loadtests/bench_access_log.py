@@ -11,7 +11,6 @@ only the access log is measured.
 
 Usage: ~/.cache/streamgate-venv/bin/python loadtests/bench_access_log.py [--duration 10] [--rounds 5]
 """
-import argparse
 import json
 import os
 import shutil
@@ -24,12 +23,7 @@ import benchlib  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--binary")
-    args = ap.parse_args()
+    args = benchlib.on_off_args(__doc__)
     binary = args.binary or benchlib.build_binary()
 
     work = tempfile.mkdtemp(prefix="sg-bench-access-log-")
@@ -46,26 +40,10 @@ def main():
                       "exp": int(time.time()) + 3600})
         log = os.path.join(work, "access.log")
 
+        snapshot = os.path.join(work, "snapshot.json")
+
         def edge(name, extra):
-            port, admin = benchlib.free_port(), benchlib.free_port()
-            home = os.path.join(work, name)
-            os.makedirs(home, exist_ok=True)
-            procs.append(benchlib.start_edge(binary, home, f"""
-[edge]
-http_listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-threads = 1
-[edge.cache]
-max_bytes = "1GiB"
-manifest_ttl = "1h"
-[edge.gate]
-snapshot = "{work}/snapshot.json"
-{extra}
-[origin]
-kind = "fs"
-root = "{origin}"
-""", port))
-            return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+            return benchlib.snapshot_edge(binary, work, name, snapshot, origin, procs, extra)
 
         off, _ = edge("off", "")
         on, on_admin = edge("on", f'[edge.access_log]\npath = "{log}"\nipv4_prefix = 24')

@@ -61,24 +61,9 @@ def main():
         token = mint({"iss": "bench", "aud": "streamgate", "exp": int(time.time()) + 3600,
                       "sg_scope": ["gated"]})
         def edge(bin_path, name):
-            port, admin = benchlib.free_port(), benchlib.free_port()
-            home = os.path.join(work, name)
-            os.makedirs(home, exist_ok=True)
-            procs.append(benchlib.start_edge(bin_path, home, f"""
-[edge]
-http_listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-threads = 1
-[edge.cache]
-max_bytes = "1GiB"
-manifest_ttl = "1h"
-[edge.gate]
-snapshot = "{work}/snapshot.json"
-[origin]
-kind = "fs"
-root = "{origin}"
-""", port))
-            return f"http://127.0.0.1:{port}"
+            snapshot = os.path.join(work, "snapshot.json")
+            return benchlib.snapshot_edge(bin_path, work, name, snapshot, origin, procs)[0]
+
         base = edge(binary, "this")
         peer = edge(args.peer_binary, "peer") if args.peer_binary else None
         auth = f"Authorization: Bearer {token}"

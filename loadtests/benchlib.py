@@ -168,3 +168,39 @@ def on_off_report(objects, results, what, goal):
         per = [a["rps"] / b["rps"] for a, b in zip(results[(oname, "on")], results[(oname, "off")])]
         print(f"{oname}: on / off throughput {statistics.median(per):.3f} "
               f"(rounds {min(per):.3f} to {max(per):.3f}; goal >= {goal})")
+
+
+def snapshot_edge(binary, work, name, snapshot, origin, procs, extra=""):
+    """Starts an edge on one Pingora thread (pinned to CPU 0 by start_edge) serving the
+    filesystem `origin` under the policy `snapshot` file, with `extra` TOML after its
+    `[edge.gate]` table; appends it to `procs`. Returns (base URL, admin URL)."""
+    port, admin = free_port(), free_port()
+    home = os.path.join(work, name)
+    os.makedirs(home, exist_ok=True)
+    procs.append(start_edge(binary, home, f"""
+[edge]
+http_listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+[edge.cache]
+max_bytes = "1GiB"
+manifest_ttl = "1h"
+[edge.gate]
+snapshot = "{snapshot}"
+{extra}
+[origin]
+kind = "fs"
+root = "{origin}"
+""", port))
+    return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
+
+
+def on_off_args(doc):
+    """The command line of the on/off benchmarks."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--binary")
+    return ap.parse_args()
