@@ -26,6 +26,14 @@ fn text(status: StatusCode, ctype: &'static str, body: Vec<u8>) -> Response<Vec<
         .expect("static headers are valid")
 }
 
+impl Admin {
+    /// Ready once the listeners run and, on a guarded edge, a snapshot is in force.
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && (!self.pipeline.gate().is_guarded() || self.pipeline.gate().revision().is_some())
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -39,17 +47,11 @@ impl ServeHttp for Admin {
                     .set(i64::try_from(c.entry_count()).unwrap_or(i64::MAX));
                 m.inflight_fills
                     .set(i64::try_from(c.inflight()).unwrap_or(i64::MAX));
+                m.ready.set(i64::from(self.is_ready()));
                 text(StatusCode::OK, "text/plain; version=0.0.4", m.render())
             }
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            // Ready once the listeners run and, on a guarded edge, a snapshot is in force.
-            "/readyz"
-                if self.ready.load(Ordering::Acquire)
-                    && (!self.pipeline.gate().is_guarded()
-                        || self.pipeline.gate().revision().is_some()) =>
-            {
-                text(StatusCode::OK, "text/plain", b"ready\n".to_vec())
-            }
+            "/readyz" if self.is_ready() => text(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
             "/readyz" => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

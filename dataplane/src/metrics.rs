@@ -109,6 +109,9 @@ pub struct Metrics {
     pub policy_revision: IntGauge,
     /// State watch: 1 while the edge is connected to its store and watching, else 0.
     pub state_connected: IntGauge,
+    /// 1 while `/readyz` answers ready (the listeners run and, on a guarded edge, a policy
+    /// snapshot is in force), else 0; set on each scrape.
+    pub ready: IntGauge,
     /// Full reloads of the state prefix (start, compaction, reconnect after a gap).
     pub state_reloads: IntCounter,
     /// Watch failures (store unreachable, stream broken, compaction).
@@ -284,6 +287,10 @@ impl Metrics {
             "streamgate_edge_state_connected",
             "1 while the edge watches its state store, 0 while it serves its last known state",
         );
+        let ready = gauge(
+            "streamgate_edge_ready",
+            "1 while /readyz answers ready (listeners up and, on a guarded edge, a policy snapshot in force), else 0",
+        );
         let state_reloads = counter(
             "streamgate_edge_state_reloads_total",
             "Full reloads of the state prefix",
@@ -352,6 +359,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(policy_revision.clone()),
             Box::new(state_connected.clone()),
+            Box::new(ready.clone()),
             Box::new(state_reloads.clone()),
             Box::new(state_watch_errors.clone()),
             Box::new(state_invalid_docs.clone()),
@@ -377,6 +385,7 @@ impl Metrics {
             errors,
             policy_revision,
             state_connected,
+            ready,
             state_reloads,
             state_watch_errors,
             state_invalid_docs,

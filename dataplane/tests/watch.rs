@@ -285,6 +285,17 @@ async fn etcd_down_for_30s_fails_no_valid_request_and_a_restarted_edge_serves_it
         restarted.metric("streamgate_edge_state_connected").await,
         0.0
     );
+    // A third starts with no etcd and no snapshot: not ready (503), and says so in its
+    // metrics, which the StreamGateEdgeNotReady alert reads.
+    let blind = TestEdge::start(config(dir.path(), &etcd.endpoint, "edge-d"));
+    until_status(
+        &format!("{}/readyz", blind.admin),
+        503,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(blind.metric("streamgate_edge_ready").await, 0.0);
+    assert_eq!(restarted.metric("streamgate_edge_ready").await, 1.0);
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
     assert_eq!(status(&other).await, 403, "still denied while etcd is down");
     assert_eq!(edge.metric("streamgate_edge_state_connected").await, 0.0);
@@ -300,6 +311,8 @@ async fn etcd_down_for_30s_fails_no_valid_request_and_a_restarted_edge_serves_it
     )
     .await;
     eprintln!("edges caught up {:?} after etcd returned", up.elapsed());
+    ready(&blind).await;
+    assert_eq!(blind.metric("streamgate_edge_ready").await, 1.0);
     stop.store(true, Ordering::SeqCst);
     client.await.unwrap();
     let (ok, bad) = (ok.load(Ordering::SeqCst), bad.load(Ordering::SeqCst));
