@@ -221,22 +221,12 @@ impl Cluster {
     /// Waits until every edge enforces the demo's policy (401 without a token).
     async fn synced(&self, c: &reqwest::Client) {
         for e in &self.edges {
-            let t0 = Instant::now();
-            while c
-                .get(format!("{}/v/demo/master.m3u8", e.url))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                != 401
-            {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(20),
-                    "{} never synced",
-                    e.url
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let url = format!("{}/v/demo/master.m3u8", e.url);
+            let what = format!("{} synced", e.url);
+            common::eventually(Duration::from_secs(20), &what, || async {
+                c.get(&url).send().await.unwrap().status() == 401
+            })
+            .await;
         }
     }
 }
@@ -278,19 +268,18 @@ async fn two_streams_per_viewer_hold_across_three_edges() {
             .await
             .unwrap();
     let streams = format!("{}streams/", streamgate_store::PREFIX);
-    loop {
-        let (keys, _) = streamgate_store::Store::list(&store, &streams)
-            .await
-            .unwrap();
-        if keys.iter().any(|(k, _)| k.ends_with("/e-1")) {
-            break;
-        }
-        assert!(
-            admitted_b.elapsed() < Duration::from_secs(1),
-            "e-1 never published"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually_every(
+        Duration::from_secs(1).saturating_sub(admitted_b.elapsed()),
+        Duration::from_millis(10),
+        "e-1 published its count",
+        || async {
+            let (keys, _) = streamgate_store::Store::list(&store, &streams)
+                .await
+                .unwrap();
+            keys.iter().any(|(k, _)| k.ends_with("/e-1"))
+        },
+    )
+    .await;
     eprintln!(
         "the second session's count was in etcd {:.0?} after its admission",
         admitted_b.elapsed()
@@ -489,21 +478,14 @@ async fn a_token_shared_from_twenty_addresses_is_flagged_then_refused_fleet_wide
         refused,
         "from every network"
     );
-    let denied_at = Instant::now();
-    loop {
-        if master_from(&urls[1], &carol, 2).await == refused {
-            break;
-        }
-        assert!(
-            denied_at.elapsed() < Duration::from_secs(1),
-            "the other edge never refused"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "a denial reached the other edge in {:.0?}",
-        denied_at.elapsed()
-    );
+    let took = common::eventually_every(
+        Duration::from_secs(1),
+        Duration::from_millis(20),
+        "the other edge refused",
+        || async { master_from(&urls[1], &carol, 2).await == refused },
+    )
+    .await;
+    eprintln!("a denial reached the other edge in {took:.0?}");
     let bob = cluster.viewer("bob");
     for u in &urls {
         assert_eq!(master_from(u, &bob, 2).await.0, 200, "others play on");
@@ -538,14 +520,13 @@ async fn a_token_shared_from_twenty_addresses_is_flagged_then_refused_fleet_wide
             .await
             .unwrap();
     }
-    let t0 = Instant::now();
-    while master_from(&urls[1], &carol, 2).await.0 != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "the lifted denial still refuses"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually_every(
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        "the lifted denial let the subject play",
+        || async { master_from(&urls[1], &carol, 2).await.0 == 200 },
+    )
+    .await;
     for e in &mut cluster.edges {
         drop(e.proc.take());
     }

@@ -8,9 +8,6 @@
 //! through a bounded queue; when the writer falls behind, lines are dropped and counted in
 //! `streamgate_edge_access_log_dropped_total` rather than slowing requests.
 
-// Public for the benchmarks (`internals`); crate-private otherwise.
-#![cfg_attr(not(any(fuzzing, feature = "internals")), allow(unreachable_pub))]
-
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -26,31 +23,31 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// One request, as the access log writes it.
 #[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// `GET`, `HEAD`, ...
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// The asset, for object paths.
-    pub asset: Option<&'a str>,
+    pub(crate) asset: Option<&'a str>,
     /// The request path, without its query.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// The response status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Body bytes sent (or to be sent, for a streamed body).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// `HIT`, `MISS`, `STALE`, `BYPASS` or `NONE`.
-    pub cache: &'static str,
+    pub(crate) cache: &'static str,
     /// The refusal's or failure's reason, if any.
-    pub reason: Option<&'static str>,
+    pub(crate) reason: Option<&'static str>,
     /// `h1`, `h2` or `h3`.
-    pub proto: &'static str,
+    pub(crate) proto: &'static str,
     /// The client's address (cut to the configured prefix when written).
-    pub client: Option<IpAddr>,
+    pub(crate) client: Option<IpAddr>,
     /// Seconds from the request's arrival at the pipeline to its response headers.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Cuts `ip` to its first `v4` or `v6` bits.
-pub fn truncate(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
+pub(crate) fn truncate(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
     let ip = match ip {
         IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v => v,
@@ -72,7 +69,7 @@ pub fn truncate(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
 }
 
 /// The access log.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<String>,
     dropped: prometheus::IntCounter,
     v4: u8,
@@ -87,7 +84,10 @@ impl std::fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Opens the log of `cfg` (which has a path) and starts its writer.
-    pub fn open(cfg: &AccessLogConfig, registry: &prometheus::Registry) -> Result<Self, String> {
+    pub(crate) fn open(
+        cfg: &AccessLogConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, String> {
         let path = cfg.path.clone().ok_or("edge.access_log.path is not set")?;
         let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
             Box::new(std::io::stdout())
@@ -142,7 +142,7 @@ impl AccessLog {
     }
 
     /// Queues the line of `e`: written by hand into one buffer (no map, one allocation).
-    pub fn record(&self, e: &Entry<'_>, now: SystemTime) {
+    pub(crate) fn record(&self, e: &Entry<'_>, now: SystemTime) {
         let mut s = String::with_capacity(160 + e.path.len());
         s.push_str("{\"time\":\"");
         let _ = write!(s, "{}", humantime::format_rfc3339_millis(now));

@@ -146,7 +146,8 @@ impl Families {
     }
 }
 
-const WAYS: usize = 8;
+use crate::table::{Sets, WAYS};
+
 /// Slot layout: fingerprint in the top 20 bits (never 0), a "started" bit, then the time
 /// in ms since the table's epoch in the low 43 bits (278 years).
 const TIME_BITS: u32 = 43;
@@ -156,9 +157,6 @@ const FP_SHIFT: u32 = TIME_BITS + 1;
 /// A started session's time is refreshed when it is older than this (ms), so a session
 /// that keeps playing is not evicted as idle, with one write per session per interval.
 const REFRESH_MS: u64 = 5_000;
-
-#[repr(align(64))]
-struct Set([AtomicU64; WAYS]);
 
 /// What one request did to its session.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -173,8 +171,7 @@ pub enum Step {
 
 /// The session table: which (asset, sid) are playing, and since when.
 struct Table {
-    sets: Box<[Set]>,
-    mask: u64,
+    sets: Sets,
     hasher: ahash::RandomState,
     epoch: Instant,
     idle_ms: u64,
@@ -183,12 +180,8 @@ struct Table {
 
 impl Table {
     fn new(slots: usize, cfg: &AnalyticsConfig) -> Self {
-        let sets = slots.div_ceil(WAYS).max(1).next_power_of_two();
         Self {
-            sets: (0..sets)
-                .map(|_| Set(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            mask: sets as u64 - 1,
+            sets: Sets::new(slots),
             hasher: ahash::RandomState::new(),
             epoch: Instant::now(),
             idle_ms: cfg.idle_timeout.as_millis() as u64,
@@ -200,7 +193,7 @@ impl Table {
     /// or a media segment, `starting` when its CMCD says so (`su`).
     fn step(&self, asset: &str, sid: u64, manifest: bool, starting: bool, now: Instant) -> Step {
         let h = self.hasher.hash_one((asset, sid));
-        let set = &self.sets[(h & self.mask) as usize].0;
+        let set = self.sets.of(h);
         let fp = (h >> FP_SHIFT).max(1);
         let now = (now.saturating_duration_since(self.epoch).as_millis() as u64 & TIME_MASK).max(1);
         let live = |cur: u64| cur != 0 && now.saturating_sub(cur & TIME_MASK) <= self.idle_ms;
@@ -265,10 +258,7 @@ impl Table {
 impl Table {
     fn slot_of(&self, asset: &str, key: u64) -> (&[AtomicU64; WAYS], u64) {
         let h = self.hasher.hash_one((asset, key, 0x6d61_6e69_u32));
-        (
-            &self.sets[(h & self.mask) as usize].0,
-            (h >> FP_SHIFT).max(1),
-        )
+        (self.sets.of(h), (h >> FP_SHIFT).max(1))
     }
 
     fn ms(&self, now: Instant) -> u64 {

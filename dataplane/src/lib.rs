@@ -57,6 +57,7 @@ pub mod sharing;
 #[cfg(not(any(fuzzing, feature = "internals")))]
 mod sharing;
 mod source;
+mod table;
 mod tls;
 
 pub use config::EdgeConfig;

@@ -36,7 +36,6 @@ const STEP: Duration = Duration::from_micros(100);
 const STEPS_PER_SEC: f64 = 10_000.0;
 const TAT_BITS: u32 = 44;
 const TAT_MASK: u64 = (1 << TAT_BITS) - 1;
-const WAYS: usize = 8;
 
 /// What a limit is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,13 +105,9 @@ impl From<RateRule> for Bucket {
     }
 }
 
-#[repr(align(64))]
-struct Set([AtomicU64; WAYS]);
-
 /// The bucket table.
 pub struct Limiter {
-    sets: Box<[Set]>,
-    mask: u64,
+    sets: crate::table::Sets,
     hasher: ahash::RandomState,
     epoch: Instant,
     evicted_active: prometheus::IntCounter,
@@ -133,12 +128,8 @@ fn fingerprint(slot: u64) -> u64 {
 impl Limiter {
     /// A table of at least `slots` buckets (rounded up to a power of two, at least 8).
     pub fn new(slots: usize) -> Self {
-        let sets = slots.div_ceil(WAYS).max(1).next_power_of_two();
         Self {
-            sets: (0..sets)
-                .map(|_| Set(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
-            mask: sets as u64 - 1,
+            sets: crate::table::Sets::new(slots),
             hasher: ahash::RandomState::new(),
             epoch: Instant::now(),
             evicted_active: prometheus::IntCounter::new(
@@ -151,13 +142,13 @@ impl Limiter {
 
     /// Buckets in the table.
     pub fn slots(&self) -> usize {
-        self.sets.len() * WAYS
+        self.sets.slots()
     }
 
     /// Bytes the table takes.
     #[cfg(any(test, feature = "internals"))]
     pub fn table_bytes(&self) -> usize {
-        size_of_val(&*self.sets)
+        self.sets.bytes()
     }
 
     /// Buckets dropped while still in debt since start (the table was too small for the
@@ -183,7 +174,7 @@ impl Limiter {
         now: Instant,
     ) -> Result<(), Duration> {
         let h = self.hasher.hash_one((class, space, key));
-        let set = &self.sets[(h & self.mask) as usize].0;
+        let set = self.sets.of(h);
         let fp = (h >> TAT_BITS).max(1);
         let now = self.steps(now);
         'retry: for _ in 0..4 {

@@ -111,7 +111,7 @@ impl Pipeline {
     }
 
     /// Writes one access-log line per request.
-    pub fn set_access_log(&mut self, log: crate::access_log::AccessLog) {
+    pub(crate) fn set_access_log(&mut self, log: crate::access_log::AccessLog) {
         self.access_log = Some(log);
     }
 

@@ -58,7 +58,22 @@ pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
 }
 
 /// Waits until `check` holds, trying every 50 ms; fails the test naming `what` after `timeout`.
-pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually_every(timeout, std::time::Duration::from_millis(50), what, check).await;
+}
+
+/// [`eventually`], trying every `every` (for waits whose length a test reports); returns
+/// how long it took.
+pub async fn eventually_every<F, Fut>(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    what: &str,
+    mut check: F,
+) -> std::time::Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -66,8 +81,9 @@ where
     let t0 = std::time::Instant::now();
     while !check().await {
         assert!(t0.elapsed() < timeout, "not within {timeout:?}: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
+    t0.elapsed()
 }
 
 /// Waits until the edge's admin port says ready (200 on `/readyz`).

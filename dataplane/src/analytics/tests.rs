@@ -353,5 +353,5 @@ fn idle_sessions_are_forgotten_and_the_table_stays_its_size() {
         counter(&r, "streamgate_edge_qoe_sessions_started_total", "demo"),
         10_002
     );
-    assert_eq!(a.table.sets.len() * WAYS, 64);
+    assert_eq!(a.table.sets.slots(), 64);
 }
