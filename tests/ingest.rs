@@ -18,6 +18,9 @@ use streamgate_store::etcd::EtcdStore;
 use streamgate_store::testkit::{Etcd, start_etcd};
 
 const TOKEN: &str = "0123456789abcdef0123";
+/// A tenant's operator token, limited to assets `acme-*`, and a viewer's token.
+const ACME: &str = "acme-0123456789abcdef";
+const VIEWER: &str = "viewer-0123456789abcdef";
 const MIB: usize = 1 << 20;
 
 fn home_cache(var: &str, rel: &str) -> PathBuf {
@@ -101,7 +104,13 @@ impl Ingest {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let tokens = dir.path().join("tokens");
-        std::fs::write(&tokens, format!("alice:{TOKEN}\n")).unwrap();
+        std::fs::write(
+            &tokens,
+            format!(
+                "alice:{TOKEN}\nacme:{ACME} role=operator assets=acme-\nro:{VIEWER} role=viewer\n"
+            ),
+        )
+        .unwrap();
         let origin_root = dir.path().join("origin");
         let origin = origin.map_or_else(
             || format!("root = {:?}", origin_root.display().to_string()),
@@ -507,6 +516,74 @@ async fn every_refusal_has_its_status_and_body() {
         .await
         .unwrap();
     refused(r, 403, "access_denied").await;
+    // 403 for a viewer's token, and for a tenant's token outside its asset prefixes;
+    // both are audited as `denied`. Inside its prefixes the tenant uploads.
+    let as_token = |token: &str, rb: reqwest::RequestBuilder| {
+        rb.header("Tus-Resumable", "1.0.0")
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Upload-Length", "10")
+    };
+    let r = as_token(VIEWER, http().post(ing.endpoint()))
+        .header("Upload-Metadata", &meta)
+        .send()
+        .await
+        .unwrap();
+    let body = refused(r, 403, "access_denied").await;
+    assert!(
+        body["reason"].as_str().unwrap().contains("operator role"),
+        "{body}"
+    );
+    let r = as_token(ACME, http().post(ing.endpoint()))
+        .header("Upload-Metadata", &meta)
+        .send()
+        .await
+        .unwrap();
+    let body = refused(r, 403, "access_denied").await;
+    assert!(
+        body["reason"].as_str().unwrap().contains("outside"),
+        "{body}"
+    );
+    let r = as_token(ACME, http().post(ing.endpoint()))
+        .header("Upload-Metadata", format!("asset {}", b64("acme-1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{r:?}");
+    let alices = ing.url(
+        create(&ing, 10, &meta).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    let r = http()
+        .head(&alices)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Authorization", format!("Bearer {ACME}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a tenant cannot read another asset's upload"
+    );
+    let (audit, _) = ing.store.list("/streamgate/v1/audit/").await.unwrap();
+    let denied: Vec<String> = audit
+        .iter()
+        .map(|(_, v)| serde_json::from_slice::<serde_json::Value>(&v.value).unwrap())
+        .filter(|e| e["action"] == "denied")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["actor"].as_str().unwrap(),
+                e["target"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(denied.len(), 3, "{denied:?}");
+    assert!(
+        denied.iter().any(|d| d.starts_with("acme uploads/")),
+        "{denied:?}"
+    );
     // 413 past Tus-Max-Size.
     refused(create(&ing, (1 << 20) + 1, &meta).await, 413, "too_large").await;
     // Bad metadata, refused at creation with a reason.

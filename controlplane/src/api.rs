@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::store::{Guard, Op, PREFIX, Store, StoreError};
 
+pub mod access;
 mod analytics;
 mod assets;
 mod audit;
@@ -24,6 +25,7 @@ mod keys;
 mod purge;
 mod watch;
 
+pub use access::{AccessApi, AdminAuth};
 pub use analytics::AnalyticsApi;
 pub use assets::{ASSET_ID_RULE, AssetApi, is_asset_id};
 pub use audit::AuditApi;
@@ -33,13 +35,15 @@ pub use keys::KeyApi;
 pub use purge::PurgeApi;
 pub use watch::PolicyEvents;
 
-pub use crate::auth::{Actor, AdminTokens, split_token_line};
+pub use crate::auth::{Actor, AdminTokens, Role, split_token_line};
+pub(crate) use access::{caller, check_id};
 
-/// The actor of `req`, or `unknown` when the service runs without [`AdminAuth`].
+/// The name of the actor of `req`, or `unknown` when the service runs without
+/// [`AdminAuth`].
 pub(crate) fn actor<T>(req: &Request<T>) -> String {
     req.extensions()
         .get::<Actor>()
-        .map_or_else(|| "unknown".to_owned(), |a| a.0.clone())
+        .map_or_else(|| "unknown".to_owned(), |a| a.name.clone())
 }
 
 pub use crate::store::audit_op;
@@ -132,7 +136,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::ApplyPolicyRequest>,
     ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let req = req.into_inner();
         // Validate fully before anything is written; report every error with its path.
         let policy = Policy::parse(&req.document).map_err(|errs| {
@@ -151,10 +155,11 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             }
         }
         let id = policy.id.as_str().to_owned();
+        check_id(&*self.store, &who, "PolicyService/Apply", "policies", &id).await?;
         let value = serde_json::to_vec(&policy.to_value()).expect("JSON");
         let key = policy_key(&id);
         let version = Change {
-            actor: &who,
+            actor: &who.name,
             action: "policy.apply",
             target: format!("policies/{id}"),
             old_version: req.expected_version,
@@ -172,7 +177,9 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let who = caller(&req);
         let id = req.into_inner().id;
+        check_id(&*self.store, &who, "PolicyService/Get", "policies", &id).await?;
         match self.store.get(&policy_key(&id)).await.map_err(status)? {
             Some(v) => Ok(Response::new(pb::GetPolicyResponse {
                 policy: Some(to_pb(id, v.value, v.version)),
@@ -183,13 +190,15 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
 
     async fn list(
         &self,
-        _req: Request<pb::ListPoliciesRequest>,
+        req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let who = caller(&req);
         let prefix = policy_key("");
         let (items, _) = self.store.list(&prefix).await.map_err(status)?;
         let policies = items
             .into_iter()
             .map(|(k, v)| to_pb(k[prefix.len()..].to_owned(), v.value, v.version))
+            .filter(|p| who.may_touch(&p.id))
             .collect();
         Ok(Response::new(pb::ListPoliciesResponse { policies }))
     }
@@ -198,8 +207,16 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::DeletePolicyRequest>,
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let req = req.into_inner();
+        check_id(
+            &*self.store,
+            &who,
+            "PolicyService/Delete",
+            "policies",
+            &req.id,
+        )
+        .await?;
         let key = policy_key(&req.id);
         if self.store.get(&key).await.map_err(status)?.is_none() {
             return Err(Status::not_found(format!("no policy {:?}", req.id)));
@@ -227,15 +244,21 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             })
             .collect();
         if !users.is_empty() {
+            // A tenant is told how many, but shown only its own assets' ids.
+            let shown: Vec<&str> = users
+                .iter()
+                .filter(|a| who.may_touch(a))
+                .map(String::as_str)
+                .collect();
             return Err(Status::failed_precondition(format!(
                 "policy {:?} is bound to {} asset(s): {}; bind them to another policy first",
                 req.id,
                 users.len(),
-                users.join(", ")
+                shown.join(", ")
             )));
         }
         Change {
-            actor: &who,
+            actor: &who.name,
             action: "policy.delete",
             target: format!("policies/{}", req.id),
             old_version: req.expected_version,
@@ -256,50 +279,11 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         req: Request<pb::WatchPoliciesRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = caller(&req);
         let from = req.into_inner().from_revision;
         Ok(Response::new(
-            watch::policy_events(Arc::clone(&self.store), from).await?,
+            watch::policy_events(Arc::clone(&self.store), from, who).await?,
         ))
-    }
-}
-
-/// Checks `authorization: Bearer <token>` against the admin tokens ([`AdminTokens`]:
-/// constant time over digests, the scheme in any case) and puts the token's [`Actor`] into
-/// the request for the audit log.
-#[derive(Clone)]
-pub struct AdminAuth {
-    tokens: AdminTokens,
-}
-
-impl AdminAuth {
-    /// Accepts any of `lines` (`token` or `name:token`; tokens shorter than 16 bytes are
-    /// ignored).
-    pub fn new(lines: Vec<String>) -> Self {
-        Self {
-            tokens: AdminTokens::new(&lines),
-        }
-    }
-
-    /// The tokens it accepts.
-    pub fn tokens(&self) -> &AdminTokens {
-        &self.tokens
-    }
-}
-
-impl tonic::service::Interceptor for AdminAuth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match self.tokens.authorize(header) {
-            Ok(actor) => {
-                let actor = actor.clone();
-                req.extensions_mut().insert(actor);
-                Ok(req)
-            }
-            Err(e) => Err(Status::unauthenticated(e.to_string())),
-        }
     }
 }
 
@@ -355,42 +339,30 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("descriptor set is valid");
-    let policies = pb::policy_service_server::PolicyServiceServer::with_interceptor(
+    let policies = pb::policy_service_server::PolicyServiceServer::new(
         PolicyApi::new(Arc::clone(&store)).with_chains(chains),
-        auth.clone(),
     );
-    let assets = pb::asset_service_server::AssetServiceServer::with_interceptor(
-        AssetApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let keys = pb::key_service_server::KeyServiceServer::with_interceptor(
-        KeyApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let purges = pb::purge_service_server::PurgeServiceServer::with_interceptor(
-        PurgeApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let audit = pb::audit_service_server::AuditServiceServer::with_interceptor(
-        AuditApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let jobs = pb::job_service_server::JobServiceServer::with_interceptor(
-        JobApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let analytics = pb::analytics_service_server::AnalyticsServiceServer::with_interceptor(
-        AnalyticsApi::new(Arc::clone(&store)),
-        auth.clone(),
-    );
-    let edges =
-        pb::edge_service_server::EdgeServiceServer::with_interceptor(EdgeApi::new(store), auth);
+    let assets =
+        pb::asset_service_server::AssetServiceServer::new(AssetApi::new(Arc::clone(&store)));
+    let keys = pb::key_service_server::KeyServiceServer::new(KeyApi::new(Arc::clone(&store)));
+    let purges =
+        pb::purge_service_server::PurgeServiceServer::new(PurgeApi::new(Arc::clone(&store)));
+    let audit =
+        pb::audit_service_server::AuditServiceServer::new(AuditApi::new(Arc::clone(&store)));
+    let jobs = pb::job_service_server::JobServiceServer::new(JobApi::new(Arc::clone(&store)));
+    let analytics = pb::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
+        Arc::clone(&store),
+    ));
+    let edges = pb::edge_service_server::EdgeServiceServer::new(EdgeApi::new(Arc::clone(&store)));
+    let access = pb::access_service_server::AccessServiceServer::new(AccessApi);
+    let auth = auth.with_store(store);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
     let res = builder
         .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics))
+        .layer(auth)
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -402,6 +374,7 @@ pub async fn serve_with(
         .add_service(edges)
         .add_service(analytics)
         .add_service(jobs)
+        .add_service(access)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

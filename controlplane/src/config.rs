@@ -28,8 +28,8 @@ pub struct ControlConfig {
     /// The state store.
     pub store: StoreConfig,
     /// Admin bearer token lines (from `admin_token_file`, one per line): `token`, or
-    /// `name:token` to name the operator in the audit log (see
-    /// [`crate::api::split_token_line`]). Tokens are at least 16 bytes.
+    /// `name:token` to name the operator in the audit log, then optional `role=` and
+    /// `assets=` (see [`crate::auth::parse_token_line`]). Tokens are at least 16 bytes.
     pub admin_tokens: Vec<String>,
     /// TLS for the gRPC API (and mTLS with `client_ca`); plaintext when unset.
     pub tls: Option<TlsFiles>,
@@ -205,24 +205,10 @@ impl ControlConfig {
             ),
             Some(f) => match std::fs::read_to_string(&f) {
                 Err(e) => errs.push("control.admin_token_file", format!("cannot read {f}: {e}")),
-                Ok(text) => {
-                    admin_tokens = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    if admin_tokens.is_empty()
-                        || admin_tokens
-                            .iter()
-                            .any(|t| crate::api::split_token_line(t).1.len() < 16)
-                    {
-                        errs.push(
-                            "control.admin_token_file",
-                            "needs one or more tokens of at least 16 characters (`token` or `name:token` lines)",
-                        );
-                    }
-                }
+                Ok(text) => match crate::auth::token_lines(&text) {
+                    Ok(lines) => admin_tokens = lines,
+                    Err(e) => errs.push("control.admin_token_file", format!("{f}: {e}")),
+                },
             },
         }
         let cert = c.opt(errs, "tls_cert", string);

@@ -228,6 +228,14 @@ pub struct FarmFields {
     pub origin_prefix: Option<String>,
 }
 
+impl JobDoc {
+    /// What the audit log names: `jobs/<id> asset=<asset>` (a tenant's audit listing keeps
+    /// the entries of its own assets).
+    pub fn audit_target(&self) -> String {
+        format!("jobs/{} asset={}", self.id, self.asset)
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -477,7 +485,7 @@ pub async fn cancel(
                 key.clone(),
                 serde_json::to_vec(&doc).expect("a job serialises"),
             ),
-            crate::api::audit_op(actor, "job.cancel", &format!("jobs/{id}"), version),
+            crate::api::audit_op(actor, "job.cancel", &doc.audit_target(), version),
         ];
         match store
             .txn(
@@ -574,12 +582,7 @@ pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobErro
                 // The planning step starts afresh, with no attempts or backoff carried
                 // over (it clears the other task records itself).
                 Op::delete(task_key(&doc.id, "plan")),
-                crate::api::audit_op(
-                    &doc.actor,
-                    "job.requeue",
-                    &format!("jobs/{}", doc.id),
-                    version,
-                ),
+                crate::api::audit_op(&doc.actor, "job.requeue", &doc.audit_target(), version),
             ];
             let guard = Guard {
                 key: key.clone(),
@@ -601,7 +604,7 @@ pub async fn submit(store: &dyn Store, doc: JobDoc) -> Result<Submitted, JobErro
         let value = serde_json::to_vec(&doc).expect("a job serialises");
         let ops = vec![
             Op::put(key.clone(), value),
-            crate::api::audit_op(&doc.actor, "job.submit", &format!("jobs/{}", doc.id), 0),
+            crate::api::audit_op(&doc.actor, "job.submit", &doc.audit_target(), 0),
         ];
         let guard = Guard {
             key: key.clone(),

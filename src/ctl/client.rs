@@ -114,6 +114,8 @@ pub(crate) struct Api {
     pub(super) analytics: pb::analytics_service_client::AnalyticsServiceClient<Svc>,
     /// `ctl job` (src/ctl/job.rs).
     pub(super) jobs: pb::job_service_client::JobServiceClient<Svc>,
+    /// `ctl whoami`.
+    pub(super) access: pb::access_service_client::AccessServiceClient<Svc>,
 }
 
 /// The admin token from `--token`, `--token-file` or `STREAMGATE_TOKEN`, if any.
@@ -198,7 +200,8 @@ pub(crate) async fn connect(g: &Global) -> Result<Api> {
             c.clone(),
             b.clone(),
         ),
-        jobs: pb::job_service_client::JobServiceClient::with_interceptor(c, b),
+        jobs: pb::job_service_client::JobServiceClient::with_interceptor(c.clone(), b.clone()),
+        access: pb::access_service_client::AccessServiceClient::with_interceptor(c, b),
     })
 }
 

@@ -121,6 +121,8 @@ pub(crate) enum CtlCmd {
     Job(job::JobCmd),
     /// Upload a video over tus to the ingest (resumable); prints its job.
     Upload(upload::UploadArgs),
+    /// Who the admin token is: its name, role, asset prefixes and the calls it may make.
+    Whoami,
 }
 
 /// sysexits: bad local input, and the service unreachable.
@@ -144,6 +146,7 @@ enum Remote {
     Analytics { asset: Option<String>, limit: u32 },
     Job(job::JobCmd),
     Upload(upload::UploadArgs),
+    Whoami,
 }
 
 /// A command line, split by what it needs.
@@ -168,6 +171,7 @@ impl CtlCmd {
             Self::Analytics { asset, limit } => Remote::Analytics { asset, limit },
             Self::Job(j) => Remote::Job(j),
             Self::Upload(u) => Remote::Upload(u),
+            Self::Whoami => Remote::Whoami,
         };
         Command::Remote(remote)
     }
@@ -220,6 +224,7 @@ impl Remote {
                 ops::audit(&mut client::connect(g).await?, out, after, limit).await?
             }
             Self::Edges => ops::edges(&mut client::connect(g).await?, out).await?,
+            Self::Whoami => ops::whoami(&mut client::connect(g).await?, out).await?,
             Self::Analytics { asset, limit } => {
                 ops::analytics(&mut client::connect(g).await?, out, asset, limit).await?
             }

@@ -1,5 +1,5 @@
-//! `ctl purge`, `ctl audit`, `ctl edges` and `ctl analytics`: the fleet's cache, its
-//! history, its edges and how playback goes on them.
+//! `ctl purge`, `ctl audit`, `ctl edges`, `ctl analytics` and `ctl whoami`: the fleet's
+//! cache, its history, its edges, how playback goes on them, and who is asking.
 
 use clap::Args;
 use serde_json::json;
@@ -41,6 +41,29 @@ pub(super) async fn purge(api: &mut Api, out: Output, args: PurgeArgs) -> Result
             "purge {} recorded at revision {}; every edge applies it when it reaches that revision (see `streamgate ctl edges`)",
             r.seq, r.revision
         ),
+    }
+    Ok(())
+}
+
+/// `ctl whoami`.
+pub(super) async fn whoami(api: &mut Api, out: Output) -> Result<()> {
+    let r = api
+        .access
+        .who_am_i(pb::WhoAmIRequest {})
+        .await?
+        .into_inner();
+    match out {
+        Output::Json => print_json(&json!({"name": r.name, "role": r.role,
+            "asset_prefixes": r.asset_prefixes, "allowed": r.allowed})),
+        Output::Human => {
+            let scope = if r.asset_prefixes.is_empty() {
+                "every asset".to_owned()
+            } else {
+                format!("assets {}", r.asset_prefixes.join(", "))
+            };
+            println!("{} ({}, {scope})", r.name, r.role);
+            println!("may call: {}", r.allowed.join(" "));
+        }
     }
     Ok(())
 }

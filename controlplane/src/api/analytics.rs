@@ -15,7 +15,7 @@ use serde_json::Value;
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{caller, check_id, status};
 use crate::store::{ANALYTICS_PREFIX, Store};
 
 const DEFAULT_LIMIT: usize = 20;
@@ -191,7 +191,18 @@ impl pb::analytics_service_server::AnalyticsService for AnalyticsApi {
         &self,
         req: Request<pb::GetAnalyticsRequest>,
     ) -> Result<Response<pb::GetAnalyticsResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
+        if !r.asset.is_empty() {
+            check_id(
+                &*self.store,
+                &who,
+                "AnalyticsService/Get",
+                "assets",
+                &r.asset,
+            )
+            .await?;
+        }
         let limit = match r.limit as usize {
             0 => DEFAULT_LIMIT,
             n if n <= MAX_LIMIT => n,
@@ -215,7 +226,7 @@ impl pb::analytics_service_server::AnalyticsService for AnalyticsApi {
         }
         let mut assets: Vec<pb::AssetQoe> = sums
             .into_iter()
-            .filter(|(id, _)| r.asset.is_empty() || *id == r.asset)
+            .filter(|(id, _)| (r.asset.is_empty() || *id == r.asset) && who.may_touch(id))
             .map(|(id, s)| qoe(id, &s))
             .collect();
         assets.sort_by(|a, b| {

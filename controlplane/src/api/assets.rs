@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::{Change, actor, binding_key, guard, policy_key, status};
+use super::{Change, binding_key, caller, check_id, guard, policy_key, status};
+use crate::auth::Actor;
 use crate::store::{Op, PREFIX, Store};
 
 fn asset_key(id: &str) -> String {
@@ -54,12 +55,18 @@ impl AssetApi {
     /// concurrently cannot leave the asset bound to nothing.
     async fn write(
         &self,
-        who: &str,
+        who: &Actor,
+        method: &str,
         action: &str,
         a: &pb::Asset,
         expected: i64,
     ) -> Result<pb::Asset, Status> {
         valid_id(&a.id)?;
+        // A tenant keeps to its prefixes, for the asset and for the policy it binds.
+        check_id(&*self.store, who, method, "assets", &a.id).await?;
+        if !a.policy_id.is_empty() {
+            check_id(&*self.store, who, method, "policies", &a.policy_id).await?;
+        }
         let key = asset_key(&a.id);
         let mut doc = json!({"id": a.id, "policy": (!a.policy_id.is_empty()).then_some(&a.policy_id), "description": a.description});
         // The published version (origin prefix and job) belongs to the farm: operators'
@@ -93,7 +100,7 @@ impl AssetApi {
             ));
         }
         let version = Change {
-            actor: who,
+            actor: &who.name,
             action,
             target: format!("assets/{}", a.id),
             old_version: expected,
@@ -140,12 +147,14 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::RegisterAssetRequest>,
     ) -> Result<Response<pb::RegisterAssetResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let a = req
             .into_inner()
             .asset
             .ok_or_else(|| Status::invalid_argument("asset is required"))?;
-        let asset = self.write(&who, "asset.register", &a, 0).await?;
+        let asset = self
+            .write(&who, "AssetService/Register", "asset.register", &a, 0)
+            .await?;
         Ok(Response::new(pb::RegisterAssetResponse {
             asset: Some(asset),
         }))
@@ -155,18 +164,23 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::GetAssetRequest>,
     ) -> Result<Response<pb::GetAssetResponse>, Status> {
-        let asset = self.read(&req.into_inner().id).await?;
+        let who = caller(&req);
+        let id = req.into_inner().id;
+        check_id(&*self.store, &who, "AssetService/Get", "assets", &id).await?;
+        let asset = self.read(&id).await?;
         Ok(Response::new(pb::GetAssetResponse { asset: Some(asset) }))
     }
 
     async fn list(
         &self,
-        _req: Request<pb::ListAssetsRequest>,
+        req: Request<pb::ListAssetsRequest>,
     ) -> Result<Response<pb::ListAssetsResponse>, Status> {
+        let who = caller(&req);
         let (items, _) = self.store.list(&asset_key("")).await.map_err(status)?;
         let assets = items
             .iter()
             .map(|(_, v)| from_doc(&v.value, v.version))
+            .filter(|a| who.may_touch(&a.id))
             .collect();
         Ok(Response::new(pb::ListAssetsResponse { assets }))
     }
@@ -175,7 +189,7 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::UpdateAssetRequest>,
     ) -> Result<Response<pb::UpdateAssetResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let req = req.into_inner();
         let a = req
             .asset
@@ -186,7 +200,13 @@ impl pb::asset_service_server::AssetService for AssetApi {
             ));
         }
         let asset = self
-            .write(&who, "asset.update", &a, req.expected_version)
+            .write(
+                &who,
+                "AssetService/Update",
+                "asset.update",
+                &a,
+                req.expected_version,
+            )
             .await?;
         Ok(Response::new(pb::UpdateAssetResponse {
             asset: Some(asset),
@@ -197,12 +217,13 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::DeleteAssetRequest>,
     ) -> Result<Response<pb::DeleteAssetResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let req = req.into_inner();
+        check_id(&*self.store, &who, "AssetService/Delete", "assets", &req.id).await?;
         self.read(&req.id).await?;
         let key = asset_key(&req.id);
         Change {
-            actor: &who,
+            actor: &who.name,
             action: "asset.delete",
             target: format!("assets/{}", req.id),
             old_version: req.expected_version,
@@ -218,12 +239,26 @@ impl pb::asset_service_server::AssetService for AssetApi {
         &self,
         req: Request<pb::BindAssetRequest>,
     ) -> Result<Response<pb::BindAssetResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let req = req.into_inner();
+        check_id(
+            &*self.store,
+            &who,
+            "AssetService/Bind",
+            "assets",
+            &req.asset_id,
+        )
+        .await?;
         let mut a = self.read(&req.asset_id).await?;
         a.policy_id = req.policy_id;
         let asset = self
-            .write(&who, "asset.bind", &a, req.expected_version)
+            .write(
+                &who,
+                "AssetService/Bind",
+                "asset.bind",
+                &a,
+                req.expected_version,
+            )
             .await?;
         Ok(Response::new(pb::BindAssetResponse { asset: Some(asset) }))
     }

@@ -7,7 +7,8 @@ use serde_json::Value;
 use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::status;
+use super::{caller, status};
+use crate::auth::Actor;
 use crate::store::{PREFIX, Store};
 
 /// Entries per call when the caller sets no limit, and the most it may ask for.
@@ -32,6 +33,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
         let limit = match usize::try_from(r.limit) {
             Ok(0) => DEFAULT_LIMIT,
@@ -53,6 +55,9 @@ impl pb::audit_service_server::AuditService for AuditApi {
             .filter_map(|(_, v)| {
                 let d: Value = serde_json::from_slice(&v.value).ok()?;
                 let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                if !visible(&who, d["actor"].as_str()?, d["target"].as_str()?) {
+                    return None;
+                }
                 Some(pb::AuditEntry {
                     seq: v.version,
                     time: s("time"),
@@ -67,5 +72,55 @@ impl pb::audit_service_server::AuditService for AuditApi {
         entries.sort_by_key(|e| e.seq);
         entries.truncate(limit);
         Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+}
+
+/// The asset (or policy) id an audit target names: `assets/<id>`, `policies/<id>`,
+/// `asset:<id>`, `prefix:<id>/...`, `... asset=<id>` (jobs and uploads), and for a refused
+/// call (`Service/Method <target>`) that of the target. `None` for fleet-wide objects
+/// (`keys/...`) and a refused call that names none.
+fn scope_of(target: &str) -> Option<&str> {
+    if let Some((_, a)) = target.split_once(" asset=") {
+        return a.split(' ').next();
+    }
+    if let Some((method, rest)) = target.split_once(' ')
+        && method.contains('/')
+        && !method.contains(':')
+    {
+        return scope_of(rest);
+    }
+    for p in ["assets/", "policies/", "asset:"] {
+        if let Some(id) = target.strip_prefix(p) {
+            return Some(id);
+        }
+    }
+    target.strip_prefix("prefix:")?.split('/').next()
+}
+
+/// Whether `who` may read an entry: everything for a token with no prefixes; for a
+/// tenant, the entries that name one of its assets or policies, and its own.
+fn visible(who: &Actor, actor: &str, target: &str) -> bool {
+    !who.is_tenant() || actor == who.name || scope_of(target).is_some_and(|id| who.may_touch(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_scoped_by_what_they_name() {
+        for (t, id) in [
+            ("assets/acme-1", Some("acme-1")),
+            ("policies/acme-p", Some("acme-p")),
+            ("asset:acme-1", Some("acme-1")),
+            ("prefix:acme-1/video/", Some("acme-1")),
+            ("jobs/abc asset=acme-2", Some("acme-2")),
+            ("uploads/u1 asset=acme-3 size=10 sha256=ff", Some("acme-3")),
+            ("AssetService/Get assets/globex", Some("globex")),
+            ("KeyService/Add", None),
+            ("keys/k1", None),
+        ] {
+            assert_eq!(scope_of(t), id, "{t}");
+        }
     }
 }

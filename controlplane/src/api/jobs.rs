@@ -11,7 +11,8 @@ use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::assets::{ASSET_ID_RULE, is_asset_id};
-use super::{actor, status};
+use super::{caller, check_id, status};
+use crate::auth::Actor;
 use crate::job::{self, JobDoc, JobError, JobId, JobSource, JobState, TaskDoc};
 use crate::store::Store;
 
@@ -154,6 +155,18 @@ async fn read(store: &dyn Store, id: &JobId) -> Result<pb::Job, Status> {
     Ok(to_pb(&doc, version, &tasks, now_ms()))
 }
 
+/// Checks that a tenant's token may touch job `id` (by the job's asset); a job that does
+/// not exist passes, and the call answers NOT_FOUND.
+async fn check_job(store: &dyn Store, who: &Actor, method: &str, id: &JobId) -> Result<(), Status> {
+    if !who.is_tenant() {
+        return Ok(());
+    }
+    match job::get(store, id).await.map_err(job_status)? {
+        Some((doc, _)) => check_id(store, who, method, "assets", &doc.asset).await,
+        None => Ok(()),
+    }
+}
+
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -162,13 +175,24 @@ impl pb::job_service_server::JobService for JobApi {
         &self,
         req: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let r = req.into_inner();
         if !is_asset_id(&r.asset) {
             return Err(Status::invalid_argument(format!(
                 "asset {:?}: {ASSET_ID_RULE}",
                 r.asset
             )));
+        }
+        check_id(&*self.store, &who, "JobService/Submit", "assets", &r.asset).await?;
+        if !r.policy.is_empty() {
+            check_id(
+                &*self.store,
+                &who,
+                "JobService/Submit",
+                "policies",
+                &r.policy,
+            )
+            .await?;
         }
         let ladder = if r.ladder.is_empty() {
             DEFAULT_LADDER.to_owned()
@@ -199,7 +223,7 @@ impl pb::job_service_server::JobService for JobApi {
             state: JobState::Queued,
             progress: 0.0,
             error: None,
-            actor: who,
+            actor: who.name,
             created_at: now.clone(),
             updated_at: now,
             farm: Default::default(),
@@ -223,7 +247,9 @@ impl pb::job_service_server::JobService for JobApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let who = caller(&req);
         let id = parse_id(&req.into_inner().id)?;
+        check_job(&*self.store, &who, "JobService/Get", &id).await?;
         let job = read(&*self.store, &id).await?;
         Ok(Response::new(pb::GetJobResponse { job: Some(job) }))
     }
@@ -232,6 +258,7 @@ impl pb::job_service_server::JobService for JobApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let who = caller(&req);
         let r = req.into_inner();
         if !r.state.is_empty() && !JobState::ALL.iter().any(|s| s.as_str() == r.state) {
             return Err(Status::invalid_argument(format!(
@@ -245,6 +272,7 @@ impl pb::job_service_server::JobService for JobApi {
         for (doc, version) in docs {
             if (!r.state.is_empty() && doc.state.as_str() != r.state)
                 || (!r.asset.is_empty() && doc.asset != r.asset)
+                || !who.may_touch(&doc.asset)
             {
                 continue;
             }
@@ -268,9 +296,10 @@ impl pb::job_service_server::JobService for JobApi {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let id = parse_id(&req.into_inner().id)?;
-        match job::cancel(&*self.store, &id, &who, &rfc3339_now()).await {
+        check_job(&*self.store, &who, "JobService/Cancel", &id).await?;
+        match job::cancel(&*self.store, &id, &who.name, &rfc3339_now()).await {
             Ok(_) => {}
             Err(job::CancelError::NotFound(id)) => {
                 return Err(Status::not_found(format!("no job {id}")));
@@ -290,7 +319,9 @@ impl pb::job_service_server::JobService for JobApi {
         &self,
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = caller(&req);
         let id = parse_id(&req.into_inner().id)?;
+        check_job(&*self.store, &who, "JobService/Watch", &id).await?;
         let store = Arc::clone(&self.store);
         // Fails with NOT_FOUND before the stream starts.
         let first = read(&*store, &id).await?;

@@ -14,7 +14,7 @@ use streamgate_proto::control::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::assets::{ASSET_ID_RULE, is_asset_id};
-use super::{Change, actor, guard, status};
+use super::{Change, caller, check_id, guard, status};
 use crate::store::{Op, PREFIX, Store};
 
 /// How many purge records are kept.
@@ -154,8 +154,12 @@ impl pb::purge_service_server::PurgeService for PurgeApi {
         &self,
         req: Request<pb::PurgeRequest>,
     ) -> Result<Response<pb::PurgeResponse>, Status> {
-        let who = actor(&req);
+        let who = caller(&req);
         let (field, value) = target(req.into_inner().target)?;
+        // A prefix starts with its asset id (checked above); a tenant keeps to its own.
+        let asset = value.split('/').next().unwrap_or_default();
+        check_id(&*self.store, &who, "PurgeService/Purge", "assets", asset).await?;
+        let who = who.name;
         // The counter is the only contended key; concurrent purges retry on it.
         for _ in 0..ATTEMPTS {
             match self.once(&who, field, &value).await {

@@ -217,9 +217,9 @@ fn admin_tokens_compare_whole_and_name_their_actor() {
         "alice:alice-token-0123456789".into(),
     ]);
     // The first 8 hex digits of SHA-256("admin-token-0123456789"), from `sha256sum`.
-    assert_eq!(a.tokens().check(ADMIN).unwrap().0, "token-ca8d40e6");
+    assert_eq!(a.tokens().check(ADMIN).unwrap().name, "token-ca8d40e6");
     assert_eq!(
-        a.tokens().check("alice-token-0123456789").unwrap().0,
+        a.tokens().check("alice-token-0123456789").unwrap().name,
         "alice"
     );
     assert!(

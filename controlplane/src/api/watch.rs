@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{policy_key, status};
+use crate::auth::Actor;
 use crate::store::{Event, Store, StoreError};
 
 /// The stream type of `Watch`.
@@ -56,10 +57,17 @@ fn compacted(e: StoreError) -> Status {
     }
 }
 
-/// Starts the stream of policy events after `from` (0: the current state first).
+/// Whether `who` may see the policy of `key` (a tenant sees only its prefixes' policies).
+fn visible(who: &Actor, prefix: &str, key: &str) -> bool {
+    who.may_touch(&key[prefix.len()..])
+}
+
+/// Starts the stream of policy events after `from` (0: the current state first), of the
+/// policies `who` may see.
 pub(crate) async fn policy_events(
     store: Arc<dyn Store>,
     from: i64,
+    who: Actor,
 ) -> Result<PolicyEvents, Status> {
     if from < 0 {
         return Err(Status::invalid_argument(
@@ -72,6 +80,9 @@ pub(crate) async fn policy_events(
     let after = if from == 0 {
         let (items, rev) = store.list(&prefix).await.map_err(status)?;
         for (key, v) in items {
+            if !visible(&who, &prefix, &key) {
+                continue;
+            }
             let put = Event::Put {
                 key,
                 value: v.value,
@@ -102,6 +113,9 @@ pub(crate) async fn policy_events(
             match item {
                 Some(Ok(batch)) => {
                     for e in batch.events {
+                        if !visible(&who, &prefix, e.key()) {
+                            continue;
+                        }
                         let revision = e.version();
                         if tx.send(Ok(event(&prefix, e, revision))).await.is_err() {
                             return;

@@ -13,9 +13,10 @@ pub enum TusError {
     /// No admin token (401).
     #[error("admin token required: Authorization: Bearer <token>")]
     Unauthenticated,
-    /// A token that is not an admin token (403).
-    #[error("admin token not accepted")]
-    Forbidden,
+    /// A token that is not an admin token, or one whose role or asset prefixes do not
+    /// allow the request (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such upload (404).
     #[error("no such upload")]
     NotFound,
@@ -68,7 +69,7 @@ impl TusError {
         match self {
             Self::Version => StatusCode::PRECONDITION_FAILED,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
             Self::Method => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,7 +89,7 @@ impl TusError {
         match self {
             Self::Version => "unsupported_version",
             Self::Unauthenticated => "unauthenticated",
-            Self::Forbidden => "access_denied",
+            Self::Forbidden(_) => "access_denied",
             Self::NotFound => "not_found",
             Self::Gone(_) => "upload_expired",
             Self::Method => "method_not_allowed",

@@ -19,7 +19,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use streamgate_control::auth::{AdminTokens, AuthError};
+use streamgate_control::auth::{Actor, AdminTokens, AuthError, Role};
 use streamgate_control::job::{self, JobDoc, JobId, JobSource, JobState};
 use streamgate_control::store::{Guard, Op, Store, StoreError};
 use streamgate_origin::{Staging, StagingError};
@@ -351,7 +351,32 @@ impl Ingest {
         Ok(self.held(id, slot, guard))
     }
 
-    async fn load(&self, id: &str) -> Result<(UploadRecord, i64), TusError> {
+    /// Audits a refused request (`denied`, as the control API does) and returns the 403.
+    async fn deny(&self, who: &Actor, target: &str, why: String) -> TusError {
+        streamgate_control::api::access::audit_denial(&*self.sh.store, &who.name, target).await;
+        TusError::Forbidden(why)
+    }
+
+    /// Refuses a tenant's token an upload outside its asset prefixes.
+    async fn check_asset(&self, who: &Actor, target: &str, asset: &str) -> Result<(), TusError> {
+        if who.may_touch(asset) {
+            return Ok(());
+        }
+        Err(self
+            .deny(
+                who,
+                target,
+                format!(
+                    "token {:?} is limited to assets {}; asset {asset:?} is outside them",
+                    who.name,
+                    who.assets.join(", ")
+                ),
+            )
+            .await)
+    }
+
+    /// Upload `id`'s record, once `who` may touch its asset.
+    async fn load(&self, id: &str, who: &Actor) -> Result<(UploadRecord, i64), TusError> {
         let v = self
             .sh
             .store
@@ -359,8 +384,10 @@ impl Ingest {
             .await
             .map_err(store_err)?
             .ok_or(TusError::NotFound)?;
-        let rec = serde_json::from_slice(&v.value)
+        let rec: UploadRecord = serde_json::from_slice(&v.value)
             .map_err(|e| TusError::Internal(format!("upload record {id}: {e}")))?;
+        self.check_asset(who, &rec.audit_target(), &rec.asset)
+            .await?;
         Ok((rec, v.version))
     }
 
@@ -530,14 +557,26 @@ impl Ingest {
             )
             .map_err(|e| match e {
                 AuthError::Missing => TusError::Unauthenticated,
-                _ => TusError::Forbidden,
+                e => TusError::Forbidden(e.to_string()),
             })?
-            .0
             .clone();
+        if actor.role < Role::Operator {
+            return Err(self
+                .deny(
+                    &actor,
+                    "uploads",
+                    format!(
+                        "uploading needs the operator role; token {:?} has {}",
+                        actor.name,
+                        actor.role.as_str()
+                    ),
+                )
+                .await);
+        }
         match (id, method) {
-            (None, Method::POST) => self.create(req, actor).await,
-            (Some(id), Method::HEAD) => self.head(&id).await,
-            (Some(id), Method::PATCH) => self.patch(req, &id).await,
+            (None, Method::POST) => self.create(req, &actor).await,
+            (Some(id), Method::HEAD) => self.head(&id, &actor).await,
+            (Some(id), Method::PATCH) => self.patch(req, &id, &actor).await,
             (Some(id), Method::DELETE) => self.delete(&id, &actor).await,
             _ => Err(TusError::Method),
         }
@@ -593,7 +632,7 @@ impl Ingest {
     async fn create(
         &self,
         req: Request<Incoming>,
-        actor: String,
+        actor: &Actor,
     ) -> Result<Response<Body>, TusError> {
         let h = req.headers();
         if h.contains_key("upload-concat") {
@@ -620,7 +659,10 @@ impl Ingest {
         let raw_meta = header(h, "upload-metadata").unwrap_or_default();
         let meta =
             record::validate_metadata(raw_meta, &self.sh.cfg.ladders, &self.sh.cfg.default_ladder)?;
+        self.check_asset(actor, &format!("uploads asset={}", meta.asset), &meta.asset)
+            .await?;
         if let Some(p) = &meta.policy {
+            self.check_asset(actor, &format!("policies/{p}"), p).await?;
             let key = format!("{}policies/{p}", streamgate_control::store::PREFIX);
             if self.sh.store.get(&key).await.map_err(store_err)?.is_none() {
                 return Err(TusError::BadMetadata(format!(
@@ -657,7 +699,7 @@ impl Ingest {
             size,
             meta,
             raw_meta,
-            actor,
+            actor.name.clone(),
             staged_key,
             stage,
             SystemTime::now(),
@@ -715,8 +757,8 @@ impl Ingest {
         Ok(())
     }
 
-    async fn head(&self, id: &str) -> Result<Response<Body>, TusError> {
-        let (mut rec, mut ver) = self.load(id).await?;
+    async fn head(&self, id: &str, who: &Actor) -> Result<Response<Body>, TusError> {
+        let (mut rec, mut ver) = self.load(id, who).await?;
         rec.check_live(SystemTime::now())?;
         if rec.state == UploadState::Complete
             && rec.job.is_none()
@@ -736,7 +778,12 @@ impl Ingest {
         Ok(r)
     }
 
-    async fn patch(&self, req: Request<Incoming>, id: &str) -> Result<Response<Body>, TusError> {
+    async fn patch(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        who: &Actor,
+    ) -> Result<Response<Body>, TusError> {
         let h = req.headers();
         if !headers::is_offset_stream(header(h, "content-type")) {
             return Err(TusError::MediaType);
@@ -750,7 +797,7 @@ impl Ingest {
         let len = content_length(h)?;
         let checksum = checksum_header(h)?;
         let held = self.lock(id).await?;
-        let (mut rec, mut ver) = self.load(id).await?;
+        let (mut rec, mut ver) = self.load(id, who).await?;
         rec.check_patch(SystemTime::now(), offset, len)?;
         if rec.state == UploadState::Complete {
             self.finalize(&mut rec, &mut ver).await?;
@@ -909,9 +956,10 @@ impl Ingest {
         }
     }
 
-    async fn delete(&self, id: &str, actor: &str) -> Result<Response<Body>, TusError> {
+    async fn delete(&self, id: &str, who: &Actor) -> Result<Response<Body>, TusError> {
+        let actor = who.name.as_str();
         let _held = self.lock(id).await?;
-        let (rec, ver) = self.load(id).await?;
+        let (rec, ver) = self.load(id, who).await?;
         if rec.state == UploadState::Complete {
             return Err(TusError::Complete(format!(
                 "the upload is complete and its job {} owns the staged source; cancel the job instead",

@@ -123,24 +123,10 @@ impl TranscodeConfig {
             None => {}
             Some(f) => match std::fs::read_to_string(&f) {
                 Err(e) => errs.push("transcode.admin_token_file", format!("cannot read {f}: {e}")),
-                Ok(text) => {
-                    admin_tokens = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    let short = admin_tokens.iter().any(|l| {
-                        streamgate_control::auth::split_token_line(l).1.len()
-                            < streamgate_control::auth::MIN_TOKEN_LEN
-                    });
-                    if admin_tokens.is_empty() || short {
-                        errs.push(
-                            "transcode.admin_token_file",
-                            "needs one or more tokens of at least 16 characters (`token` or `name:token` lines)",
-                        );
-                    }
-                }
+                Ok(text) => match streamgate_control::auth::token_lines(&text) {
+                    Ok(lines) => admin_tokens = lines,
+                    Err(e) => errs.push("transcode.admin_token_file", format!("{f}: {e}")),
+                },
             },
         }
         let mut i = t.table(errs, "ingest");
